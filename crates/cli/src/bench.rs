@@ -1,0 +1,195 @@
+//! `tessera bench`: median latency and throughput of kernels on this adapter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+use tessera::kernels::matmul::{choose_variant, MatmulSpec, MatmulVariant};
+use tessera::{DType, Gpu, MatmulOptions, Tensor};
+
+const DEFAULT_SHAPES: &str = "1024x1024x1024,2048x2048x2048,197x3072x768,1500x1536x384,77x2048x512,1x4096x4096";
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// C = A·Bᵀ (B in Linear layout [N, K]) for each shape MxNxK.
+    Matmul {
+        /// Storage type.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        /// Comma-separated MxNxK shapes.
+        #[arg(long, default_value = DEFAULT_SHAPES)]
+        shapes: String,
+        /// Read B as [N, K] (nt, Linear layout) or [K, N] (nn).
+        #[arg(long, value_enum, default_value = "nt")]
+        layout: Layout,
+        /// Kernel variant; auto picks by adapter and shape.
+        #[arg(long, value_enum, default_value = "auto")]
+        variant: Variant,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Layout {
+    Nt,
+    Nn,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Variant {
+    Auto,
+    Register,
+    Tiled,
+    Gemv,
+}
+
+impl From<Variant> for MatmulVariant {
+    fn from(v: Variant) -> Self {
+        match v {
+            Variant::Auto => MatmulVariant::Auto,
+            Variant::Register => MatmulVariant::Register,
+            Variant::Tiled => MatmulVariant::Tiled,
+            Variant::Gemv => MatmulVariant::Gemv,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    kernel: &'static str,
+    m: usize,
+    n: usize,
+    k: usize,
+    dtype: String,
+    median_ms: f64,
+    gflops: f64,
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn parse_shapes(s: &str) -> Result<Vec<[usize; 3]>, BoxError> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let dims: Vec<usize> = p
+                .trim()
+                .split('x')
+                .map(|d| d.parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("shape '{p}' is not MxNxK (e.g. 1024x1024x1024)"))?;
+            match dims[..] {
+                [m, n, k] if m > 0 && n > 0 && k > 0 => Ok([m, n, k]),
+                _ => Err(format!("shape '{p}' is not MxNxK with every size at least 1").into()),
+            }
+        })
+        .collect()
+}
+
+/// Runs `step` (which records work) until enough samples are taken; returns the median time
+/// of record + submit + wait.
+pub fn median_time(gpu: &Gpu, mut step: impl FnMut() -> Result<(), BoxError>) -> Result<Duration, BoxError> {
+    for _ in 0..2 {
+        step()?;
+        gpu.sync()?;
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50) {
+        let t = Instant::now();
+        step()?;
+        gpu.sync()?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2654435761).max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn bench_matmul(
+    gpu: &Arc<Gpu>,
+    dtype: DType,
+    shapes: &[[usize; 3]],
+    layout: Layout,
+    variant: MatmulVariant,
+) -> Result<Vec<Row>, BoxError> {
+    let mut rows = Vec::new();
+    for &[m, n, k] in shapes {
+        let a = Tensor::from_slice(gpu, &pseudo_random(m * k, 1), &[m, k], dtype)?;
+        let b = match layout {
+            Layout::Nt => Tensor::from_slice(gpu, &pseudo_random(n * k, 2), &[n, k], dtype)?.t()?,
+            Layout::Nn => Tensor::from_slice(gpu, &pseudo_random(n * k, 2), &[k, n], dtype)?,
+        };
+        let opts = MatmulOptions {
+            variant,
+            ..MatmulOptions::default()
+        };
+        let t = median_time(gpu, || {
+            a.matmul_with(&b, &opts)?;
+            Ok(())
+        })?;
+        let spec = MatmulSpec::new(m, n, k);
+        let ms = t.as_secs_f64() * 1e3;
+        let chosen = choose_variant(gpu, &MatmulSpec { variant, ..spec });
+        eprintln!("  {m}x{n}x{k}: {chosen:?}");
+        rows.push(Row {
+            kernel: "matmul",
+            m,
+            n,
+            k,
+            dtype: dtype.to_string(),
+            median_ms: ms,
+            gflops: spec.flops() / t.as_secs_f64() / 1e9,
+        });
+    }
+    Ok(rows)
+}
+
+fn print_table(gpu: &Gpu, rows: &[Row]) {
+    let s = gpu.summary();
+    println!("adapter: {} ({})", s.name, s.backend);
+    println!("{:<8} {:>6} {:>6} {:>6} {:>5} {:>11} {:>9}", "kernel", "M", "N", "K", "dtype", "median ms", "GFLOP/s");
+    for r in rows {
+        println!(
+            "{:<8} {:>6} {:>6} {:>6} {:>5} {:>11.3} {:>9.1}",
+            r.kernel, r.m, r.n, r.k, r.dtype, r.median_ms, r.gflops
+        );
+    }
+}
+
+/// Runs one `tessera bench` subcommand.
+pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
+    let gpu = Gpu::shared()?;
+    match cmd {
+        BenchCommand::Matmul {
+            dtype,
+            shapes,
+            layout,
+            variant,
+            json,
+        } => {
+            let shapes = parse_shapes(&shapes)?;
+            gpu.check_dtype("bench matmul", dtype)?;
+            let rows = bench_matmul(&gpu, dtype, &shapes, layout, variant.into())?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print_table(&gpu, &rows);
+            }
+        }
+    }
+    Ok(())
+}

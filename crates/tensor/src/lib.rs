@@ -1,0 +1,11 @@
+//! tessera-tensor: [`Tensor`], a device buffer with a shape, strides and a dtype, and the ops
+//! models use, as methods that check shapes and return errors instead of panicking.
+#![warn(missing_docs)]
+
+mod error;
+mod tensor;
+
+pub use error::{Result, TensorError};
+pub use tensor::{MatmulOptions, Tensor, MAX_DIMS};
+pub use tessera_kernels::matmul::{Activation, MatmulVariant};
+pub use tessera_kernels::{DType, Gpu};

@@ -1,0 +1,61 @@
+//! Element types of device buffers.
+
+use std::fmt;
+
+/// Storage type of a tensor's elements. Arithmetic always accumulates in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit IEEE float; needs the adapter feature `SHADER_F16`.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type name.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wgsl())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(DType::F32),
+            "f16" => Ok(DType::F16),
+            other => Err(format!("unknown dtype '{other}': use f32 or f16")),
+        }
+    }
+}
+
+/// The WGSL source of a shader file with its element type alias set to `dtype`.
+///
+/// Every shader declares `alias T = f32;` once; for f16 the alias changes and `enable f16;`
+/// is put first. This is the only text substitution Tessera does on WGSL.
+pub fn specialize(source: &str, dtype: DType) -> String {
+    match dtype {
+        DType::F32 => source.to_string(),
+        DType::F16 => format!(
+            "enable f16;\n{}",
+            source.replacen("alias T = f32;", "alias T = f16;", 1)
+        ),
+    }
+}

@@ -1,0 +1,171 @@
+//! A pool of storage buffers, so that a forward pass reuses memory instead of creating buffers
+//! (creating and first binding a buffer costs far more than a dispatch).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Usage of every pooled storage buffer.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Buffers are bucketed by capacity: powers of two up to 4 KiB, then eight steps per octave,
+/// so a reused buffer wastes at most 12.5%.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    if bytes <= 4096 {
+        return bytes.next_power_of_two();
+    }
+    let step = (bytes.next_power_of_two() / 8).max(1);
+    bytes.div_ceil(step) * step
+}
+
+#[derive(Default)]
+struct State {
+    /// Buffers free for any use.
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Buffers released since the last submit. Commands recorded but not yet submitted may
+    /// still read them, so they may be written by later recorded dispatches (which run after
+    /// those commands) but not by `Queue::write_buffer`, which runs before the whole submit.
+    released_since_submit: HashMap<u64, Vec<wgpu::Buffer>>,
+    pooled_bytes: u64,
+    live_bytes: u64,
+    peak_live_bytes: u64,
+}
+
+/// Shared state behind [`crate::Gpu`]'s buffer pool.
+#[derive(Default)]
+pub(crate) struct Pool {
+    state: Mutex<State>,
+}
+
+/// Memory figures of the buffer pool, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes held by live buffers (capacity, not requested size).
+    pub live_bytes: u64,
+    /// The most live bytes seen since the last [`crate::Gpu::reset_peak`].
+    pub peak_live_bytes: u64,
+    /// Bytes held in the pool, free for reuse.
+    pub pooled_bytes: u64,
+}
+
+impl Pool {
+    pub(crate) fn take(&self, capacity: u64, for_queue_write: bool) -> Option<wgpu::Buffer> {
+        let mut s = self.state.lock().unwrap();
+        let found = match s.free.get_mut(&capacity).and_then(Vec::pop) {
+            Some(b) => Some(b),
+            None if !for_queue_write => s
+                .released_since_submit
+                .get_mut(&capacity)
+                .and_then(Vec::pop),
+            None => None,
+        };
+        if found.is_some() {
+            s.pooled_bytes -= capacity;
+        }
+        s.live_bytes += capacity;
+        s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        found
+    }
+
+    pub(crate) fn give_back(&self, buffer: wgpu::Buffer) {
+        let capacity = buffer.size();
+        let mut s = self.state.lock().unwrap();
+        s.live_bytes -= capacity;
+        s.pooled_bytes += capacity;
+        s.released_since_submit
+            .entry(capacity)
+            .or_default()
+            .push(buffer);
+    }
+
+    /// Called after every submit: what was released before it is now free for any use.
+    pub(crate) fn submitted(&self) {
+        let mut s = self.state.lock().unwrap();
+        let released = std::mem::take(&mut s.released_since_submit);
+        for (capacity, mut buffers) in released {
+            s.free.entry(capacity).or_default().append(&mut buffers);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let s = self.state.lock().unwrap();
+        PoolStats {
+            live_bytes: s.live_bytes,
+            peak_live_bytes: s.peak_live_bytes,
+            pooled_bytes: s.pooled_bytes,
+        }
+    }
+
+    pub(crate) fn reset_peak(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.peak_live_bytes = s.live_bytes;
+    }
+
+    /// Drops every free buffer (those released since the last submit stay until it).
+    pub(crate) fn trim(&self) {
+        let mut s = self.state.lock().unwrap();
+        let freed: u64 = s.free.values().flatten().map(wgpu::Buffer::size).sum();
+        s.free.clear();
+        s.pooled_bytes -= freed;
+    }
+}
+
+/// A device storage buffer that goes back to its pool when dropped.
+pub struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    len_bytes: u64,
+    pool: Arc<Pool>,
+}
+
+impl GpuBuffer {
+    pub(crate) fn new(buffer: wgpu::Buffer, len_bytes: u64, pool: Arc<Pool>) -> Self {
+        GpuBuffer {
+            buffer: Some(buffer),
+            len_bytes,
+            pool,
+        }
+    }
+
+    /// The wgpu buffer (its capacity may exceed [`GpuBuffer::len_bytes`]).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+
+    /// Bytes requested for this buffer.
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.give_back(b);
+        }
+    }
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} bytes)", self.len_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_cover_the_request_and_waste_little() {
+        for bytes in [1u64, 255, 256, 257, 4095, 4096, 4097, 10_000, 1 << 20, (1 << 20) + 1] {
+            let c = size_class(bytes);
+            assert!(c >= bytes);
+            assert!(c >= 256);
+            if bytes > 4096 {
+                assert!((c - bytes) * 8 <= bytes, "{bytes} -> {c}");
+            }
+        }
+    }
+}

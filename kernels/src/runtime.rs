@@ -1,0 +1,754 @@
+//! The GPU runtime: adapter choice, device, pipeline cache, buffer pool and command recording.
+//!
+//! Kernels record dispatches into one open command encoder; nothing runs until [`Gpu::flush`]
+//! or a read-back submits it, so a whole forward pass is one submit.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+use crate::dtype::{specialize, DType};
+use crate::error::{KernelError, Result};
+use crate::pool::{size_class, GpuBuffer, Pool, PoolStats, STORAGE_USAGE};
+
+/// Optional features Tessera uses when the adapter has them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// Bytes of each uniform arena that holds the params of recorded dispatches.
+const ARENA_BYTES: u64 = 64 * 1024;
+
+const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu without a GPU: \
+    `apt-get install mesa-vulkan-drivers`), or set TESSERA_BACKEND=gl to use OpenGL";
+
+/// Which graphics API to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Vulkan (Linux, Windows, Android; lavapipe on CPU).
+    Vulkan,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows).
+    Dx12,
+    /// OpenGL / GLES through EGL (fallback, no f16 or subgroups).
+    Gl,
+}
+
+impl Backend {
+    fn flags(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(Backend::Vulkan),
+            "metal" => Ok(Backend::Metal),
+            "dx12" | "d3d12" => Ok(Backend::Dx12),
+            "gl" | "gles" | "opengl" => Ok(Backend::Gl),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How to choose the adapter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Only this backend; `None` tries Vulkan, Metal and DX12, then falls back to GL.
+    pub backend: Option<Backend>,
+    /// Only adapters whose name contains this (case-insensitive).
+    pub adapter_name: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from `TESSERA_BACKEND=vulkan|metal|dx12|gl` and `TESSERA_ADAPTER=<name part>`.
+    pub fn from_env() -> Result<Self> {
+        let backend = match std::env::var("TESSERA_BACKEND") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| KernelError::BadEnv {
+                var: "TESSERA_BACKEND",
+                value: v.clone(),
+                expected: "vulkan, metal, dx12 or gl",
+            })?),
+            _ => None,
+        };
+        let adapter_name = std::env::var("TESSERA_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Ok(GpuOptions {
+            backend,
+            adapter_name,
+        })
+    }
+}
+
+/// Whether a binding is read or written by a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// What identifies one compute pipeline: shader, entry point, element type and override
+/// constants. Its [`KernelKey::name`] is also the cache key, readable in logs.
+#[derive(Clone, Debug)]
+pub struct KernelKey {
+    /// Shader file name without extension, e.g. `matmul`.
+    pub shader: &'static str,
+    /// The WGSL source, `alias T = f32;` form.
+    pub source: &'static str,
+    /// Entry point.
+    pub entry: &'static str,
+    /// Element type the shader is specialised to.
+    pub dtype: DType,
+    /// Override constants, by name.
+    pub constants: Vec<(&'static str, f64)>,
+    /// Storage bindings 0..n in order; the params uniform follows at binding n.
+    pub bindings: &'static [Access],
+}
+
+impl KernelKey {
+    /// The readable cache key, e.g. `matmul/main_nt/f32/ACT=0,HAS_BIAS=1`.
+    pub fn name(&self) -> String {
+        let mut c: Vec<String> = self
+            .constants
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        c.sort();
+        format!(
+            "{}/{}/{}/{}",
+            self.shader,
+            self.entry,
+            self.dtype,
+            c.join(",")
+        )
+    }
+}
+
+/// A built pipeline and its bind group layout.
+pub struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    storage_bindings: usize,
+}
+
+struct Arena {
+    buffer: wgpu::Buffer,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Recording {
+    encoder: Option<wgpu::CommandEncoder>,
+    arenas: Vec<Arena>,
+    dispatches: u32,
+}
+
+/// A description of the adapter in use.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Adapter name.
+    pub name: String,
+    /// Backend (Vulkan, Metal, Dx12, Gl).
+    pub backend: String,
+    /// Device type (DiscreteGpu, IntegratedGpu, Cpu, ...).
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver version / info string.
+    pub driver_info: String,
+}
+
+/// An open GPU device with everything the kernels need.
+pub struct Gpu {
+    _instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    pool: Arc<Pool>,
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
+    recording: Mutex<Recording>,
+    free_arenas: Mutex<Vec<wgpu::Buffer>>,
+    staging: Mutex<Vec<wgpu::Buffer>>,
+    gpu_error: Arc<Mutex<Option<String>>>,
+    dummy: GpuBuffer,
+}
+
+static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn adapters(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    let list = pollster::block_on(instance.enumerate_adapters(backends));
+    (instance, list)
+}
+
+impl Gpu {
+    /// The process-wide device chosen by [`GpuOptions::from_env`], opened on first use.
+    pub fn shared() -> Result<Arc<Gpu>> {
+        let mut shared = SHARED.lock().unwrap();
+        if let Some(gpu) = shared.as_ref() {
+            return Ok(gpu.clone());
+        }
+        let gpu = Arc::new(Gpu::new(&GpuOptions::from_env()?)?);
+        *shared = Some(gpu.clone());
+        Ok(gpu)
+    }
+
+    /// Opens the best adapter the options allow: discrete > integrated > virtual > CPU.
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let wanted = options.adapter_name.as_ref().map(|s| s.to_lowercase());
+        let pick = |backends: wgpu::Backends| {
+            let (instance, list) = adapters(backends);
+            let best = list
+                .into_iter()
+                .filter(|a| {
+                    wanted
+                        .as_ref()
+                        .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
+                })
+                .min_by_key(|a| rank(a.get_info().device_type));
+            best.map(|a| (instance, a))
+        };
+        let found = match options.backend {
+            Some(b) => pick(b.flags()),
+            None => pick(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12)
+                .or_else(|| pick(wgpu::Backends::GL)),
+        };
+        let Some((instance, adapter)) = found else {
+            let mut filter = String::new();
+            if let Some(b) = options.backend {
+                filter += &format!(" for backend {b:?}");
+            }
+            if let Some(n) = &options.adapter_name {
+                filter += &format!(" with a name containing '{n}'");
+            }
+            return Err(KernelError::NoAdapter {
+                filter,
+                hint: NO_ADAPTER_HINT.to_string(),
+            });
+        };
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tessera"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| KernelError::RequestDevice {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let gpu_error = Arc::new(Mutex::new(None));
+        let sink = gpu_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let pool = Arc::new(Pool::default());
+        let dummy = GpuBuffer::new(
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tessera-dummy"),
+                size: 256,
+                usage: STORAGE_USAGE,
+                mapped_at_creation: false,
+            }),
+            256,
+            pool.clone(),
+        );
+        pool.take(256, false);
+        Ok(Gpu {
+            _instance: instance,
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            pool,
+            kernels: Mutex::default(),
+            modules: Mutex::default(),
+            recording: Mutex::default(),
+            free_arenas: Mutex::default(),
+            staging: Mutex::default(),
+            gpu_error,
+            dummy,
+        })
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The wgpu adapter.
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.adapter
+    }
+
+    /// The adapter's description as wgpu reports it.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Name, backend, type and driver of the adapter.
+    pub fn summary(&self) -> AdapterSummary {
+        AdapterSummary {
+            name: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            device_type: format!("{:?}", self.info.device_type),
+            driver: self.info.driver.clone(),
+            driver_info: self.info.driver_info.clone(),
+        }
+    }
+
+    /// Optional features enabled on the device (a subset of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY).
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// The adapter's real limits, which the device was opened with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Whether f16 storage is available.
+    pub fn supports_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether this adapter runs on the CPU (lavapipe, llvmpipe, WARP, SwiftShader).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+            || self.info.name.to_lowercase().contains("llvmpipe")
+    }
+
+    /// Fails with a clear error when `dtype` is not usable on this adapter.
+    pub fn check_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
+        if dtype == DType::F16 && !self.supports_f16() {
+            return Err(KernelError::MissingFeature {
+                op,
+                feature: "SHADER_F16",
+                adapter: self.info.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails when one binding of `bytes` exceeds the adapter's storage binding size.
+    pub fn check_binding_size(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let allowed = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > allowed {
+            return Err(KernelError::Limit {
+                op,
+                limit: "max_storage_buffer_binding_size",
+                needed: bytes,
+                allowed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Buffer pool memory figures.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Starts a new peak-memory measurement.
+    pub fn reset_peak(&self) {
+        self.pool.reset_peak();
+    }
+
+    /// Frees the pool's idle buffers.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    fn new_buffer(&self, bytes: u64, for_queue_write: bool) -> GpuBuffer {
+        let capacity = size_class(bytes.max(4).next_multiple_of(4));
+        let raw = self.pool.take(capacity, for_queue_write).unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tessera-tensor"),
+                size: capacity,
+                usage: STORAGE_USAGE,
+                mapped_at_creation: false,
+            })
+        });
+        GpuBuffer::new(raw, bytes, self.pool.clone())
+    }
+
+    /// A buffer of at least `bytes` for a kernel to write (contents undefined).
+    pub fn alloc(&self, op: &'static str, bytes: u64) -> Result<GpuBuffer> {
+        self.check_binding_size(op, bytes)?;
+        Ok(self.new_buffer(bytes, false))
+    }
+
+    /// A buffer holding `data` (padded to a multiple of 4 bytes with zeros).
+    pub fn upload(&self, op: &'static str, data: &[u8]) -> Result<GpuBuffer> {
+        self.check_binding_size(op, data.len() as u64)?;
+        let buffer = self.new_buffer(data.len() as u64, true);
+        let whole = data.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(buffer.raw(), 0, &data[..whole]);
+        }
+        if whole < data.len() {
+            let mut tail = [0u8; 4];
+            tail[..data.len() - whole].copy_from_slice(&data[whole..]);
+            self.queue.write_buffer(buffer.raw(), whole as u64, &tail);
+        }
+        Ok(buffer)
+    }
+
+    /// A small buffer to bind where a kernel's optional input is switched off.
+    pub fn dummy(&self) -> &GpuBuffer {
+        &self.dummy
+    }
+
+    fn module(&self, key: &KernelKey) -> Result<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().unwrap();
+        if let Some(m) = modules.get(&(key.shader, key.dtype)) {
+            return Ok(m.clone());
+        }
+        // TESSERA_SHADER_DIR lets kernel work iterate on WGSL files without rebuilding.
+        let from_dir = match std::env::var_os("TESSERA_SHADER_DIR") {
+            Some(dir) => {
+                let path = std::path::Path::new(&dir).join(format!("{}.wgsl", key.shader));
+                Some(
+                    std::fs::read_to_string(&path).map_err(|e| KernelError::Shader {
+                        shader: key.shader.to_string(),
+                        reason: format!("cannot read {} (TESSERA_SHADER_DIR): {e}", path.display()),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let source = specialize(from_dir.as_deref().unwrap_or(key.source), key.dtype);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key.shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Shader {
+                shader: format!("{}/{}", key.shader, key.dtype),
+                reason: e.to_string(),
+            });
+        }
+        modules.insert((key.shader, key.dtype), module.clone());
+        Ok(module)
+    }
+
+    /// The pipeline for `key`, built on first use and cached.
+    pub fn kernel(&self, key: &KernelKey) -> Result<Arc<Kernel>> {
+        let name = key.name();
+        if let Some(k) = self.kernels.lock().unwrap().get(&name) {
+            return Ok(k.clone());
+        }
+        self.check_dtype(key.shader, key.dtype)?;
+        let module = self.module(key)?;
+        let mut entries: Vec<wgpu::BindGroupLayoutEntry> = key
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *access == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: key.bindings.len() as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&name),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&name),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &key.constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Shader {
+                shader: name,
+                reason: e.to_string(),
+            });
+        }
+        let kernel = Arc::new(Kernel {
+            pipeline,
+            layout,
+            storage_bindings: key.bindings.len(),
+        });
+        self.kernels.lock().unwrap().insert(name, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Records one dispatch of `kernel` over `groups` workgroups, binding `buffers` to the
+    /// storage bindings in order and `params` (a `#[repr(C)]` Pod struct) to the uniform.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        buffers: &[&GpuBuffer],
+        params: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        assert_eq!(
+            buffers.len(),
+            kernel.storage_bindings,
+            "launcher passes one buffer per storage binding"
+        );
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(KernelError::Limit {
+                op: "dispatch",
+                limit: "max_compute_workgroups_per_dimension",
+                needed: g as u64,
+                allowed: max as u64,
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let align = self.limits.min_uniform_buffer_offset_alignment as usize;
+        let slot = params.len().max(16).next_multiple_of(align);
+        let mut rec = self.recording.lock().unwrap();
+        let needs_arena = rec
+            .arenas
+            .last()
+            .is_none_or(|a| a.bytes.len() + slot > ARENA_BYTES as usize);
+        if needs_arena {
+            let buffer = self.free_arenas.lock().unwrap().pop().unwrap_or_else(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tessera-params"),
+                    size: ARENA_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            });
+            rec.arenas.push(Arena {
+                buffer,
+                bytes: Vec::with_capacity(ARENA_BYTES as usize),
+            });
+        }
+        let arena = rec.arenas.last_mut().expect("arena pushed above");
+        let offset = arena.bytes.len() as u64;
+        arena.bytes.extend_from_slice(params);
+        arena.bytes.resize(offset as usize + slot, 0);
+        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.raw().as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: buffers.len() as u32,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena.buffer,
+                offset,
+                size: NonZeroU64::new(params.len().max(16) as u64),
+            }),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        rec.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records a copy of `bytes` bytes between two buffers.
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+        let mut rec = self.recording.lock().unwrap();
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.next_multiple_of(4));
+    }
+
+    /// Dispatches recorded since the last submit.
+    pub fn pending_dispatches(&self) -> u32 {
+        self.recording.lock().unwrap().dispatches
+    }
+
+    fn take_error(&self) -> Result<()> {
+        match self.gpu_error.lock().unwrap().take() {
+            Some(e) => Err(KernelError::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn submit_recording(&self, extra: Option<wgpu::CommandBuffer>) -> Result<wgpu::SubmissionIndex> {
+        let mut rec = self.recording.lock().unwrap();
+        let encoder = rec.encoder.take();
+        let arenas = std::mem::take(&mut rec.arenas);
+        rec.dispatches = 0;
+        drop(rec);
+        for arena in &arenas {
+            self.queue.write_buffer(&arena.buffer, 0, &arena.bytes);
+        }
+        let mut buffers: Vec<wgpu::CommandBuffer> = encoder.map(|e| e.finish()).into_iter().collect();
+        buffers.extend(extra);
+        let index = self.queue.submit(buffers);
+        self.pool.submitted();
+        self.free_arenas
+            .lock()
+            .unwrap()
+            .extend(arenas.into_iter().map(|a| a.buffer));
+        self.take_error()?;
+        Ok(index)
+    }
+
+    /// Submits everything recorded so far (returns without waiting).
+    pub fn flush(&self) -> Result<()> {
+        self.submit_recording(None).map(|_| ())
+    }
+
+    /// Submits everything recorded so far and waits until the GPU has finished it.
+    pub fn sync(&self) -> Result<()> {
+        let index = self.submit_recording(None)?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| KernelError::Gpu(e.to_string()))?;
+        self.take_error()
+    }
+
+    /// Submits the recorded work and reads back the first `bytes` bytes of `buffer`.
+    pub fn read(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+        let padded = bytes.max(4).next_multiple_of(4);
+        let staging = {
+            let mut pool = self.staging.lock().unwrap();
+            match pool.iter().position(|b| b.size() >= padded) {
+                Some(i) => pool.swap_remove(i),
+                None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tessera-staging"),
+                    size: padded.next_power_of_two(),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            }
+        };
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
+        let index = self.submit_recording(Some(encoder.finish()))?;
+        let slice = staging.slice(0..padded);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| KernelError::Gpu(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| KernelError::Gpu(e.to_string()))?
+            .map_err(|e| KernelError::Gpu(e.to_string()))?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| KernelError::Gpu(e.to_string()))?[..bytes as usize]
+            .to_vec();
+        staging.unmap();
+        self.staging.lock().unwrap().push(staging);
+        self.take_error()?;
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({} on {:?})", self.info.name, self.info.backend)
+    }
+}

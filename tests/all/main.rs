@@ -1,0 +1,8 @@
+//! Integration tests, one binary: shader validation (no GPU), then kernels and tensors on the
+//! adapter `Gpu::shared()` picks (lavapipe in CI). A test that needs a GPU fails without one.
+
+mod common;
+mod matmul;
+mod runtime;
+mod shaders;
+mod tensor;

@@ -1,0 +1,286 @@
+//! The matmul kernels against the CPU reference on awkward and real shapes.
+
+use tessera::kernels::matmul::{matmul_cpu, MatmulSpec, MatmulVariant};
+use tessera::{Activation, DType, MatmulOptions, Tensor, TensorError};
+
+use crate::common::{gpu, rel_error, values};
+
+/// f32 storage, f32 accumulation: 1e-4 of the output's scale.
+const F32_TOL: f32 = 1e-4;
+/// f16 storage: inputs and output rounded to f16 (2^-11 relative), f32 accumulation; against
+/// the f64 reference on the same rounded inputs.
+const F16_TOL: f32 = 5e-3;
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_b: bool,
+    broadcast_b: bool,
+    variant: MatmulVariant,
+    dtype: DType,
+) {
+    let gpu = gpu();
+    let a = values(batch * m * k, 1 + m as u64);
+    let b_batch = if broadcast_b { 1 } else { batch };
+    let b = values(b_batch * n * k, 2 + n as u64);
+    let round = |v: &[f32]| -> Vec<f32> {
+        match dtype {
+            DType::F32 => v.to_vec(),
+            DType::F16 => v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect(),
+        }
+    };
+    let (a, b) = (round(&a), round(&b));
+    let ta = Tensor::from_slice(&gpu, &a, &[batch, m, k], dtype).unwrap();
+    let b_shape = |x: usize, y: usize| -> Vec<usize> {
+        if broadcast_b {
+            vec![x, y]
+        } else {
+            vec![batch, x, y]
+        }
+    };
+    let tb = if trans_b {
+        Tensor::from_slice(&gpu, &b, &b_shape(n, k), dtype)
+            .unwrap()
+            .t()
+            .unwrap()
+    } else {
+        Tensor::from_slice(&gpu, &b, &b_shape(k, n), dtype).unwrap()
+    };
+    let opts = MatmulOptions {
+        variant,
+        ..MatmulOptions::default()
+    };
+    let got = ta.matmul_with(&tb, &opts).unwrap();
+    assert_eq!(got.shape(), &[batch, m, n]);
+    let spec = MatmulSpec {
+        batch,
+        trans_b,
+        broadcast_b,
+        ..MatmulSpec::new(m, n, k)
+    };
+    let want = matmul_cpu(&spec, &a, &b, None, None);
+    let err = rel_error(&got.to_vec().unwrap(), &want);
+    let tol = if dtype == DType::F32 { F32_TOL } else { F16_TOL };
+    assert!(
+        err <= tol,
+        "{variant:?} {dtype} batch={batch} m={m} n={n} k={k} trans_b={trans_b} \
+         broadcast={broadcast_b}: relative error {err}"
+    );
+}
+
+const AWKWARD: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (2, 3, 1),
+    (7, 13, 5),
+    (13, 7, 77),
+    (33, 65, 17),
+    (77, 77, 64),
+    (64, 64, 64),
+    (65, 31, 130),
+    (197, 40, 97),
+    (3, 4097, 9),
+];
+
+#[test]
+fn register_kernel_matches_reference_on_awkward_shapes() {
+    for &(m, n, k) in AWKWARD {
+        for trans_b in [true, false] {
+            check(1, m, n, k, trans_b, true, MatmulVariant::Register, DType::F32);
+        }
+    }
+}
+
+#[test]
+fn tiled_kernel_matches_reference_on_awkward_shapes() {
+    for &(m, n, k) in AWKWARD {
+        for trans_b in [true, false] {
+            check(1, m, n, k, trans_b, true, MatmulVariant::Tiled, DType::F32);
+        }
+    }
+}
+
+#[test]
+fn gemv_matches_reference() {
+    for &(n, k) in &[(1, 1), (5, 3), (4097, 31), (1500, 384), (13, 4097)] {
+        for trans_b in [true, false] {
+            check(1, 1, n, k, trans_b, true, MatmulVariant::Gemv, DType::F32);
+            check(1, 1, n, k, trans_b, true, MatmulVariant::Auto, DType::F32);
+        }
+    }
+}
+
+#[test]
+fn real_model_shapes() {
+    // ViT-B/16 MLP at 197 tokens, Whisper-tiny attention projection at 1500 frames,
+    // CLIP text at 77 tokens.
+    check(1, 197, 768, 768, true, true, MatmulVariant::Auto, DType::F32);
+    check(1, 1500, 384, 384, true, true, MatmulVariant::Auto, DType::F32);
+    check(1, 77, 512, 2048, true, true, MatmulVariant::Auto, DType::F32);
+}
+
+#[test]
+fn batched_and_broadcast() {
+    for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+        for trans_b in [true, false] {
+            check(3, 7, 13, 5, trans_b, false, variant, DType::F32);
+            check(4, 33, 9, 70, trans_b, true, variant, DType::F32);
+        }
+    }
+    check(5, 1, 13, 77, true, false, MatmulVariant::Gemv, DType::F32);
+}
+
+#[test]
+fn f16_storage_matches_reference() {
+    let gpu = gpu();
+    if !gpu.supports_f16() {
+        panic!("adapter {} lacks SHADER_F16; this test needs it", gpu.summary().name);
+    }
+    for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+        for &(m, n, k) in &[(7, 13, 5), (65, 31, 130), (197, 64, 768)] {
+            check(1, m, n, k, true, true, variant, DType::F16);
+            check(2, m, n, k, false, false, variant, DType::F16);
+        }
+    }
+    check(1, 1, 4097, 31, true, true, MatmulVariant::Gemv, DType::F16);
+}
+
+#[test]
+fn large_batch_is_split_across_dispatches() {
+    // More batch entries than one dispatch dimension allows (65535 on most adapters).
+    let gpu = gpu();
+    let batch = gpu.limits().max_compute_workgroups_per_dimension as usize + 7;
+    let a = values(batch * 2, 5);
+    let b = values(batch * 2, 6);
+    let ta = Tensor::from_slice(&gpu, &a, &[batch, 1, 2], DType::F32).unwrap();
+    let tb = Tensor::from_slice(&gpu, &b, &[batch, 2, 1], DType::F32).unwrap();
+    let got = ta.matmul(&tb).unwrap().to_vec().unwrap();
+    let want: Vec<f32> = (0..batch)
+        .map(|i| a[2 * i] * b[2 * i] + a[2 * i + 1] * b[2 * i + 1])
+        .collect();
+    assert!(rel_error(&got, &want) <= F32_TOL);
+}
+
+#[test]
+fn fused_epilogue_bias_activation_residual_scale() {
+    let gpu = gpu();
+    let (m, n, k) = (37, 29, 45);
+    let a = values(m * k, 11);
+    let w = values(n * k, 12);
+    let bias = values(n, 13);
+    let res = values(m * n, 14);
+    let ta = Tensor::from_slice(&gpu, &a, &[m, k], DType::F32).unwrap();
+    let tw = Tensor::from_slice(&gpu, &w, &[n, k], DType::F32).unwrap();
+    let tbias = Tensor::from_slice(&gpu, &bias, &[n], DType::F32).unwrap();
+    let tres = Tensor::from_slice(&gpu, &res, &[m, n], DType::F32).unwrap();
+    for act in [
+        Activation::None,
+        Activation::Relu,
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Silu,
+    ] {
+        for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+            let opts = MatmulOptions {
+                bias: Some(&tbias),
+                residual: Some(&tres),
+                activation: act,
+                alpha: Some(0.75),
+                variant,
+            };
+            let got = ta.matmul_with(&tw.t().unwrap(), &opts).unwrap();
+            let spec = MatmulSpec {
+                trans_b: true,
+                alpha: 0.75,
+                activation: act,
+                ..MatmulSpec::new(m, n, k)
+            };
+            let want = matmul_cpu(&spec, &a, &w, Some(&bias), Some(&res));
+            let err = rel_error(&got.to_vec().unwrap(), &want);
+            assert!(err <= F32_TOL, "{act:?} {variant:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn linear_matches_reference_over_leading_dims() {
+    let gpu = gpu();
+    let (b, s, i, o) = (2, 5, 24, 10);
+    let x = values(b * s * i, 21);
+    let w = values(o * i, 22);
+    let bias = values(o, 23);
+    let tx = Tensor::from_slice(&gpu, &x, &[b, s, i], DType::F32).unwrap();
+    let tw = Tensor::from_slice(&gpu, &w, &[o, i], DType::F32).unwrap();
+    let tb = Tensor::from_slice(&gpu, &bias, &[o], DType::F32).unwrap();
+    let got = tx.linear(&tw, Some(&tb)).unwrap();
+    assert_eq!(got.shape(), &[b, s, o]);
+    let spec = MatmulSpec {
+        trans_b: true,
+        ..MatmulSpec::new(b * s, o, i)
+    };
+    let want = matmul_cpu(&spec, &x, &w, Some(&bias), None);
+    assert!(rel_error(&got.to_vec().unwrap(), &want) <= F32_TOL);
+}
+
+#[test]
+fn extreme_activations_stay_finite() {
+    let gpu = gpu();
+    let a = [100.0f32, -100.0, 30.0, -30.0];
+    let ta = Tensor::from_slice(&gpu, &a, &[4, 1], DType::F32).unwrap();
+    let one = Tensor::from_slice(&gpu, &[1.0], &[1, 1], DType::F32).unwrap();
+    for act in [Activation::GeluErf, Activation::GeluTanh, Activation::QuickGelu, Activation::Silu] {
+        let opts = MatmulOptions {
+            activation: act,
+            ..MatmulOptions::default()
+        };
+        let got = ta.matmul_with(&one, &opts).unwrap().to_vec().unwrap();
+        for (g, x) in got.iter().zip(a) {
+            let want = act.apply(x as f64) as f32;
+            assert!((g - want).abs() <= 1e-3 * want.abs().max(1.0), "{act:?}({x}) = {g}, want {want}");
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let gpu = gpu();
+    let a = Tensor::from_slice(&gpu, &values(6, 1), &[2, 3], DType::F32).unwrap();
+    let b = Tensor::from_slice(&gpu, &values(8, 2), &[4, 2], DType::F32).unwrap();
+    let err = a.matmul(&b).unwrap_err();
+    assert!(matches!(err, TensorError::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("inner dimensions"), "{err}");
+
+    let v = Tensor::from_slice(&gpu, &values(3, 3), &[3], DType::F32).unwrap();
+    assert!(matches!(a.matmul(&v), Err(TensorError::Shape { .. })));
+
+    let bias = Tensor::from_slice(&gpu, &values(5, 4), &[5], DType::F32).unwrap();
+    let w = Tensor::from_slice(&gpu, &values(12, 5), &[4, 3], DType::F32).unwrap();
+    let err = a.linear(&w, Some(&bias)).unwrap_err();
+    assert!(err.to_string().contains("bias must be [4]"), "{err}");
+
+    let batched_a = Tensor::from_slice(&gpu, &values(12, 6), &[2, 2, 3], DType::F32).unwrap();
+    let batched_b = Tensor::from_slice(&gpu, &values(27, 7), &[3, 3, 3], DType::F32).unwrap();
+    let err = batched_a.matmul(&batched_b).unwrap_err();
+    assert!(err.to_string().contains("batch dimensions differ"), "{err}");
+
+    if gpu.supports_f16() {
+        let h = Tensor::from_slice(&gpu, &values(6, 8), &[3, 2], DType::F16).unwrap();
+        assert!(matches!(a.matmul(&h), Err(TensorError::DType { .. })));
+    }
+}
+
+#[test]
+fn gemv_variant_refuses_more_than_one_row() {
+    let gpu = gpu();
+    let a = Tensor::from_slice(&gpu, &values(6, 1), &[2, 3], DType::F32).unwrap();
+    let b = Tensor::from_slice(&gpu, &values(6, 2), &[3, 2], DType::F32).unwrap();
+    let opts = MatmulOptions {
+        variant: MatmulVariant::Gemv,
+        ..MatmulOptions::default()
+    };
+    let err = a.matmul_with(&b, &opts).unwrap_err();
+    assert!(err.to_string().contains("M = 1"), "{err}");
+}

@@ -1,0 +1,100 @@
+//! Adapter choice, the GL fallback, the buffer pool and error reporting.
+
+use tessera::kernels::matmul::{matmul_cpu, MatmulSpec};
+use tessera::{Backend, DType, Gpu, GpuOptions, KernelError, Tensor};
+
+use crate::common::{gpu, rel_error, values};
+
+#[test]
+fn shared_adapter_reports_itself() {
+    let gpu = gpu();
+    let s = gpu.summary();
+    assert!(!s.name.is_empty());
+    assert!(["Vulkan", "Metal", "Dx12", "Gl"].contains(&s.backend.as_str()), "{}", s.backend);
+    assert!(gpu.limits().max_storage_buffers_per_shader_stage >= 8);
+}
+
+#[test]
+fn backend_names_parse() {
+    assert_eq!("vulkan".parse::<Backend>(), Ok(Backend::Vulkan));
+    assert_eq!("GL".parse::<Backend>(), Ok(Backend::Gl));
+    assert_eq!("dx12".parse::<Backend>(), Ok(Backend::Dx12));
+    assert_eq!("metal".parse::<Backend>(), Ok(Backend::Metal));
+    assert!("cuda".parse::<Backend>().is_err());
+}
+
+#[test]
+fn unknown_adapter_name_is_a_clear_error() {
+    let err = Gpu::new(&GpuOptions {
+        backend: None,
+        adapter_name: Some("no-such-adapter-xyz".into()),
+    })
+    .unwrap_err();
+    assert!(matches!(err, KernelError::NoAdapter { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-adapter-xyz") && msg.contains("mesa-vulkan-drivers"), "{msg}");
+}
+
+/// The fallback when no Vulkan/Metal/DX12 driver exists: wgpu's GL backend (Mesa llvmpipe
+/// through EGL on Linux), f32 only.
+#[test]
+fn matmul_runs_on_the_gl_backend() {
+    let gl = Gpu::new(&GpuOptions {
+        backend: Some(Backend::Gl),
+        adapter_name: None,
+    })
+    .unwrap_or_else(|e| panic!("the GL backend must be available: {e}"));
+    assert_eq!(gl.summary().backend, "Gl");
+    let gl = std::sync::Arc::new(gl);
+    let (m, n, k) = (19, 23, 37);
+    let a = values(m * k, 31);
+    let w = values(n * k, 32);
+    let ta = Tensor::from_slice(&gl, &a, &[m, k], DType::F32).unwrap();
+    let tw = Tensor::from_slice(&gl, &w, &[n, k], DType::F32).unwrap();
+    let got = ta.linear(&tw, None).unwrap().to_vec().unwrap();
+    let spec = MatmulSpec {
+        trans_b: true,
+        ..MatmulSpec::new(m, n, k)
+    };
+    let want = matmul_cpu(&spec, &a, &w, None, None);
+    assert!(rel_error(&got, &want) <= 1e-4);
+}
+
+#[test]
+fn pool_reuses_released_buffers() {
+    // A private device so other tests' allocations do not interfere.
+    let gpu = std::sync::Arc::new(Gpu::new(&GpuOptions::from_env().unwrap()).unwrap());
+    let before = gpu.pool_stats();
+    let t = Tensor::zeros(&gpu, &[1000, 10], DType::F32).unwrap();
+    let live = gpu.pool_stats().live_bytes;
+    assert!(live >= before.live_bytes + 40_000);
+    drop(t);
+    gpu.sync().unwrap();
+    let pooled = gpu.pool_stats().pooled_bytes;
+    assert!(pooled >= 40_000, "released buffer should be pooled: {pooled}");
+    let again = Tensor::zeros(&gpu, &[10, 1000], DType::F32).unwrap();
+    assert_eq!(gpu.pool_stats().pooled_bytes, pooled - (live - before.live_bytes));
+    assert_eq!(again.to_vec().unwrap(), vec![0.0; 10_000]);
+}
+
+#[test]
+fn many_dispatches_go_in_one_submit() {
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, &values(64, 41), &[8, 8], DType::F32).unwrap();
+    let eye: Vec<f32> = (0..64).map(|i| if i % 9 == 0 { 1.0 } else { 0.0 }).collect();
+    let id = Tensor::from_slice(&gpu, &eye, &[8, 8], DType::F32).unwrap();
+    let mut y = x.clone();
+    // More dispatches than one params arena holds, all recorded before the single read-back.
+    for _ in 0..300 {
+        y = y.matmul(&id).unwrap();
+    }
+    assert_eq!(y.to_vec().unwrap(), x.to_vec().unwrap());
+}
+
+#[test]
+fn oversized_buffers_are_refused() {
+    let gpu = gpu();
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    let err = gpu.alloc("test", limit + 4).unwrap_err();
+    assert!(matches!(err, KernelError::Limit { .. }), "{err}");
+}
