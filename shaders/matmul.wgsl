@@ -12,6 +12,9 @@
 //             Fast where workgroup memory and barriers are slow (lavapipe and other CPU drivers).
 //   mm_tiled  64x64 tiles staged through workgroup memory, 256 invocations each computing 4x4.
 //             For discrete and integrated GPUs.
+//   mm_tex    register-blocked over operands packed into rgba32float textures (by pack.wgsl),
+//             A rows and op(B) columns along x: each invocation owns an 8x4 block of C. Texture
+//             reads are vector gathers on CPU drivers, storage reads are not.
 //   gemv      M = 1: each invocation owns 4 outputs.
 
 alias T = f32;
@@ -39,6 +42,8 @@ override ACT: u32 = 0u;
 @group(0) @binding(3) var<storage, read> residual: array<T>;
 @group(0) @binding(4) var<storage, read_write> c: array<T>;
 @group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var tex_a: texture_2d<f32>;
+@group(0) @binding(7) var tex_b: texture_2d<f32>;
 
 // erf to 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
 fn erf_approx(x: f32) -> f32 {
@@ -84,16 +89,19 @@ fn store(batch: u32, row: u32, col: u32, acc: f32) {
     c[i] = T(v);
 }
 
-fn store_block(batch: u32, row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + i;
-        if row < p.m {
-            for (var j = 0u; j < 4u; j++) {
-                if col0 + j < p.n {
-                    store(batch, row, col0 + j, acc[i][j]);
-                }
+fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
+    if row < p.m {
+        for (var j = 0u; j < 4u; j++) {
+            if col0 + j < p.n {
+                store(batch, row, col0 + j, acc[j]);
             }
         }
+    }
+}
+
+fn store_block(batch: u32, row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
+    for (var i = 0u; i < 4u; i++) {
+        store_row(batch, row0 + i, col0, acc[i]);
     }
 }
 
@@ -185,6 +193,62 @@ fn mm_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
     store_block(batch, row0, col0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+}
+
+fn dot4(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(x, y0), dot(x, y1), dot(x, y2), dot(x, y3));
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let batch = wid.z + p.batch_base;
+    let row0 = (wid.y * 8u + lid.y) * 8u;
+    let col0 = (wid.x * 8u + lid.x) * 4u;
+    if row0 >= p.m || col0 >= p.n {
+        return;
+    }
+    // Clamped like mm_reg: edge loads stay in bounds, their results are not stored.
+    let last_row = p.m - 1u;
+    let r0 = min(row0, last_row);
+    let r1 = min(row0 + 1u, last_row);
+    let r2 = min(row0 + 2u, last_row);
+    let r3 = min(row0 + 3u, last_row);
+    let r4 = min(row0 + 4u, last_row);
+    let r5 = min(row0 + 5u, last_row);
+    let r6 = min(row0 + 6u, last_row);
+    let r7 = min(row0 + 7u, last_row);
+    let cols = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    var acc4 = vec4<f32>();
+    var acc5 = vec4<f32>();
+    var acc6 = vec4<f32>();
+    var acc7 = vec4<f32>();
+    let texels = (p.k + 3u) / 4u;
+    for (var x = 0u; x < texels; x++) {
+        let y0 = textureLoad(tex_b, vec2<u32>(x, cols.x), 0);
+        let y1 = textureLoad(tex_b, vec2<u32>(x, cols.y), 0);
+        let y2 = textureLoad(tex_b, vec2<u32>(x, cols.z), 0);
+        let y3 = textureLoad(tex_b, vec2<u32>(x, cols.w), 0);
+        acc0 += dot4(textureLoad(tex_a, vec2<u32>(x, r0), 0), y0, y1, y2, y3);
+        acc1 += dot4(textureLoad(tex_a, vec2<u32>(x, r1), 0), y0, y1, y2, y3);
+        acc2 += dot4(textureLoad(tex_a, vec2<u32>(x, r2), 0), y0, y1, y2, y3);
+        acc3 += dot4(textureLoad(tex_a, vec2<u32>(x, r3), 0), y0, y1, y2, y3);
+        acc4 += dot4(textureLoad(tex_a, vec2<u32>(x, r4), 0), y0, y1, y2, y3);
+        acc5 += dot4(textureLoad(tex_a, vec2<u32>(x, r5), 0), y0, y1, y2, y3);
+        acc6 += dot4(textureLoad(tex_a, vec2<u32>(x, r6), 0), y0, y1, y2, y3);
+        acc7 += dot4(textureLoad(tex_a, vec2<u32>(x, r7), 0), y0, y1, y2, y3);
+    }
+    store_row(batch, row0, col0, acc0);
+    store_row(batch, row0 + 1u, col0, acc1);
+    store_row(batch, row0 + 2u, col0, acc2);
+    store_row(batch, row0 + 3u, col0, acc3);
+    store_row(batch, row0 + 4u, col0, acc4);
+    store_row(batch, row0 + 5u, col0, acc5);
+    store_row(batch, row0 + 6u, col0, acc6);
+    store_row(batch, row0 + 7u, col0, acc7);
 }
 
 const TILE: u32 = 64u;

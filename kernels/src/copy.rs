@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Access, Gpu, KernelKey};
+use crate::runtime::{Binding, Gpu, KernelKey};
 
 const SOURCE: &str = include_str!("../../shaders/copy.wgsl");
 const WORKGROUP: usize = 256;
@@ -108,11 +108,11 @@ pub fn copy_strided(
         entry: "copy_strided",
         dtype,
         constants: vec![],
-        bindings: &[Access::Read, Access::ReadWrite],
+        bindings: &[(0, Binding::Read), (1, Binding::ReadWrite), (2, Binding::Params)],
     })?;
     gpu.dispatch(
         &kernel,
-        &[src, dst],
+        &[src.into(), dst.into()],
         bytemuck::bytes_of(&params),
         [gx as u32, gy as u32, 1],
     )

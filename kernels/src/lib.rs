@@ -9,17 +9,21 @@ pub mod copy;
 mod dtype;
 mod error;
 pub mod matmul;
+pub mod pack;
 mod pool;
 mod runtime;
 
 pub use dtype::{specialize, DType};
 pub use error::{KernelError, Result};
-pub use pool::{GpuBuffer, PoolStats};
-pub use runtime::{Access, AdapterSummary, Backend, Gpu, GpuOptions, Kernel, KernelKey};
+pub use pool::{GpuBuffer, PoolStats, PooledTexture};
+pub use runtime::{
+    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelKey, Resource, TEXTURE_FORMAT,
+};
 pub use wgpu;
 
 /// Every shader file, by name, as WGSL source (the f32 form), for validation and tooling.
 pub const SHADERS: &[(&str, &str)] = &[
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("pack", include_str!("../../shaders/pack.wgsl")),
 ];

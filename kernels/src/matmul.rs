@@ -6,15 +6,27 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Access, Gpu, KernelKey};
+use crate::pack::{pack_rows, PackView};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
-const BINDINGS: &[Access] = &[
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
+/// a, b, bias, residual, c, params.
+const BUFFER_BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Read),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
+    (5, Binding::Params),
+];
+/// bias, residual, c, params, A texture, op(B) texture.
+const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
+    (5, Binding::Params),
+    (6, Binding::Texture),
+    (7, Binding::Texture),
 ];
 
 /// Elementwise activation applied in a kernel's epilogue.
@@ -123,6 +135,9 @@ pub enum MatmulVariant {
     Register,
     /// Workgroup-memory tiles (GPUs).
     Tiled,
+    /// Operands packed into textures, then register-blocked (CPU drivers, where texture reads
+    /// are vector gathers and storage reads are not).
+    Texture,
     /// One row of A (M = 1).
     Gemv,
 }
@@ -245,10 +260,16 @@ fn to_u32(what: &str, v: usize) -> Result<u32> {
 pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     match spec.variant {
         MatmulVariant::Auto if spec.m == 1 => MatmulVariant::Gemv,
+        MatmulVariant::Auto if gpu.is_cpu() && fits_textures(gpu, spec) => MatmulVariant::Texture,
         MatmulVariant::Auto if gpu.is_cpu() => MatmulVariant::Register,
         MatmulVariant::Auto => MatmulVariant::Tiled,
         v => v,
     }
+}
+
+fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
+    let max = gpu.limits().max_texture_dimension_2d as usize;
+    spec.k.div_ceil(4) <= max && spec.m <= max && spec.n <= max
 }
 
 /// Records the matmul described by `spec` on `args`.
@@ -285,6 +306,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     let (entry, groups_x, groups_y) = match variant {
         MatmulVariant::Register => ("mm_reg", n.div_ceil(32), m.div_ceil(32)),
         MatmulVariant::Tiled => ("mm_tiled", n.div_ceil(64), m.div_ceil(64)),
+        MatmulVariant::Texture => ("mm_tex", n.div_ceil(32), m.div_ceil(64)),
         _ => ("gemv", n.div_ceil(256), 1),
     };
     let key = KernelKey {
@@ -298,40 +320,80 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             ("HAS_RESIDUAL", args.residual.is_some() as u32 as f64),
             ("ACT", spec.activation.code() as f64),
         ],
-        bindings: BINDINGS,
+        bindings: if variant == MatmulVariant::Texture {
+            TEXTURE_BINDINGS
+        } else {
+            BUFFER_BINDINGS
+        },
     };
     let kernel = gpu.kernel(&key)?;
     let dummy = gpu.dummy();
+    let bias = args.bias.unwrap_or(dummy);
+    let residual = args.residual.unwrap_or(dummy);
+    let grid = [to_u32("grid x", groups_x)?, to_u32("grid y", groups_y)?];
+    let params = |batch_base: usize| Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_base: batch_base as u32,
+        a_stride: (m * k) as u32,
+        b_stride: if spec.broadcast_b { 0 } else { (n * k) as u32 },
+        c_stride: (m * n) as u32,
+        alpha: spec.alpha,
+    };
+    if variant == MatmulVariant::Texture {
+        // op(B) is packed as N rows of K: rows of B itself when transposed, columns otherwise.
+        let b_view = |bi: usize| PackView {
+            rows: n,
+            cols: k,
+            row_stride: if spec.trans_b { k } else { 1 },
+            col_stride: if spec.trans_b { 1 } else { n },
+            offset: if spec.broadcast_b { 0 } else { bi * n * k },
+        };
+        let mut tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(0))?;
+        for bi in 0..batch {
+            let a_view = PackView {
+                rows: m,
+                cols: k,
+                row_stride: k,
+                col_stride: 1,
+                offset: bi * m * k,
+            };
+            let tex_a = pack_rows(gpu, spec.dtype, args.a, &a_view)?;
+            if bi > 0 && !spec.broadcast_b {
+                tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(bi))?;
+            }
+            gpu.dispatch(
+                &kernel,
+                &[
+                    bias.into(),
+                    residual.into(),
+                    args.out.into(),
+                    Resource::Texture(tex_a.view()),
+                    Resource::Texture(tex_b.view()),
+                ],
+                bytemuck::bytes_of(&params(bi)),
+                [grid[0], grid[1], 1],
+            )?;
+        }
+        return Ok(());
+    }
     let buffers = [
-        args.a,
-        args.b,
-        args.bias.unwrap_or(dummy),
-        args.residual.unwrap_or(dummy),
-        args.out,
+        args.a.into(),
+        args.b.into(),
+        bias.into(),
+        residual.into(),
+        args.out.into(),
     ];
     let max_z = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let mut base = 0;
     while base < batch {
         let chunk = (batch - base).min(max_z);
-        let params = Params {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            batch_base: base as u32,
-            a_stride: (m * k) as u32,
-            b_stride: if spec.broadcast_b { 0 } else { (n * k) as u32 },
-            c_stride: (m * n) as u32,
-            alpha: spec.alpha,
-        };
         gpu.dispatch(
             &kernel,
             &buffers,
-            bytemuck::bytes_of(&params),
-            [
-                to_u32("grid x", groups_x)?,
-                to_u32("grid y", groups_y)?,
-                chunk as u32,
-            ],
+            bytemuck::bytes_of(&params(base)),
+            [grid[0], grid[1], chunk as u32],
         )?;
         base += chunk;
     }

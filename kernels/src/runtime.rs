@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::dtype::{specialize, DType};
 use crate::error::{KernelError, Result};
-use crate::pool::{size_class, GpuBuffer, Pool, PoolStats, STORAGE_USAGE};
+use crate::pool::{
+    size_class, GpuBuffer, Pool, PoolStats, PooledTexture, TexturePool, STORAGE_USAGE,
+};
 
 /// Optional features Tessera uses when the adapter has them.
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -89,14 +91,38 @@ impl GpuOptions {
     }
 }
 
-/// Whether a binding is read or written by a kernel.
+/// The kind of one binding of a kernel's bind group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// `var<storage, read>`.
+pub enum Binding {
+    /// `var<storage, read>` buffer.
     Read,
-    /// `var<storage, read_write>`.
+    /// `var<storage, read_write>` buffer.
     ReadWrite,
+    /// `texture_2d<f32>` read with `textureLoad` (unfilterable float).
+    Texture,
+    /// `texture_storage_2d<rgba32float, write>`.
+    StorageTexture,
+    /// The `var<uniform>` params struct passed to [`Gpu::dispatch`].
+    Params,
 }
+
+/// A resource bound to a kernel's binding.
+#[derive(Clone, Copy)]
+pub enum Resource<'a> {
+    /// A storage buffer.
+    Buffer(&'a GpuBuffer),
+    /// A texture (sampled or storage, by the binding's kind).
+    Texture(&'a wgpu::TextureView),
+}
+
+impl<'a> From<&'a GpuBuffer> for Resource<'a> {
+    fn from(b: &'a GpuBuffer) -> Self {
+        Resource::Buffer(b)
+    }
+}
+
+/// Format of every texture Tessera stages operands in: 4 f32 per texel.
+pub const TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
 /// What identifies one compute pipeline: shader, entry point, element type and override
 /// constants. Its [`KernelKey::name`] is also the cache key, readable in logs.
@@ -112,8 +138,8 @@ pub struct KernelKey {
     pub dtype: DType,
     /// Override constants, by name.
     pub constants: Vec<(&'static str, f64)>,
-    /// Storage bindings 0..n in order; the params uniform follows at binding n.
-    pub bindings: &'static [Access],
+    /// `(binding index, kind)` of every binding in group 0.
+    pub bindings: &'static [(u32, Binding)],
 }
 
 impl KernelKey {
@@ -139,7 +165,7 @@ impl KernelKey {
 pub struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-    storage_bindings: usize,
+    bindings: &'static [(u32, Binding)],
 }
 
 struct Arena {
@@ -179,6 +205,7 @@ pub struct Gpu {
     features: wgpu::Features,
     limits: wgpu::Limits,
     pool: Arc<Pool>,
+    textures: Arc<TexturePool>,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
     recording: Mutex<Recording>,
@@ -297,6 +324,7 @@ impl Gpu {
             features,
             limits,
             pool,
+            textures: Arc::default(),
             kernels: Mutex::default(),
             modules: Mutex::default(),
             recording: Mutex::default(),
@@ -438,6 +466,43 @@ impl Gpu {
         Ok(buffer)
     }
 
+    /// A `width × height` texture of [`TEXTURE_FORMAT`] for kernels to write and read
+    /// (contents undefined).
+    pub fn texture(&self, op: &'static str, width: u32, height: u32) -> Result<PooledTexture> {
+        let max = self.limits.max_texture_dimension_2d;
+        if width.max(height) > max {
+            return Err(KernelError::Limit {
+                op,
+                limit: "max_texture_dimension_2d",
+                needed: width.max(height) as u64,
+                allowed: max as u64,
+            });
+        }
+        let reused = self
+            .textures
+            .lock()
+            .unwrap()
+            .get_mut(&(width, height))
+            .and_then(Vec::pop);
+        let texture = reused.unwrap_or_else(|| {
+            self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("tessera-staging-texture"),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: TEXTURE_FORMAT,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+                view_formats: &[],
+            })
+        });
+        Ok(PooledTexture::new(texture, self.textures.clone()))
+    }
+
     /// A small buffer to bind where a kernel's optional input is switched off.
     pub fn dummy(&self) -> &GpuBuffer {
         &self.dummy
@@ -487,33 +552,39 @@ impl Gpu {
         }
         self.check_dtype(key.shader, key.dtype)?;
         let module = self.module(key)?;
-        let mut entries: Vec<wgpu::BindGroupLayoutEntry> = key
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = key
             .bindings
             .iter()
-            .enumerate()
-            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: *access == Access::Read,
+                ty: match kind {
+                    Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: kind == Binding::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
                     },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                    Binding::Params => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Binding::Texture => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
+                    Binding::StorageTexture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: TEXTURE_FORMAT,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
                 },
                 count: None,
             })
             .collect();
-        entries.push(wgpu::BindGroupLayoutEntry {
-            binding: key.bindings.len() as u32,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        });
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = self
             .device
@@ -550,25 +621,26 @@ impl Gpu {
         let kernel = Arc::new(Kernel {
             pipeline,
             layout,
-            storage_bindings: key.bindings.len(),
+            bindings: key.bindings,
         });
         self.kernels.lock().unwrap().insert(name, kernel.clone());
         Ok(kernel)
     }
 
-    /// Records one dispatch of `kernel` over `groups` workgroups, binding `buffers` to the
-    /// storage bindings in order and `params` (a `#[repr(C)]` Pod struct) to the uniform.
+    /// Records one dispatch of `kernel` over `groups` workgroups, binding `resources` to the
+    /// kernel's non-params bindings in order and `params` (a `#[repr(C)]` Pod struct) to its
+    /// params uniform.
     pub fn dispatch(
         &self,
         kernel: &Kernel,
-        buffers: &[&GpuBuffer],
+        resources: &[Resource<'_>],
         params: &[u8],
         groups: [u32; 3],
     ) -> Result<()> {
         assert_eq!(
-            buffers.len(),
-            kernel.storage_bindings,
-            "launcher passes one buffer per storage binding"
+            resources.len(),
+            kernel.bindings.len() - 1,
+            "launcher passes one resource per binding besides the params"
         );
         let max = self.limits.max_compute_workgroups_per_dimension;
         if let Some(&g) = groups.iter().find(|&&g| g > max) {
@@ -607,22 +679,25 @@ impl Gpu {
         let offset = arena.bytes.len() as u64;
         arena.bytes.extend_from_slice(params);
         arena.bytes.resize(offset as usize + slot, 0);
-        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+        let params_binding = wgpu::BufferBinding {
+            buffer: &arena.buffer,
+            offset,
+            size: NonZeroU64::new(params.len().max(16) as u64),
+        };
+        let mut next = resources.iter();
+        let entries: Vec<wgpu::BindGroupEntry> = kernel
+            .bindings
             .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.raw().as_entire_binding(),
+            .map(|&(binding, kind)| wgpu::BindGroupEntry {
+                binding,
+                resource: match (kind, next_resource(kind, &mut next)) {
+                    (Binding::Params, _) => wgpu::BindingResource::Buffer(params_binding.clone()),
+                    (_, Some(Resource::Buffer(b))) => b.raw().as_entire_binding(),
+                    (_, Some(Resource::Texture(v))) => wgpu::BindingResource::TextureView(v),
+                    (_, None) => unreachable!("resource count checked above"),
+                },
             })
             .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: buffers.len() as u32,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &arena.buffer,
-                offset,
-                size: NonZeroU64::new(params.len().max(16) as u64),
-            }),
-        });
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &kernel.layout,
@@ -744,6 +819,17 @@ impl Gpu {
         self.staging.lock().unwrap().push(staging);
         self.take_error()?;
         Ok(out)
+    }
+}
+
+fn next_resource<'a>(
+    kind: Binding,
+    it: &mut std::slice::Iter<'_, Resource<'a>>,
+) -> Option<Resource<'a>> {
+    if kind == Binding::Params {
+        None
+    } else {
+        it.next().copied()
     }
 }
 

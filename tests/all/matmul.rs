@@ -103,6 +103,15 @@ fn tiled_kernel_matches_reference_on_awkward_shapes() {
 }
 
 #[test]
+fn texture_kernel_matches_reference_on_awkward_shapes() {
+    for &(m, n, k) in AWKWARD {
+        for trans_b in [true, false] {
+            check(1, m, n, k, trans_b, true, MatmulVariant::Texture, DType::F32);
+        }
+    }
+}
+
+#[test]
 fn gemv_matches_reference() {
     for &(n, k) in &[(1, 1), (5, 3), (4097, 31), (1500, 384), (13, 4097)] {
         for trans_b in [true, false] {
@@ -119,11 +128,16 @@ fn real_model_shapes() {
     check(1, 197, 768, 768, true, true, MatmulVariant::Auto, DType::F32);
     check(1, 1500, 384, 384, true, true, MatmulVariant::Auto, DType::F32);
     check(1, 77, 512, 2048, true, true, MatmulVariant::Auto, DType::F32);
+    check(1, 197, 768, 768, false, true, MatmulVariant::Texture, DType::F32);
 }
 
 #[test]
 fn batched_and_broadcast() {
-    for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+    for variant in [
+        MatmulVariant::Register,
+        MatmulVariant::Tiled,
+        MatmulVariant::Texture,
+    ] {
         for trans_b in [true, false] {
             check(3, 7, 13, 5, trans_b, false, variant, DType::F32);
             check(4, 33, 9, 70, trans_b, true, variant, DType::F32);
@@ -138,7 +152,11 @@ fn f16_storage_matches_reference() {
     if !gpu.supports_f16() {
         panic!("adapter {} lacks SHADER_F16; this test needs it", gpu.summary().name);
     }
-    for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+    for variant in [
+        MatmulVariant::Register,
+        MatmulVariant::Tiled,
+        MatmulVariant::Texture,
+    ] {
         for &(m, n, k) in &[(7, 13, 5), (65, 31, 130), (197, 64, 768)] {
             check(1, m, n, k, true, true, variant, DType::F16);
             check(2, m, n, k, false, false, variant, DType::F16);
@@ -183,7 +201,11 @@ fn fused_epilogue_bias_activation_residual_scale() {
         Activation::QuickGelu,
         Activation::Silu,
     ] {
-        for variant in [MatmulVariant::Register, MatmulVariant::Tiled] {
+        for variant in [
+            MatmulVariant::Register,
+            MatmulVariant::Tiled,
+            MatmulVariant::Texture,
+        ] {
             let opts = MatmulOptions {
                 bias: Some(&tbias),
                 residual: Some(&tres),

@@ -43,6 +43,7 @@ pub enum Variant {
     Auto,
     Register,
     Tiled,
+    Texture,
     Gemv,
 }
 
@@ -52,6 +53,7 @@ impl From<Variant> for MatmulVariant {
             Variant::Auto => MatmulVariant::Auto,
             Variant::Register => MatmulVariant::Register,
             Variant::Tiled => MatmulVariant::Tiled,
+            Variant::Texture => MatmulVariant::Texture,
             Variant::Gemv => MatmulVariant::Gemv,
         }
     }

@@ -1,0 +1,42 @@
+// Packs a strided 2-D view of a buffer into an rgba32float texture, four consecutive columns
+// per texel, zero-padded past the last column:
+//
+//   texel(x, r) = (src[offset + r·row_stride + (4x + j)·col_stride] for j in 0..4)
+//
+// Texture reads are vectorised gathers on CPU drivers such as lavapipe, where storage-buffer
+// reads go lane by lane; the texture matmul reads its operands through this.
+
+alias T = f32;
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_stride: u32,
+    col_stride: u32,
+    offset: u32,
+    width: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src: array<T>;
+@group(0) @binding(1) var dst: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(64, 4, 1)
+fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x = gid.x;
+    let r = gid.y;
+    if x >= p.width || r >= p.rows {
+        return;
+    }
+    var v = vec4<f32>();
+    let base = p.offset + r * p.row_stride;
+    for (var j = 0u; j < 4u; j++) {
+        let col = 4u * x + j;
+        if col < p.cols {
+            v[j] = f32(src[base + col * p.col_stride]);
+        }
+    }
+    textureStore(dst, vec2<u32>(x, r), v);
+}
