@@ -35,3 +35,14 @@ pub fn rel_error(got: &[f32], want: &[f32]) -> f32 {
         .fold(0f32, f32::max)
         / scale
 }
+
+/// Whether the adapter stores f16. Where it does not, checks that asking for f16 is the clear
+/// `MissingFeature` error (the adapter's other paths are still tested) and returns false.
+pub fn f16_or_clear_error(gpu: &Arc<Gpu>) -> bool {
+    if gpu.supports_f16() {
+        return true;
+    }
+    let err = tessera::Tensor::from_slice(gpu, &[1.0], &[1], tessera::DType::F16).unwrap_err();
+    assert!(err.to_string().contains("SHADER_F16"), "{err}");
+    false
+}

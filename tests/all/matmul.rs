@@ -3,7 +3,7 @@
 use tessera::kernels::matmul::{matmul_cpu, MatmulSpec, MatmulVariant};
 use tessera::{Activation, DType, MatmulOptions, Tensor, TensorError};
 
-use crate::common::{gpu, rel_error, values};
+use crate::common::{f16_or_clear_error, gpu, rel_error, values};
 
 /// f32 storage, f32 accumulation: 1e-4 of the output's scale.
 const F32_TOL: f32 = 1e-4;
@@ -148,9 +148,8 @@ fn batched_and_broadcast() {
 
 #[test]
 fn f16_storage_matches_reference() {
-    let gpu = gpu();
-    if !gpu.supports_f16() {
-        panic!("adapter {} lacks SHADER_F16; this test needs it", gpu.summary().name);
+    if !f16_or_clear_error(&gpu()) {
+        return;
     }
     for variant in [
         MatmulVariant::Register,

@@ -3,7 +3,7 @@
 use tessera::kernels::copy::{copy_strided_cpu, StridedView};
 use tessera::{DType, Tensor, TensorError};
 
-use crate::common::{gpu, values};
+use crate::common::{f16_or_clear_error, gpu, values};
 
 #[test]
 fn round_trips_f32_and_f16() {
@@ -11,7 +11,7 @@ fn round_trips_f32_and_f16() {
     let data = values(1001, 1);
     let t = Tensor::from_slice(&gpu, &data, &[7, 11, 13], DType::F32).unwrap();
     assert_eq!(t.to_vec().unwrap(), data);
-    if gpu.supports_f16() {
+    if f16_or_clear_error(&gpu) {
         // Odd element count: the f16 buffer is padded to 4 bytes.
         let h = Tensor::from_slice(&gpu, &data, &[1001], DType::F16).unwrap();
         let back = h.to_vec().unwrap();
@@ -46,8 +46,8 @@ fn transpose_is_a_view_and_contiguous_copies() {
 #[test]
 fn f16_transpose_copy() {
     let gpu = gpu();
-    if !gpu.supports_f16() {
-        panic!("adapter lacks SHADER_F16; this test needs it");
+    if !f16_or_clear_error(&gpu) {
+        return;
     }
     let data: Vec<f32> = (0..15).map(|i| i as f32).collect();
     let t = Tensor::from_slice(&gpu, &data, &[3, 5], DType::F16).unwrap();

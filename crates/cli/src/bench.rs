@@ -93,13 +93,12 @@ fn parse_shapes(s: &str) -> Result<Vec<[usize; 3]>, BoxError> {
 /// Runs `step` (which records work) until enough samples are taken; returns the median time
 /// of record + submit + wait.
 pub fn median_time(gpu: &Gpu, mut step: impl FnMut() -> Result<(), BoxError>) -> Result<Duration, BoxError> {
-    for _ in 0..2 {
-        step()?;
-        gpu.sync()?;
-    }
+    // One warm-up builds the pipelines and fills the pools.
+    step()?;
+    gpu.sync()?;
     let mut samples = Vec::new();
     let start = Instant::now();
-    while samples.len() < 5 || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50) {
+    while samples.len() < 3 || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50) {
         let t = Instant::now();
         step()?;
         gpu.sync()?;
@@ -146,7 +145,7 @@ fn bench_matmul(
         let spec = MatmulSpec::new(m, n, k);
         let ms = t.as_secs_f64() * 1e3;
         let chosen = choose_variant(gpu, &MatmulSpec { variant, ..spec });
-        eprintln!("  {m}x{n}x{k}: {chosen:?}");
+        eprintln!("{m}x{n}x{k}: {chosen:?} kernel, {ms:.3} ms");
         rows.push(Row {
             kernel: "matmul",
             m,
