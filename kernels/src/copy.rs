@@ -7,7 +7,6 @@ use crate::error::{KernelError, Result};
 use crate::pool::GpuBuffer;
 use crate::runtime::{Binding, Gpu, KernelKey};
 
-const SOURCE: &str = include_str!("../../shaders/copy.wgsl");
 const WORKGROUP: usize = 256;
 
 #[repr(C)]
@@ -104,7 +103,7 @@ pub fn copy_strided(
     };
     let kernel = gpu.kernel(&KernelKey {
         shader: "copy",
-        source: SOURCE,
+        source: crate::modules::COPY,
         entry: "copy_strided",
         dtype,
         constants: vec![],

@@ -21,9 +21,36 @@ pub use runtime::{
 };
 pub use wgpu;
 
-/// Every shader file, by name, as WGSL source (the f32 form), for validation and tooling.
-pub const SHADERS: &[(&str, &str)] = &[
-    ("copy", include_str!("../../shaders/copy.wgsl")),
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    ("pack", include_str!("../../shaders/pack.wgsl")),
+/// One WGSL file: its name without `.wgsl` and its text.
+pub type ShaderFile = (&'static str, &'static str);
+
+macro_rules! shader_file {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../../shaders/", $name, ".wgsl")))
+    };
+}
+
+/// The shader modules kernels are built from, each the concatenation of its files in order
+/// (the matmul kernels share `matmul_epilogue.wgsl`).
+pub mod modules {
+    use super::ShaderFile;
+
+    const MATMUL_EPILOGUE: ShaderFile = shader_file!("matmul_epilogue");
+
+    /// Strided copy.
+    pub const COPY: &[ShaderFile] = &[shader_file!("copy")];
+    /// Buffer view to texture packing.
+    pub const PACK: &[ShaderFile] = &[shader_file!("pack")];
+    /// Storage-buffer and texture matmuls, GEMV.
+    pub const MATMUL: &[ShaderFile] = &[MATMUL_EPILOGUE, shader_file!("matmul")];
+    /// The texture matmul with subgroup broadcasts (needs SUBGROUP).
+    pub const MATMUL_SUBGROUP: &[ShaderFile] = &[MATMUL_EPILOGUE, shader_file!("matmul_subgroup")];
+}
+
+/// Every shader module by name, for validation and tooling.
+pub const SHADERS: &[(&str, &[ShaderFile])] = &[
+    ("copy", modules::COPY),
+    ("pack", modules::PACK),
+    ("matmul", modules::MATMUL),
+    ("matmul_subgroup", modules::MATMUL_SUBGROUP),
 ];

@@ -9,7 +9,6 @@ use crate::pool::GpuBuffer;
 use crate::pack::{pack_rows, PackView};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
-const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
 /// a, b, bias, residual, c, params.
 const BUFFER_BINDINGS: &[(u32, Binding)] = &[
     (0, Binding::Read),
@@ -138,6 +137,9 @@ pub enum MatmulVariant {
     /// Operands packed into textures, then register-blocked (CPU drivers, where texture reads
     /// are vector gathers and storage reads are not).
     Texture,
+    /// [`MatmulVariant::Texture`] with A shared through subgroup broadcasts; needs subgroups of
+    /// exactly 8 invocations (lavapipe).
+    TextureSubgroup,
     /// One row of A (M = 1).
     Gemv,
 }
@@ -260,7 +262,13 @@ fn to_u32(what: &str, v: usize) -> Result<u32> {
 pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     match spec.variant {
         MatmulVariant::Auto if spec.m == 1 => MatmulVariant::Gemv,
-        MatmulVariant::Auto if gpu.is_cpu() && fits_textures(gpu, spec) => MatmulVariant::Texture,
+        MatmulVariant::Auto if gpu.is_cpu() && fits_textures(gpu, spec) => {
+            if gpu.has_subgroup_size(8) {
+                MatmulVariant::TextureSubgroup
+            } else {
+                MatmulVariant::Texture
+            }
+        }
         MatmulVariant::Auto if gpu.is_cpu() => MatmulVariant::Register,
         MatmulVariant::Auto => MatmulVariant::Tiled,
         v => v,
@@ -297,6 +305,17 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     to_u32("batch·N·K", batch * n * k)?;
     to_u32("batch·M·N", batch * m * n)?;
     let variant = choose_variant(gpu, spec);
+    if variant == MatmulVariant::TextureSubgroup && !gpu.has_subgroup_size(8) {
+        return Err(KernelError::MissingFeature {
+            op: "matmul",
+            feature: "SUBGROUP with subgroups of 8",
+            adapter: gpu.summary().name,
+        });
+    }
+    let textured = matches!(
+        variant,
+        MatmulVariant::Texture | MatmulVariant::TextureSubgroup
+    );
     if variant == MatmulVariant::Gemv && m != 1 {
         return Err(KernelError::Shape {
             op: "matmul",
@@ -306,12 +325,24 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     let (entry, groups_x, groups_y) = match variant {
         MatmulVariant::Register => ("mm_reg", n.div_ceil(32), m.div_ceil(32)),
         MatmulVariant::Tiled => ("mm_tiled", n.div_ceil(64), m.div_ceil(64)),
-        MatmulVariant::Texture => ("mm_tex", n.div_ceil(32), m.div_ceil(64)),
+        MatmulVariant::Texture | MatmulVariant::TextureSubgroup => {
+            let entry = if variant == MatmulVariant::Texture {
+                "mm_tex"
+            } else {
+                "mm_tex_subgroup"
+            };
+            (entry, n.div_ceil(32), m.div_ceil(64))
+        }
         _ => ("gemv", n.div_ceil(256), 1),
     };
+    let subgroup = variant == MatmulVariant::TextureSubgroup;
     let key = KernelKey {
-        shader: "matmul",
-        source: SOURCE,
+        shader: if subgroup { "matmul_subgroup" } else { "matmul" },
+        source: if subgroup {
+            crate::modules::MATMUL_SUBGROUP
+        } else {
+            crate::modules::MATMUL
+        },
         entry,
         dtype: spec.dtype,
         constants: vec![
@@ -320,7 +351,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             ("HAS_RESIDUAL", args.residual.is_some() as u32 as f64),
             ("ACT", spec.activation.code() as f64),
         ],
-        bindings: if variant == MatmulVariant::Texture {
+        bindings: if textured {
             TEXTURE_BINDINGS
         } else {
             BUFFER_BINDINGS
@@ -341,7 +372,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         c_stride: (m * n) as u32,
         alpha: spec.alpha,
     };
-    if variant == MatmulVariant::Texture {
+    if textured {
         // op(B) is packed as N rows of K: rows of B itself when transposed, columns otherwise.
         let b_view = |bi: usize| PackView {
             rows: n,

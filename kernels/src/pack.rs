@@ -8,7 +8,6 @@ use crate::error::{KernelError, Result};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey};
 
-const SOURCE: &str = include_str!("../../shaders/pack.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -56,7 +55,7 @@ pub fn pack_rows(
     let texture = gpu.texture("pack", width as u32, view.rows as u32)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "pack",
-        source: SOURCE,
+        source: crate::modules::PACK,
         entry: "pack_rows",
         dtype,
         constants: vec![],

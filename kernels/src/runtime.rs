@@ -130,8 +130,8 @@ pub const TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float
 pub struct KernelKey {
     /// Shader file name without extension, e.g. `matmul`.
     pub shader: &'static str,
-    /// The WGSL source, `alias T = f32;` form.
-    pub source: &'static str,
+    /// The module's WGSL files in order (`alias T = f32;` form), see [`crate::modules`].
+    pub source: &'static [crate::ShaderFile],
     /// Entry point.
     pub entry: &'static str,
     /// Element type the shader is specialised to.
@@ -381,6 +381,13 @@ impl Gpu {
         self.features.contains(wgpu::Features::SHADER_F16)
     }
 
+    /// Whether every subgroup has exactly `size` invocations (and subgroups are enabled).
+    pub fn has_subgroup_size(&self, size: u32) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == size
+            && self.info.subgroup_max_size == size
+    }
+
     /// Whether this adapter runs on the CPU (lavapipe, llvmpipe, WARP, SwiftShader).
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
@@ -514,19 +521,23 @@ impl Gpu {
             return Ok(m.clone());
         }
         // TESSERA_SHADER_DIR lets kernel work iterate on WGSL files without rebuilding.
-        let from_dir = match std::env::var_os("TESSERA_SHADER_DIR") {
-            Some(dir) => {
-                let path = std::path::Path::new(&dir).join(format!("{}.wgsl", key.shader));
-                Some(
-                    std::fs::read_to_string(&path).map_err(|e| KernelError::Shader {
+        let dir = std::env::var_os("TESSERA_SHADER_DIR");
+        let mut text = String::new();
+        for (file, embedded) in key.source {
+            match &dir {
+                Some(dir) => {
+                    let path = std::path::Path::new(dir).join(format!("{file}.wgsl"));
+                    let read = std::fs::read_to_string(&path).map_err(|e| KernelError::Shader {
                         shader: key.shader.to_string(),
                         reason: format!("cannot read {} (TESSERA_SHADER_DIR): {e}", path.display()),
-                    })?,
-                )
+                    })?;
+                    text.push_str(&read);
+                }
+                None => text.push_str(embedded),
             }
-            None => None,
-        };
-        let source = specialize(from_dir.as_deref().unwrap_or(key.source), key.dtype);
+            text.push('\n');
+        }
+        let source = specialize(&text, key.dtype);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -740,18 +751,21 @@ impl Gpu {
     }
 
     fn submit_recording(&self, extra: Option<wgpu::CommandBuffer>) -> Result<wgpu::SubmissionIndex> {
+        // The lock is held until the submit: another thread must not submit later-recorded
+        // work (say, the read-back of a result) ahead of this encoder.
         let mut rec = self.recording.lock().unwrap();
         let encoder = rec.encoder.take();
         let arenas = std::mem::take(&mut rec.arenas);
         rec.dispatches = 0;
-        drop(rec);
         for arena in &arenas {
             self.queue.write_buffer(&arena.buffer, 0, &arena.bytes);
         }
-        let mut buffers: Vec<wgpu::CommandBuffer> = encoder.map(|e| e.finish()).into_iter().collect();
+        let mut buffers: Vec<wgpu::CommandBuffer> =
+            encoder.map(|e| e.finish()).into_iter().collect();
         buffers.extend(extra);
         let index = self.queue.submit(buffers);
         self.pool.submitted();
+        drop(rec);
         self.free_arenas
             .lock()
             .unwrap()

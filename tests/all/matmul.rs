@@ -112,6 +112,32 @@ fn texture_kernel_matches_reference_on_awkward_shapes() {
 }
 
 #[test]
+fn texture_subgroup_kernel_matches_reference_on_awkward_shapes() {
+    if !gpu().has_subgroup_size(8) {
+        // Elsewhere the variant must refuse clearly, and Auto must not pick it.
+        let gpu = gpu();
+        let a = Tensor::from_slice(&gpu, &values(6, 1), &[2, 3], DType::F32).unwrap();
+        let b = Tensor::from_slice(&gpu, &values(6, 2), &[3, 2], DType::F32).unwrap();
+        let opts = MatmulOptions {
+            variant: MatmulVariant::TextureSubgroup,
+            ..MatmulOptions::default()
+        };
+        let err = a.matmul_with(&b, &opts).unwrap_err();
+        assert!(err.to_string().contains("SUBGROUP"), "{err}");
+        return;
+    }
+    for &(m, n, k) in AWKWARD {
+        for trans_b in [true, false] {
+            check(1, m, n, k, trans_b, true, MatmulVariant::TextureSubgroup, DType::F32);
+        }
+    }
+    // Row counts around the 16-row subgroup block and the 64-row workgroup.
+    for m in [15, 16, 17, 63, 64, 65, 129] {
+        check(1, m, 33, 20, true, true, MatmulVariant::TextureSubgroup, DType::F32);
+    }
+}
+
+#[test]
 fn gemv_matches_reference() {
     for &(n, k) in &[(1, 1), (5, 3), (4097, 31), (1500, 384), (13, 4097)] {
         for trans_b in [true, false] {
@@ -137,7 +163,10 @@ fn batched_and_broadcast() {
         MatmulVariant::Register,
         MatmulVariant::Tiled,
         MatmulVariant::Texture,
-    ] {
+    ]
+    .into_iter()
+    .chain(gpu().has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
+    {
         for trans_b in [true, false] {
             check(3, 7, 13, 5, trans_b, false, variant, DType::F32);
             check(4, 33, 9, 70, trans_b, true, variant, DType::F32);
@@ -155,7 +184,10 @@ fn f16_storage_matches_reference() {
         MatmulVariant::Register,
         MatmulVariant::Tiled,
         MatmulVariant::Texture,
-    ] {
+    ]
+    .into_iter()
+    .chain(gpu().has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
+    {
         for &(m, n, k) in &[(7, 13, 5), (65, 31, 130), (197, 64, 768)] {
             check(1, m, n, k, true, true, variant, DType::F16);
             check(2, m, n, k, false, false, variant, DType::F16);
@@ -204,7 +236,10 @@ fn fused_epilogue_bias_activation_residual_scale() {
             MatmulVariant::Register,
             MatmulVariant::Tiled,
             MatmulVariant::Texture,
-        ] {
+        ]
+        .into_iter()
+        .chain(gpu.has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
+        {
             let opts = MatmulOptions {
                 bias: Some(&tbias),
                 residual: Some(&tres),

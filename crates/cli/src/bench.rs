@@ -44,6 +44,7 @@ pub enum Variant {
     Register,
     Tiled,
     Texture,
+    TextureSubgroup,
     Gemv,
 }
 
@@ -54,6 +55,7 @@ impl From<Variant> for MatmulVariant {
             Variant::Register => MatmulVariant::Register,
             Variant::Tiled => MatmulVariant::Tiled,
             Variant::Texture => MatmulVariant::Texture,
+            Variant::TextureSubgroup => MatmulVariant::TextureSubgroup,
             Variant::Gemv => MatmulVariant::Gemv,
         }
     }
