@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::{GpuBuffer, PooledTexture};
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Binding, Gpu, KernelKey, TEXTURE_FORMAT};
 
 
 #[repr(C)]
@@ -38,6 +38,10 @@ pub struct PackView {
 }
 
 /// Records the packing of `view` of `src` into a new `ceil(cols/4) × rows` texture.
+///
+/// Row-major views whose rows fill whole 256-byte copy rows are copied as they are (into an
+/// rgba16float texture for f16), with no shader reading the buffer; others go through the
+/// `pack_rows` kernel into rgba32float.
 pub fn pack_rows(
     gpu: &Gpu,
     dtype: DType,
@@ -52,7 +56,27 @@ pub fn pack_rows(
             detail: format!("view {view:?} is empty or reaches past its buffer"),
         });
     }
-    let texture = gpu.texture("pack", width as u32, view.rows as u32)?;
+    let row_bytes = view.cols * dtype.size();
+    let texel_bytes = 4 * dtype.size();
+    let copyable = view.col_stride == 1
+        && view.row_stride == view.cols
+        && row_bytes % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
+        && (view.offset * dtype.size()) % texel_bytes == 0;
+    if copyable {
+        let format = match dtype {
+            DType::F32 => wgpu::TextureFormat::Rgba32Float,
+            DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        };
+        let texture = gpu.texture("pack", width as u32, view.rows as u32, format)?;
+        gpu.copy_to_texture(
+            src,
+            (view.offset * dtype.size()) as u64,
+            row_bytes as u32,
+            &texture,
+        );
+        return Ok(texture);
+    }
+    let texture = gpu.texture("pack", width as u32, view.rows as u32, TEXTURE_FORMAT)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "pack",
         source: crate::modules::PACK,

@@ -156,9 +156,10 @@ impl std::fmt::Debug for GpuBuffer {
 /// Idle staging textures by size. Textures are only written by recorded commands (never by
 /// `Queue::write_texture`), so a released one can be reused at once: later commands in the same
 /// encoder run after the ones that read it.
-pub(crate) type TexturePool = Mutex<HashMap<(u32, u32), Vec<wgpu::Texture>>>;
+pub(crate) type TexturePool =
+    Mutex<HashMap<(u32, u32, wgpu::TextureFormat), Vec<wgpu::Texture>>>;
 
-/// An [`crate::TEXTURE_FORMAT`] texture that goes back to its pool when dropped.
+/// A staging texture that goes back to its pool when dropped.
 pub struct PooledTexture {
     texture: Option<wgpu::Texture>,
     view: wgpu::TextureView,
@@ -179,12 +180,17 @@ impl PooledTexture {
     pub fn view(&self) -> &wgpu::TextureView {
         &self.view
     }
+
+    /// The texture.
+    pub fn raw(&self) -> &wgpu::Texture {
+        self.texture.as_ref().expect("texture present until drop")
+    }
 }
 
 impl Drop for PooledTexture {
     fn drop(&mut self) {
         if let Some(t) = self.texture.take() {
-            let key = (t.width(), t.height());
+            let key = (t.width(), t.height(), t.format());
             self.pool.lock().unwrap().entry(key).or_default().push(t);
         }
     }

@@ -473,9 +473,15 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// A `width × height` texture of [`TEXTURE_FORMAT`] for kernels to write and read
-    /// (contents undefined).
-    pub fn texture(&self, op: &'static str, width: u32, height: u32) -> Result<PooledTexture> {
+    /// A `width × height` texture of `format` (rgba32float or rgba16float) for kernels and
+    /// copies to write and kernels to read (contents undefined).
+    pub fn texture(
+        &self,
+        op: &'static str,
+        width: u32,
+        height: u32,
+        format: wgpu::TextureFormat,
+    ) -> Result<PooledTexture> {
         let max = self.limits.max_texture_dimension_2d;
         if width.max(height) > max {
             return Err(KernelError::Limit {
@@ -489,7 +495,7 @@ impl Gpu {
             .textures
             .lock()
             .unwrap()
-            .get_mut(&(width, height))
+            .get_mut(&(width, height, format))
             .and_then(Vec::pop);
         let texture = reused.unwrap_or_else(|| {
             self.device.create_texture(&wgpu::TextureDescriptor {
@@ -502,8 +508,10 @@ impl Gpu {
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
-                format: TEXTURE_FORMAT,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+                format,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING
+                    | wgpu::TextureUsages::STORAGE_BINDING
+                    | wgpu::TextureUsages::COPY_DST,
                 view_formats: &[],
             })
         });
@@ -736,6 +744,34 @@ impl Gpu {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         });
         encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.next_multiple_of(4));
+    }
+
+    /// Records a copy of `texture.height()` rows of `bytes_per_row` bytes, starting at byte
+    /// `offset` of `src`, into `texture` (a multiple of 256 bytes per row, as wgpu requires).
+    pub fn copy_to_texture(
+        &self,
+        src: &GpuBuffer,
+        offset: u64,
+        bytes_per_row: u32,
+        texture: &PooledTexture,
+    ) {
+        let mut rec = self.recording.lock().unwrap();
+        let encoder = rec.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: src.raw(),
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset,
+                    bytes_per_row: Some(bytes_per_row),
+                    rows_per_image: None,
+                },
+            },
+            texture.raw().as_image_copy(),
+            texture.raw().size(),
+        );
     }
 
     /// Dispatches recorded since the last submit.
