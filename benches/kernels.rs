@@ -9,7 +9,9 @@ use tessera::kernels::matmul::{MatmulSpec, MatmulVariant};
 use tessera::{DType, Gpu, MatmulOptions, Tensor};
 
 fn values(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
 }
 
 fn bench_matmul(c: &mut Criterion) {
@@ -30,16 +32,19 @@ fn bench_matmul(c: &mut Criterion) {
         let w = Tensor::from_slice(&gpu, &values(n * k), &[n, k], DType::F32).unwrap();
         let wt = w.t().unwrap();
         group.throughput(Throughput::Elements(MatmulSpec::new(m, n, k).flops() as u64));
-        group.bench_function(BenchmarkId::from_parameter(format!("{m}x{n}x{k}")), |bench| {
-            bench.iter(|| {
-                let opts = MatmulOptions {
-                    variant: MatmulVariant::Auto,
-                    ..MatmulOptions::default()
-                };
-                a.matmul_with(&wt, &opts).unwrap();
-                gpu.sync().unwrap();
-            })
-        });
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{m}x{n}x{k}")),
+            |bench| {
+                bench.iter(|| {
+                    let opts = MatmulOptions {
+                        variant: MatmulVariant::Auto,
+                        ..MatmulOptions::default()
+                    };
+                    a.matmul_with(&wt, &opts).unwrap();
+                    gpu.sync().unwrap();
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -107,7 +107,11 @@ pub fn copy_strided(
         entry: "copy_strided",
         dtype,
         constants: vec![],
-        bindings: &[(0, Binding::Read), (1, Binding::ReadWrite), (2, Binding::Params)],
+        bindings: &[
+            (0, Binding::Read),
+            (1, Binding::ReadWrite),
+            (2, Binding::Params),
+        ],
     })?;
     gpu.dispatch(
         &kernel,
@@ -124,7 +128,12 @@ pub fn copy_strided_cpu<E: Copy>(src: &[E], view: &StridedView) -> Vec<E> {
     let mut out = Vec::with_capacity(total);
     let mut idx = vec![0usize; dims];
     for _ in 0..total {
-        let at = view.offset + idx.iter().zip(&view.strides).map(|(i, s)| i * s).sum::<usize>();
+        let at = view.offset
+            + idx
+                .iter()
+                .zip(&view.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         out.push(src[at]);
         for d in (0..dims).rev() {
             idx[d] += 1;

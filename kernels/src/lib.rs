@@ -26,7 +26,10 @@ pub type ShaderFile = (&'static str, &'static str);
 
 macro_rules! shader_file {
     ($name:literal) => {
-        ($name, include_str!(concat!("../../shaders/", $name, ".wgsl")))
+        (
+            $name,
+            include_str!(concat!("../../shaders/", $name, ".wgsl")),
+        )
     };
 }
 

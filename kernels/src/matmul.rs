@@ -5,8 +5,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::pool::GpuBuffer;
 use crate::pack::{pack_rows, PackView};
+use crate::pool::GpuBuffer;
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 /// a, b, bias, residual, c, params.
@@ -243,18 +243,9 @@ fn check_len(what: &str, buf: &GpuBuffer, elems: usize, dtype: DType) -> Result<
 }
 
 fn to_u32(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| KernelError::Limit {
+    u32::try_from(v).map_err(|_| KernelError::Shape {
         op: "matmul",
-        limit: "32-bit index range",
-        needed: v as u64,
-        allowed: u32::MAX as u64,
-    })
-    .map_err(|e| match e {
-        KernelError::Limit { .. } => KernelError::Shape {
-            op: "matmul",
-            detail: format!("{what} = {v} exceeds the 32-bit index range"),
-        },
-        other => other,
+        detail: format!("{what} = {v} exceeds the 32-bit index range"),
     })
 }
 
@@ -287,13 +278,13 @@ fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
 
 /// Records the matmul described by `spec` on `args`.
 pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()> {
-    let MatmulSpec {
-        batch, m, n, k, ..
-    } = *spec;
+    let MatmulSpec { batch, m, n, k, .. } = *spec;
     if batch == 0 || m == 0 || n == 0 || k == 0 {
         return Err(KernelError::Shape {
             op: "matmul",
-            detail: format!("every dimension must be at least 1, got batch={batch} m={m} n={n} k={k}"),
+            detail: format!(
+                "every dimension must be at least 1, got batch={batch} m={m} n={n} k={k}"
+            ),
         });
     }
     gpu.check_dtype("matmul", spec.dtype)?;
@@ -342,7 +333,11 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     };
     let subgroup = variant == MatmulVariant::TextureSubgroup;
     let key = KernelKey {
-        shader: if subgroup { "matmul_subgroup" } else { "matmul" },
+        shader: if subgroup {
+            "matmul_subgroup"
+        } else {
+            "matmul"
+        },
         source: if subgroup {
             crate::modules::MATMUL_SUBGROUP
         } else {
@@ -444,9 +439,7 @@ pub fn matmul_cpu(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    let MatmulSpec {
-        batch, m, n, k, ..
-    } = *spec;
+    let MatmulSpec { batch, m, n, k, .. } = *spec;
     let mut c = vec![0f32; batch * m * n];
     for bi in 0..batch {
         let a_off = bi * m * k;
@@ -501,15 +494,27 @@ mod tests {
         let mut spec = MatmulSpec::new(2, 2, 3);
         let a = [1., 2., 3., 4., 5., 6.];
         let b = [1., 0., 0., 1., 1., 1.];
-        assert_eq!(matmul_cpu(&spec, &a, &b, None, None), vec![4., 5., 10., 11.]);
+        assert_eq!(
+            matmul_cpu(&spec, &a, &b, None, None),
+            vec![4., 5., 10., 11.]
+        );
         spec.trans_b = true;
         let bt = [1., 0., 1., 0., 1., 1.];
-        assert_eq!(matmul_cpu(&spec, &a, &bt, None, None), vec![4., 5., 10., 11.]);
+        assert_eq!(
+            matmul_cpu(&spec, &a, &bt, None, None),
+            vec![4., 5., 10., 11.]
+        );
     }
 
     #[test]
     fn activation_names_parse() {
-        assert_eq!("quick_gelu".parse::<Activation>(), Ok(Activation::QuickGelu));
-        assert!("mish".parse::<Activation>().unwrap_err().contains("unsupported"));
+        assert_eq!(
+            "quick_gelu".parse::<Activation>(),
+            Ok(Activation::QuickGelu)
+        );
+        assert!("mish"
+            .parse::<Activation>()
+            .unwrap_err()
+            .contains("unsupported"));
     }
 }

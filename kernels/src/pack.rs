@@ -8,7 +8,6 @@ use crate::error::{KernelError, Result};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, TEXTURE_FORMAT};
 
-
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {

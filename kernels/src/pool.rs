@@ -156,8 +156,7 @@ impl std::fmt::Debug for GpuBuffer {
 /// Idle staging textures by size. Textures are only written by recorded commands (never by
 /// `Queue::write_texture`), so a released one can be reused at once: later commands in the same
 /// encoder run after the ones that read it.
-pub(crate) type TexturePool =
-    Mutex<HashMap<(u32, u32, wgpu::TextureFormat), Vec<wgpu::Texture>>>;
+pub(crate) type TexturePool = Mutex<HashMap<(u32, u32, wgpu::TextureFormat), Vec<wgpu::Texture>>>;
 
 /// A staging texture that goes back to its pool when dropped.
 pub struct PooledTexture {
@@ -202,7 +201,18 @@ mod tests {
 
     #[test]
     fn size_classes_cover_the_request_and_waste_little() {
-        for bytes in [1u64, 255, 256, 257, 4095, 4096, 4097, 10_000, 1 << 20, (1 << 20) + 1] {
+        for bytes in [
+            1u64,
+            255,
+            256,
+            257,
+            4095,
+            4096,
+            4097,
+            10_000,
+            1 << 20,
+            (1 << 20) + 1,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes);
             assert!(c >= 256);

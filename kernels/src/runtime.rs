@@ -440,14 +440,17 @@ impl Gpu {
 
     fn new_buffer(&self, bytes: u64, for_queue_write: bool) -> GpuBuffer {
         let capacity = size_class(bytes.max(4).next_multiple_of(4));
-        let raw = self.pool.take(capacity, for_queue_write).unwrap_or_else(|| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tessera-tensor"),
-                size: capacity,
-                usage: STORAGE_USAGE,
-                mapped_at_creation: false,
-            })
-        });
+        let raw = self
+            .pool
+            .take(capacity, for_queue_write)
+            .unwrap_or_else(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tessera-tensor"),
+                    size: capacity,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                })
+            });
         GpuBuffer::new(raw, bytes, self.pool.clone())
     }
 
@@ -786,7 +789,10 @@ impl Gpu {
         }
     }
 
-    fn submit_recording(&self, extra: Option<wgpu::CommandBuffer>) -> Result<wgpu::SubmissionIndex> {
+    fn submit_recording(
+        &self,
+        extra: Option<wgpu::CommandBuffer>,
+    ) -> Result<wgpu::SubmissionIndex> {
         // The lock is held until the submit: another thread must not submit later-recorded
         // work (say, the read-back of a result) ahead of this encoder.
         let mut rec = self.recording.lock().unwrap();

@@ -31,7 +31,13 @@ pub fn rel_error(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     got.iter()
         .zip(want)
-        .map(|(g, w)| if g.is_finite() { (g - w).abs() } else { f32::INFINITY })
+        .map(|(g, w)| {
+            if g.is_finite() {
+                (g - w).abs()
+            } else {
+                f32::INFINITY
+            }
+        })
         .fold(0f32, f32::max)
         / scale
 }

@@ -63,7 +63,11 @@ fn check(
     };
     let want = matmul_cpu(&spec, &a, &b, None, None);
     let err = rel_error(&got.to_vec().unwrap(), &want);
-    let tol = if dtype == DType::F32 { F32_TOL } else { F16_TOL };
+    let tol = if dtype == DType::F32 {
+        F32_TOL
+    } else {
+        F16_TOL
+    };
     assert!(
         err <= tol,
         "{variant:?} {dtype} batch={batch} m={m} n={n} k={k} trans_b={trans_b} \
@@ -88,7 +92,16 @@ const AWKWARD: &[(usize, usize, usize)] = &[
 fn register_kernel_matches_reference_on_awkward_shapes() {
     for &(m, n, k) in AWKWARD {
         for trans_b in [true, false] {
-            check(1, m, n, k, trans_b, true, MatmulVariant::Register, DType::F32);
+            check(
+                1,
+                m,
+                n,
+                k,
+                trans_b,
+                true,
+                MatmulVariant::Register,
+                DType::F32,
+            );
         }
     }
 }
@@ -106,7 +119,16 @@ fn tiled_kernel_matches_reference_on_awkward_shapes() {
 fn texture_kernel_matches_reference_on_awkward_shapes() {
     for &(m, n, k) in AWKWARD {
         for trans_b in [true, false] {
-            check(1, m, n, k, trans_b, true, MatmulVariant::Texture, DType::F32);
+            check(
+                1,
+                m,
+                n,
+                k,
+                trans_b,
+                true,
+                MatmulVariant::Texture,
+                DType::F32,
+            );
         }
     }
 }
@@ -128,12 +150,30 @@ fn texture_subgroup_kernel_matches_reference_on_awkward_shapes() {
     }
     for &(m, n, k) in AWKWARD {
         for trans_b in [true, false] {
-            check(1, m, n, k, trans_b, true, MatmulVariant::TextureSubgroup, DType::F32);
+            check(
+                1,
+                m,
+                n,
+                k,
+                trans_b,
+                true,
+                MatmulVariant::TextureSubgroup,
+                DType::F32,
+            );
         }
     }
     // Row counts around the 16-row subgroup block and the 64-row workgroup.
     for m in [15, 16, 17, 63, 64, 65, 129] {
-        check(1, m, 33, 20, true, true, MatmulVariant::TextureSubgroup, DType::F32);
+        check(
+            1,
+            m,
+            33,
+            20,
+            true,
+            true,
+            MatmulVariant::TextureSubgroup,
+            DType::F32,
+        );
     }
 }
 
@@ -151,10 +191,46 @@ fn gemv_matches_reference() {
 fn real_model_shapes() {
     // ViT-B/16 MLP at 197 tokens, Whisper-tiny attention projection at 1500 frames,
     // CLIP text at 77 tokens.
-    check(1, 197, 768, 768, true, true, MatmulVariant::Auto, DType::F32);
-    check(1, 1500, 384, 384, true, true, MatmulVariant::Auto, DType::F32);
-    check(1, 77, 512, 2048, true, true, MatmulVariant::Auto, DType::F32);
-    check(1, 197, 768, 768, false, true, MatmulVariant::Texture, DType::F32);
+    check(
+        1,
+        197,
+        768,
+        768,
+        true,
+        true,
+        MatmulVariant::Auto,
+        DType::F32,
+    );
+    check(
+        1,
+        1500,
+        384,
+        384,
+        true,
+        true,
+        MatmulVariant::Auto,
+        DType::F32,
+    );
+    check(
+        1,
+        77,
+        512,
+        2048,
+        true,
+        true,
+        MatmulVariant::Auto,
+        DType::F32,
+    );
+    check(
+        1,
+        197,
+        768,
+        768,
+        false,
+        true,
+        MatmulVariant::Texture,
+        DType::F32,
+    );
 }
 
 #[test]
@@ -165,8 +241,11 @@ fn batched_and_broadcast() {
         MatmulVariant::Texture,
     ]
     .into_iter()
-    .chain(gpu().has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
-    {
+    .chain(
+        gpu()
+            .has_subgroup_size(8)
+            .then_some(MatmulVariant::TextureSubgroup),
+    ) {
         for trans_b in [true, false] {
             check(3, 7, 13, 5, trans_b, false, variant, DType::F32);
             check(4, 33, 9, 70, trans_b, true, variant, DType::F32);
@@ -186,8 +265,11 @@ fn f16_storage_matches_reference() {
         MatmulVariant::Texture,
     ]
     .into_iter()
-    .chain(gpu().has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
-    {
+    .chain(
+        gpu()
+            .has_subgroup_size(8)
+            .then_some(MatmulVariant::TextureSubgroup),
+    ) {
         for &(m, n, k) in &[(7, 13, 5), (65, 31, 130), (197, 64, 768)] {
             check(1, m, n, k, true, true, variant, DType::F16);
             check(2, m, n, k, false, false, variant, DType::F16);
@@ -238,8 +320,10 @@ fn fused_epilogue_bias_activation_residual_scale() {
             MatmulVariant::Texture,
         ]
         .into_iter()
-        .chain(gpu.has_subgroup_size(8).then_some(MatmulVariant::TextureSubgroup))
-        {
+        .chain(
+            gpu.has_subgroup_size(8)
+                .then_some(MatmulVariant::TextureSubgroup),
+        ) {
             let opts = MatmulOptions {
                 bias: Some(&tbias),
                 residual: Some(&tres),
@@ -287,7 +371,12 @@ fn extreme_activations_stay_finite() {
     let a = [100.0f32, -100.0, 30.0, -30.0];
     let ta = Tensor::from_slice(&gpu, &a, &[4, 1], DType::F32).unwrap();
     let one = Tensor::from_slice(&gpu, &[1.0], &[1, 1], DType::F32).unwrap();
-    for act in [Activation::GeluErf, Activation::GeluTanh, Activation::QuickGelu, Activation::Silu] {
+    for act in [
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Silu,
+    ] {
         let opts = MatmulOptions {
             activation: act,
             ..MatmulOptions::default()
@@ -295,7 +384,10 @@ fn extreme_activations_stay_finite() {
         let got = ta.matmul_with(&one, &opts).unwrap().to_vec().unwrap();
         for (g, x) in got.iter().zip(a) {
             let want = act.apply(x as f64) as f32;
-            assert!((g - want).abs() <= 1e-3 * want.abs().max(1.0), "{act:?}({x}) = {g}, want {want}");
+            assert!(
+                (g - want).abs() <= 1e-3 * want.abs().max(1.0),
+                "{act:?}({x}) = {g}, want {want}"
+            );
         }
     }
 }

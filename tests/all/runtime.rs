@@ -10,7 +10,11 @@ fn shared_adapter_reports_itself() {
     let gpu = gpu();
     let s = gpu.summary();
     assert!(!s.name.is_empty());
-    assert!(["Vulkan", "Metal", "Dx12", "Gl"].contains(&s.backend.as_str()), "{}", s.backend);
+    assert!(
+        ["Vulkan", "Metal", "Dx12", "Gl"].contains(&s.backend.as_str()),
+        "{}",
+        s.backend
+    );
     assert!(gpu.limits().max_storage_buffers_per_shader_stage >= 8);
 }
 
@@ -32,7 +36,10 @@ fn unknown_adapter_name_is_a_clear_error() {
     .unwrap_err();
     assert!(matches!(err, KernelError::NoAdapter { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("no-such-adapter-xyz") && msg.contains("mesa-vulkan-drivers"), "{msg}");
+    assert!(
+        msg.contains("no-such-adapter-xyz") && msg.contains("mesa-vulkan-drivers"),
+        "{msg}"
+    );
 }
 
 /// The fallback when no Vulkan/Metal/DX12 driver exists: wgpu's GL backend (Mesa llvmpipe
@@ -71,23 +78,33 @@ fn pool_reuses_released_buffers() {
     drop(t);
     gpu.sync().unwrap();
     let pooled = gpu.pool_stats().pooled_bytes;
-    assert!(pooled >= 40_000, "released buffer should be pooled: {pooled}");
+    assert!(
+        pooled >= 40_000,
+        "released buffer should be pooled: {pooled}"
+    );
     let again = Tensor::zeros(&gpu, &[10, 1000], DType::F32).unwrap();
-    assert_eq!(gpu.pool_stats().pooled_bytes, pooled - (live - before.live_bytes));
+    assert_eq!(
+        gpu.pool_stats().pooled_bytes,
+        pooled - (live - before.live_bytes)
+    );
     assert_eq!(again.to_vec().unwrap(), vec![0.0; 10_000]);
 }
 
 #[test]
 fn many_dispatches_go_in_one_submit() {
-    let gpu = gpu();
+    // A private device: other tests' read-backs would submit the shared one's recording.
+    let gpu = std::sync::Arc::new(Gpu::new(&GpuOptions::from_env().unwrap()).unwrap());
     let x = Tensor::from_slice(&gpu, &values(64, 41), &[8, 8], DType::F32).unwrap();
-    let eye: Vec<f32> = (0..64).map(|i| if i % 9 == 0 { 1.0 } else { 0.0 }).collect();
+    let eye: Vec<f32> = (0..64)
+        .map(|i| if i % 9 == 0 { 1.0 } else { 0.0 })
+        .collect();
     let id = Tensor::from_slice(&gpu, &eye, &[8, 8], DType::F32).unwrap();
     let mut y = x.clone();
     // More dispatches than one params arena holds, all recorded before the single read-back.
     for _ in 0..300 {
         y = y.matmul(&id).unwrap();
     }
+    assert!(gpu.pending_dispatches() >= 300);
     assert_eq!(y.to_vec().unwrap(), x.to_vec().unwrap());
 }
 

@@ -8,7 +8,8 @@ use serde::Serialize;
 use tessera::kernels::matmul::{choose_variant, MatmulSpec, MatmulVariant};
 use tessera::{DType, Gpu, MatmulOptions, Tensor};
 
-const DEFAULT_SHAPES: &str = "1024x1024x1024,2048x2048x2048,197x3072x768,1500x1536x384,77x2048x512,1x4096x4096";
+const DEFAULT_SHAPES: &str =
+    "1024x1024x1024,2048x2048x2048,197x3072x768,1500x1536x384,77x2048x512,1x4096x4096";
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -94,7 +95,10 @@ fn parse_shapes(s: &str) -> Result<Vec<[usize; 3]>, BoxError> {
 
 /// Runs `step` (which records work) until enough samples are taken; returns the median time
 /// of record + submit + wait.
-pub fn median_time(gpu: &Gpu, mut step: impl FnMut() -> Result<(), BoxError>) -> Result<Duration, BoxError> {
+pub fn median_time(
+    gpu: &Gpu,
+    mut step: impl FnMut() -> Result<(), BoxError>,
+) -> Result<Duration, BoxError> {
     // One warm-up builds the pipelines and fills the pools.
     step()?;
     gpu.sync()?;
@@ -164,7 +168,10 @@ fn bench_matmul(
 fn print_table(gpu: &Gpu, rows: &[Row]) {
     let s = gpu.summary();
     println!("adapter: {} ({})", s.name, s.backend);
-    println!("{:<8} {:>6} {:>6} {:>6} {:>5} {:>11} {:>9}", "kernel", "M", "N", "K", "dtype", "median ms", "GFLOP/s");
+    println!(
+        "{:<8} {:>6} {:>6} {:>6} {:>5} {:>11} {:>9}",
+        "kernel", "M", "N", "K", "dtype", "median ms", "GFLOP/s"
+    );
     for r in rows {
         println!(
             "{:<8} {:>6} {:>6} {:>6} {:>5} {:>11.3} {:>9.1}",

@@ -19,18 +19,41 @@ pub fn run(json: bool) -> Result<(), Box<dyn std::error::Error>> {
     .map(|(_, n)| n)
     .collect();
     let limits = [
-        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+        (
+            "max_storage_buffer_binding_size",
+            l.max_storage_buffer_binding_size,
+        ),
         ("max_buffer_size", l.max_buffer_size),
-        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
-        ("max_texture_dimension_2d", l.max_texture_dimension_2d as u64),
-        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
-        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
-        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
-        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
+        (
+            "max_uniform_buffer_binding_size",
+            l.max_uniform_buffer_binding_size,
+        ),
+        (
+            "max_texture_dimension_2d",
+            l.max_texture_dimension_2d as u64,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            l.max_compute_workgroups_per_dimension as u64,
+        ),
     ];
     if json {
-        let limits: serde_json::Map<String, serde_json::Value> =
-            limits.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let limits: serde_json::Map<String, serde_json::Value> = limits
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let out = json!({
             "adapter": s.name,
             "backend": s.backend,
@@ -46,7 +69,14 @@ pub fn run(json: bool) -> Result<(), Box<dyn std::error::Error>> {
         println!("backend      {}", s.backend);
         println!("device type  {}", s.device_type);
         println!("driver       {} {}", s.driver, s.driver_info);
-        println!("features     {}", if features.is_empty() { "(none)".to_string() } else { features.join(" ") });
+        println!(
+            "features     {}",
+            if features.is_empty() {
+                "(none)".to_string()
+            } else {
+                features.join(" ")
+            }
+        );
         println!("limits");
         for (k, v) in limits {
             println!("  {k:<40} {v}");

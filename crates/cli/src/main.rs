@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Multimodal inference on any GPU, kernels in WGSL")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Multimodal inference on any GPU, kernels in WGSL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,7 +34,12 @@ fn info_json_names_the_adapter() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(!v["adapter"].as_str().unwrap().is_empty());
-    assert!(v["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    assert!(
+        v["limits"]["max_storage_buffer_binding_size"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(v["features"].is_array());
 }
 
@@ -49,12 +54,20 @@ fn bench_matmul_json_has_the_documented_keys() {
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for (row, (m, n, k)) in rows.iter().zip([(33, 17, 9), (1, 64, 32)]) {
-        let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         for key in ["kernel", "m", "n", "k", "dtype", "median_ms", "gflops"] {
             assert!(keys.contains(&key), "missing {key} in {row}");
         }
         assert_eq!(row["kernel"], "matmul");
-        assert_eq!((row["m"].as_u64(), row["n"].as_u64(), row["k"].as_u64()), (Some(m), Some(n), Some(k)));
+        assert_eq!(
+            (row["m"].as_u64(), row["n"].as_u64(), row["k"].as_u64()),
+            (Some(m), Some(n), Some(k))
+        );
         assert_eq!(row["dtype"], "f32");
         assert!(row["median_ms"].as_f64().unwrap() > 0.0);
         assert!(row["gflops"].as_f64().unwrap() > 0.0);
@@ -70,7 +83,10 @@ fn bench_matmul_table_in_f16() {
         .unwrap()
         .iter()
         .any(|f| f == "SHADER_F16");
-    let o = tessera(&["bench", "matmul", "--dtype", "f16", "--shapes", "16x16x16"], &[]);
+    let o = tessera(
+        &["bench", "matmul", "--dtype", "f16", "--shapes", "16x16x16"],
+        &[],
+    );
     if has_f16 {
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
@@ -100,7 +116,10 @@ fn unknown_backend_and_adapter_are_clear_errors() {
     let o = tessera(&["info"], &[("TESSERA_ADAPTER", "no-such-gpu")]);
     assert!(!o.status.success());
     let line = error_line(&o);
-    assert!(line.contains("no-such-gpu") && line.contains("apt-get install mesa-vulkan-drivers"), "{line}");
+    assert!(
+        line.contains("no-such-gpu") && line.contains("apt-get install mesa-vulkan-drivers"),
+        "{line}"
+    );
 }
 
 #[test]

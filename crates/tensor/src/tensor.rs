@@ -210,7 +210,10 @@ impl Tensor {
         if d0 >= rank || d1 >= rank {
             return Err(TensorError::Shape {
                 op: "transpose",
-                detail: format!("dimensions {d0} and {d1} do not exist in shape {:?}", self.shape),
+                detail: format!(
+                    "dimensions {d0} and {d1} do not exist in shape {:?}",
+                    self.shape
+                ),
             });
         }
         let mut t = self.clone();
@@ -234,9 +237,7 @@ impl Tensor {
     /// Downloads the elements in row-major order as f32 (submits pending work and waits).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let c = self.contiguous()?;
-        let bytes = c
-            .gpu
-            .read(&c.buffer, (c.numel() * c.dtype.size()) as u64)?;
+        let bytes = c.gpu.read(&c.buffer, (c.numel() * c.dtype.size()) as u64)?;
         Ok(match c.dtype {
             DType::F32 => bytes
                 .chunks_exact(4)
