@@ -17,7 +17,8 @@
 //             reads are vector gathers on CPU drivers, storage reads are not.
 //   gemv      M = 1: each invocation owns 4 outputs.
 //
-// Compiled after matmul_epilogue.wgsl, which declares T, Params, the overrides and the epilogue.
+// Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
+// overrides and the epilogue.
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;

@@ -7,7 +7,8 @@
 // subgroup broadcasts it, so a texel read (a vector gather, the expensive step on CPU drivers)
 // feeds 8 invocations instead of 1. Measured on lavapipe: about 2x mm_tex.
 //
-// Compiled after matmul_epilogue.wgsl, which declares T, Params, the overrides and the epilogue.
+// Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
+// overrides and the epilogue.
 
 @group(0) @binding(6) var tex_a: texture_2d<f32>;
 @group(0) @binding(7) var tex_b: texture_2d<f32>;

@@ -7,8 +7,11 @@
 
 pub mod copy;
 mod dtype;
+pub mod elementwise;
+pub mod embedding;
 mod error;
 pub mod matmul;
+pub mod norm;
 pub mod pack;
 mod pool;
 mod runtime;
@@ -38,21 +41,32 @@ macro_rules! shader_file {
 pub mod modules {
     use super::ShaderFile;
 
+    const ACTIVATION: ShaderFile = shader_file!("activation");
     const MATMUL_EPILOGUE: ShaderFile = shader_file!("matmul_epilogue");
 
     /// Strided copy.
     pub const COPY: &[ShaderFile] = &[shader_file!("copy")];
     /// Buffer view to texture packing.
     pub const PACK: &[ShaderFile] = &[shader_file!("pack")];
+    /// Activations and broadcasting binary ops.
+    pub const ELEMENTWISE: &[ShaderFile] = &[ACTIVATION, shader_file!("elementwise")];
+    /// Embedding lookup by token id.
+    pub const EMBEDDING: &[ShaderFile] = &[shader_file!("embedding")];
+    /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
+    pub const NORM: &[ShaderFile] = &[shader_file!("norm")];
     /// Storage-buffer and texture matmuls, GEMV.
-    pub const MATMUL: &[ShaderFile] = &[MATMUL_EPILOGUE, shader_file!("matmul")];
+    pub const MATMUL: &[ShaderFile] = &[ACTIVATION, MATMUL_EPILOGUE, shader_file!("matmul")];
     /// The texture matmul with subgroup broadcasts (needs SUBGROUP).
-    pub const MATMUL_SUBGROUP: &[ShaderFile] = &[MATMUL_EPILOGUE, shader_file!("matmul_subgroup")];
+    pub const MATMUL_SUBGROUP: &[ShaderFile] =
+        &[ACTIVATION, MATMUL_EPILOGUE, shader_file!("matmul_subgroup")];
 }
 
 /// Every shader module by name, for validation and tooling.
 pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("copy", modules::COPY),
+    ("elementwise", modules::ELEMENTWISE),
+    ("embedding", modules::EMBEDDING),
+    ("norm", modules::NORM),
     ("pack", modules::PACK),
     ("matmul", modules::MATMUL),
     ("matmul_subgroup", modules::MATMUL_SUBGROUP),

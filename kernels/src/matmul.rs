@@ -47,7 +47,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> u32 {
+    /// The value of the shaders' `ACT` override constant (activation.wgsl).
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Relu => 1,

@@ -213,6 +213,7 @@ pub struct Gpu {
     staging: Mutex<Vec<wgpu::Buffer>>,
     gpu_error: Arc<Mutex<Option<String>>>,
     dummy: GpuBuffer,
+    dummy_rw: GpuBuffer,
 }
 
 static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
@@ -304,17 +305,21 @@ impl Gpu {
             }
         }));
         let pool = Arc::new(Pool::default());
-        let dummy = GpuBuffer::new(
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tessera-dummy"),
-                size: 256,
-                usage: STORAGE_USAGE,
-                mapped_at_creation: false,
-            }),
-            256,
-            pool.clone(),
-        );
-        pool.take(256, false);
+        let small = |label| {
+            pool.take(256, false);
+            GpuBuffer::new(
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 256,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                }),
+                256,
+                pool.clone(),
+            )
+        };
+        let dummy = small("tessera-dummy");
+        let dummy_rw = small("tessera-dummy-rw");
         Ok(Gpu {
             _instance: instance,
             adapter,
@@ -332,6 +337,7 @@ impl Gpu {
             staging: Mutex::default(),
             gpu_error,
             dummy,
+            dummy_rw,
         })
     }
 
@@ -524,6 +530,12 @@ impl Gpu {
     /// A small buffer to bind where a kernel's optional input is switched off.
     pub fn dummy(&self) -> &GpuBuffer {
         &self.dummy
+    }
+
+    /// A small buffer to bind where a kernel's optional output is switched off (a buffer bound
+    /// for reading cannot also be bound for writing in one dispatch).
+    pub fn dummy_rw(&self) -> &GpuBuffer {
+        &self.dummy_rw
     }
 
     fn module(&self, key: &KernelKey) -> Result<wgpu::ShaderModule> {
@@ -737,6 +749,20 @@ impl Gpu {
         }
         rec.dispatches += 1;
         Ok(())
+    }
+
+    /// A grid of `workgroup`-wide workgroups covering `total` invocations: along x up to the
+    /// adapter's per-dimension limit, then rows along y. Kernels index
+    /// `gid.y · (grid x · workgroup) + gid.x`; the second value is that row pitch.
+    pub fn grid_1d(&self, total: usize, workgroup: usize) -> ([u32; 3], u32) {
+        let groups = total.div_ceil(workgroup).max(1);
+        let max = self.limits.max_compute_workgroups_per_dimension as usize;
+        let (gx, gy) = if groups <= max {
+            (groups, 1)
+        } else {
+            (max, groups.div_ceil(max))
+        };
+        ([gx as u32, gy as u32, 1], (gx * workgroup) as u32)
     }
 
     /// Records a copy of `bytes` bytes between two buffers.

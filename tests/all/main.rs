@@ -3,6 +3,7 @@
 
 mod common;
 mod matmul;
+mod ops;
 mod runtime;
 mod shaders;
 mod tensor;

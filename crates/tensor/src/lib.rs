@@ -3,9 +3,12 @@
 #![warn(missing_docs)]
 
 mod error;
+mod ops;
 mod tensor;
 
 pub use error::{Result, TensorError};
+pub use ops::broadcast_shape;
 pub use tensor::{MatmulOptions, Tensor, MAX_DIMS};
+pub use tessera_kernels::elementwise::BinaryOp;
 pub use tessera_kernels::matmul::{Activation, MatmulVariant};
 pub use tessera_kernels::{DType, Gpu};

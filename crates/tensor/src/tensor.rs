@@ -152,6 +152,11 @@ impl Tensor {
         &self.strides
     }
 
+    /// Element offset of the first element in the buffer.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
     /// Element type.
     pub fn dtype(&self) -> DType {
         self.dtype
@@ -178,7 +183,14 @@ impl Tensor {
             strides: self.strides.clone(),
             offset: self.offset,
         };
-        copy_strided(&self.gpu, self.dtype, &self.buffer, &view, &out.buffer)?;
+        copy_strided(
+            &self.gpu,
+            self.dtype,
+            &self.buffer,
+            &view,
+            &out.buffer,
+            &StridedView::contiguous(&self.shape),
+        )?;
         Ok(out)
     }
 
@@ -250,7 +262,7 @@ impl Tensor {
         })
     }
 
-    fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+    pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if !Arc::ptr_eq(&self.gpu, &other.gpu) {
             return Err(TensorError::Device { op });
         }

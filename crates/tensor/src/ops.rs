@@ -1,0 +1,399 @@
+//! Elementwise, normalisation, gather and concat ops on [`Tensor`].
+
+use std::sync::Arc;
+
+use tessera_kernels::copy::{copy_strided, StridedView};
+use tessera_kernels::elementwise::{self, BinaryOp};
+use tessera_kernels::embedding;
+use tessera_kernels::matmul::Activation;
+use tessera_kernels::norm::{self, NormArgs, NormKind, NormSpec};
+use tessera_kernels::{DType, Gpu};
+
+use crate::error::{Result, TensorError};
+use crate::tensor::Tensor;
+
+/// The shape two shapes broadcast to (NumPy rules: aligned at the right, sizes equal or 1).
+pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for d in 0..rank {
+        let x = if d + a.len() >= rank {
+            a[d + a.len() - rank]
+        } else {
+            1
+        };
+        let y = if d + b.len() >= rank {
+            b[d + b.len() - rank]
+        } else {
+            1
+        };
+        out[d] = match (x, y) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(TensorError::Shape {
+                    op,
+                    detail: format!("shapes {a:?} and {b:?} do not broadcast"),
+                })
+            }
+        };
+    }
+    Ok(out)
+}
+
+impl Tensor {
+    /// This tensor's elements as a view of `shape` (which it broadcasts to): broadcast
+    /// dimensions get stride 0.
+    fn broadcast_view(&self, shape: &[usize]) -> StridedView {
+        let pad = shape.len() - self.shape().len();
+        let strides = (0..shape.len())
+            .map(|d| {
+                if d < pad || self.shape()[d - pad] == 1 {
+                    0
+                } else {
+                    self.strides()[d - pad]
+                }
+            })
+            .collect();
+        StridedView {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset(),
+        }
+    }
+
+    fn own_view(&self) -> StridedView {
+        StridedView {
+            shape: self.shape().to_vec(),
+            strides: self.strides().to_vec(),
+            offset: self.offset(),
+        }
+    }
+
+    /// `act(self ∘ other)` elementwise with broadcasting.
+    pub fn binary(&self, op: BinaryOp, other: &Tensor, act: Activation) -> Result<Tensor> {
+        self.same_device("binary", other)?;
+        let shape = broadcast_shape("binary", self.shape(), other.shape())?;
+        let out = Tensor::empty(self.gpu(), &shape, self.dtype())?;
+        elementwise::binary(
+            self.gpu(),
+            self.dtype(),
+            op,
+            act,
+            self.buffer(),
+            &self.broadcast_view(&shape),
+            other.buffer(),
+            &other.broadcast_view(&shape),
+            out.buffer(),
+        )?;
+        Ok(out)
+    }
+
+    /// `self + other` with broadcasting.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Add, other, Activation::None)
+    }
+
+    /// `self · other` elementwise with broadcasting.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Mul, other, Activation::None)
+    }
+
+    /// `self − other` with broadcasting.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(BinaryOp::Sub, other, Activation::None)
+    }
+
+    /// `act(scale · self)` elementwise (a contiguous result).
+    pub fn map(&self, act: Activation, scale: f32) -> Result<Tensor> {
+        let out = Tensor::empty(self.gpu(), self.shape(), self.dtype())?;
+        elementwise::unary(
+            self.gpu(),
+            self.dtype(),
+            act,
+            scale,
+            self.buffer(),
+            &self.own_view(),
+            out.buffer(),
+        )?;
+        Ok(out)
+    }
+
+    /// `act(self)` elementwise.
+    pub fn activation(&self, act: Activation) -> Result<Tensor> {
+        self.map(act, 1.0)
+    }
+
+    /// `scale · self`.
+    pub fn scale(&self, scale: f32) -> Result<Tensor> {
+        self.map(Activation::None, scale)
+    }
+
+    fn check_affine(&self, op: &'static str, t: Option<&Tensor>, len: usize) -> Result<()> {
+        if let Some(t) = t {
+            self.same_device(op, t)?;
+            if t.shape() != [len] {
+                return Err(TensorError::Shape {
+                    op,
+                    detail: format!("parameter must be [{len}], got {:?}", t.shape()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> (usize, usize) {
+        let cols = *self
+            .shape()
+            .last()
+            .expect("tensors have at least one dimension");
+        (self.numel() / cols.max(1), cols)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_norm(
+        &self,
+        op: &'static str,
+        kind: NormKind,
+        residual: Option<&Tensor>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        rows: usize,
+        cols: usize,
+        groups: Option<(usize, usize)>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let x = self.contiguous()?;
+        let residual = match residual {
+            Some(r) => {
+                self.same_device(op, r)?;
+                if r.shape() != self.shape() {
+                    return Err(TensorError::Shape {
+                        op,
+                        detail: format!("residual must be {:?}, got {:?}", self.shape(), r.shape()),
+                    });
+                }
+                Some(r.contiguous()?)
+            }
+            None => None,
+        };
+        let weight = weight.map(Tensor::contiguous).transpose()?;
+        let bias = bias.map(Tensor::contiguous).transpose()?;
+        let out = Tensor::empty(self.gpu(), self.shape(), self.dtype())?;
+        let sum = match residual {
+            Some(_) => Some(Tensor::empty(self.gpu(), self.shape(), self.dtype())?),
+            None => None,
+        };
+        norm::norm(
+            self.gpu(),
+            self.dtype(),
+            &NormSpec {
+                kind,
+                rows,
+                cols,
+                groups,
+            },
+            &NormArgs {
+                x: x.buffer(),
+                residual: residual
+                    .as_ref()
+                    .zip(sum.as_ref())
+                    .map(|(r, s)| (r.buffer(), s.buffer())),
+                weight: weight.as_ref().map(Tensor::buffer),
+                bias: bias.as_ref().map(Tensor::buffer),
+                out: out.buffer(),
+            },
+        )?;
+        Ok((out, sum))
+    }
+
+    /// LayerNorm over the last axis with optional affine `weight` and `bias` (`[last]`).
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (rows, cols) = self.rows();
+        self.check_affine("layer_norm", weight, cols)?;
+        self.check_affine("layer_norm", bias, cols)?;
+        let kind = NormKind::LayerNorm { eps };
+        Ok(self
+            .run_norm("layer_norm", kind, None, weight, bias, rows, cols, None)?
+            .0)
+    }
+
+    /// `(self + residual, layer_norm(self + residual))` in one dispatch: the residual stream and
+    /// the next block's normalised input of a pre-LN transformer.
+    pub fn add_layer_norm(
+        &self,
+        residual: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        let (rows, cols) = self.rows();
+        self.check_affine("add_layer_norm", weight, cols)?;
+        self.check_affine("add_layer_norm", bias, cols)?;
+        let kind = NormKind::LayerNorm { eps };
+        let (out, sum) = self.run_norm(
+            "add_layer_norm",
+            kind,
+            Some(residual),
+            weight,
+            bias,
+            rows,
+            cols,
+            None,
+        )?;
+        Ok((sum.expect("a residual gives a sum"), out))
+    }
+
+    /// RMSNorm over the last axis with an optional `weight` (`[last]`).
+    pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+        let (rows, cols) = self.rows();
+        self.check_affine("rms_norm", weight, cols)?;
+        let kind = NormKind::RmsNorm { eps };
+        Ok(self
+            .run_norm("rms_norm", kind, None, weight, None, rows, cols, None)?
+            .0)
+    }
+
+    /// GroupNorm of `[N, C, ...]` (any spatial dimensions) over `groups` groups of channels, with
+    /// optional per-channel `weight` and `bias` (`[C]`), as `torch.nn.GroupNorm`.
+    pub fn group_norm(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let shape = self.shape();
+        if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
+            return Err(TensorError::Shape {
+                op: "group_norm",
+                detail: format!("needs [N, C, ...] with C divisible by {groups}, got {shape:?}"),
+            });
+        }
+        let (n, c) = (shape[0], shape[1]);
+        let hw: usize = shape[2..].iter().product();
+        self.check_affine("group_norm", weight, c)?;
+        self.check_affine("group_norm", bias, c)?;
+        let kind = NormKind::LayerNorm { eps };
+        let cols = c / groups * hw;
+        Ok(self
+            .run_norm(
+                "group_norm",
+                kind,
+                None,
+                weight,
+                bias,
+                n * groups,
+                cols,
+                Some((groups, hw)),
+            )?
+            .0)
+    }
+
+    /// Softmax over the last axis of `scale · self`.
+    pub fn softmax(&self, scale: f32) -> Result<Tensor> {
+        let (rows, cols) = self.rows();
+        let kind = NormKind::Softmax { scale };
+        Ok(self
+            .run_norm("softmax", kind, None, None, None, rows, cols, None)?
+            .0)
+    }
+
+    /// Rows of a `[vocab, dim]` table gathered by token id: `[ids.len(), dim]`.
+    pub fn embedding(&self, ids: &[u32]) -> Result<Tensor> {
+        if self.shape().len() != 2 {
+            return Err(TensorError::Shape {
+                op: "embedding",
+                detail: format!("table must be [vocab, dim], got {:?}", self.shape()),
+            });
+        }
+        if ids.is_empty() {
+            return Err(TensorError::Shape {
+                op: "embedding",
+                detail: "no token ids".into(),
+            });
+        }
+        let (vocab, dim) = (self.shape()[0], self.shape()[1]);
+        let table = self.contiguous()?;
+        let out = Tensor::empty(self.gpu(), &[ids.len(), dim], self.dtype())?;
+        embedding::embedding(
+            self.gpu(),
+            self.dtype(),
+            table.buffer(),
+            vocab,
+            dim,
+            ids,
+            out.buffer(),
+        )?;
+        Ok(out)
+    }
+
+    /// Tensors of one rank and dtype joined along `axis` (other sizes equal).
+    pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
+        let first = tensors.first().ok_or(TensorError::Shape {
+            op: "concat",
+            detail: "nothing to concatenate".into(),
+        })?;
+        let rank = first.shape().len();
+        if axis >= rank {
+            return Err(TensorError::Shape {
+                op: "concat",
+                detail: format!("axis {axis} does not exist in shape {:?}", first.shape()),
+            });
+        }
+        let mut shape = first.shape().to_vec();
+        shape[axis] = 0;
+        for t in tensors {
+            first.same_device("concat", t)?;
+            let same_rest = t.shape().len() == rank
+                && (0..rank).all(|d| d == axis || t.shape()[d] == first.shape()[d]);
+            if !same_rest {
+                return Err(TensorError::Shape {
+                    op: "concat",
+                    detail: format!(
+                        "{:?} and {:?} differ outside axis {axis}",
+                        first.shape(),
+                        t.shape()
+                    ),
+                });
+            }
+            shape[axis] += t.shape()[axis];
+        }
+        let out = Tensor::empty(first.gpu(), &shape, first.dtype())?;
+        let full = StridedView::contiguous(&shape);
+        let mut start = 0;
+        for t in tensors {
+            let dst = StridedView {
+                shape: t.shape().to_vec(),
+                strides: full.strides.clone(),
+                offset: start * full.strides[axis],
+            };
+            copy_strided(
+                t.gpu(),
+                t.dtype(),
+                t.buffer(),
+                &t.own_view(),
+                out.buffer(),
+                &dst,
+            )?;
+            start += t.shape()[axis];
+        }
+        Ok(out)
+    }
+
+    /// Whisper's sinusoidal position table `[length, channels]`.
+    pub fn sinusoids(
+        gpu: &Arc<Gpu>,
+        length: usize,
+        channels: usize,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let table = embedding::sinusoids(length, channels)?;
+        Tensor::from_slice(gpu, &table, &[length, channels], dtype)
+    }
+}

@@ -1,0 +1,226 @@
+//! Launcher and CPU reference for `shaders/norm.wgsl`: LayerNorm, RMSNorm, GroupNorm and
+//! softmax over the last axis, optionally after a fused residual add.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::pool::GpuBuffer;
+use crate::runtime::{Binding, Gpu, KernelKey};
+
+const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Read),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
+    (5, Binding::ReadWrite),
+    (6, Binding::Params),
+];
+
+/// What a row is normalised by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormKind {
+    /// `(x − mean) / sqrt(var + eps) · weight + bias`.
+    LayerNorm {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// `x / sqrt(mean(x²) + eps) · weight`.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+    },
+    /// `exp(scale·x − max) / Σ exp(scale·x − max)`.
+    Softmax {
+        /// Applied to the inputs before the exponential.
+        scale: f32,
+    },
+}
+
+/// Rows to normalise: `rows × cols`, row-major. For GroupNorm, a row is one group of one sample
+/// (`cols = channels / groups · hw`) and the affine parameters are per channel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormSpec {
+    /// The normalisation.
+    pub kind: NormKind,
+    /// Number of rows.
+    pub rows: usize,
+    /// Elements per row.
+    pub cols: usize,
+    /// GroupNorm: groups per sample and elements per channel; `None` for per-column affine.
+    pub groups: Option<(usize, usize)>,
+}
+
+/// The buffers of a normalisation.
+pub struct NormArgs<'a> {
+    /// Input rows.
+    pub x: &'a GpuBuffer,
+    /// Added to `x` first; the sum is written to `sum`.
+    pub residual: Option<(&'a GpuBuffer, &'a GpuBuffer)>,
+    /// Scale per column (per channel for GroupNorm).
+    pub weight: Option<&'a GpuBuffer>,
+    /// Shift per column (per channel for GroupNorm); LayerNorm only.
+    pub bias: Option<&'a GpuBuffer>,
+    /// Output rows.
+    pub out: &'a GpuBuffer,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    groups: u32,
+    row_pitch: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+fn check(what: &str, buf: &GpuBuffer, elems: usize, dtype: DType) -> Result<()> {
+    if ((elems * dtype.size()) as u64) > buf.len_bytes() {
+        return Err(KernelError::Shape {
+            op: "norm",
+            detail: format!(
+                "{what} holds {} bytes, {elems} elements needed",
+                buf.len_bytes()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Records the normalisation of every row.
+pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Result<()> {
+    let NormSpec { rows, cols, .. } = *spec;
+    if cols == 0 {
+        return Err(KernelError::Shape {
+            op: "norm",
+            detail: "rows must have at least one element".into(),
+        });
+    }
+    let (groups, hw) = spec.groups.unwrap_or((1, 0));
+    if hw > 0 && (cols % hw != 0 || groups == 0) {
+        return Err(KernelError::Shape {
+            op: "norm",
+            detail: format!("group rows of {cols} are not whole channels of {hw}"),
+        });
+    }
+    let affine_len = (groups * cols).checked_div(hw).unwrap_or(cols);
+    check("x", args.x, rows * cols, dtype)?;
+    check("out", args.out, rows * cols, dtype)?;
+    if let Some((r, sum)) = args.residual {
+        check("residual", r, rows * cols, dtype)?;
+        check("sum", sum, rows * cols, dtype)?;
+    }
+    if let Some(w) = args.weight {
+        check("weight", w, affine_len, dtype)?;
+    }
+    if let Some(b) = args.bias {
+        check("bias", b, affine_len, dtype)?;
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let (kind, eps, scale) = match spec.kind {
+        NormKind::LayerNorm { eps } => (0, eps, 1.0),
+        NormKind::RmsNorm { eps } => (1, eps, 1.0),
+        NormKind::Softmax { scale } => (2, 0.0, scale),
+    };
+    let kernel = gpu.kernel(&KernelKey {
+        shader: "norm",
+        source: crate::modules::NORM,
+        entry: "norm_rows",
+        dtype,
+        constants: vec![
+            ("KIND", kind as f64),
+            ("HAS_RESIDUAL", args.residual.is_some() as u32 as f64),
+            ("HAS_WEIGHT", args.weight.is_some() as u32 as f64),
+            ("HAS_BIAS", args.bias.is_some() as u32 as f64),
+            ("GROUP_HW", hw as f64),
+        ],
+        bindings: BINDINGS,
+    })?;
+    let (grid, row_pitch) = gpu.grid_1d(rows, 1);
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        eps,
+        groups: groups as u32,
+        row_pitch,
+        scale,
+        _pad: [0; 2],
+    };
+    let dummy = gpu.dummy();
+    let (residual, sum) = args.residual.unwrap_or((dummy, gpu.dummy_rw()));
+    gpu.dispatch(
+        &kernel,
+        &[
+            args.x.into(),
+            residual.into(),
+            args.weight.unwrap_or(dummy).into(),
+            args.bias.unwrap_or(dummy).into(),
+            args.out.into(),
+            sum.into(),
+        ],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
+}
+
+/// CPU reference of [`norm`] in f64: the output rows (the sum is `x + residual`).
+pub fn norm_cpu(
+    spec: &NormSpec,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let NormSpec { rows, cols, .. } = *spec;
+    let (groups, hw) = spec.groups.unwrap_or((1, 0));
+    let mut out = vec![0f32; rows * cols];
+    for r in 0..rows {
+        let row: Vec<f64> = (0..cols)
+            .map(|j| x[r * cols + j] as f64 + residual.map_or(0.0, |res| res[r * cols + j] as f64))
+            .collect();
+        let n = cols as f64;
+        let affine = |j: usize| match (cols.checked_div(hw), j.checked_div(hw)) {
+            (Some(channels), Some(c)) => (r % groups) * channels + c,
+            _ => j,
+        };
+        match spec.kind {
+            NormKind::Softmax { scale } => {
+                let m = row
+                    .iter()
+                    .map(|v| v * scale as f64)
+                    .fold(f64::MIN, f64::max);
+                let e: Vec<f64> = row.iter().map(|v| (v * scale as f64 - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                for j in 0..cols {
+                    out[r * cols + j] = (e[j] / s) as f32;
+                }
+            }
+            NormKind::LayerNorm { eps } | NormKind::RmsNorm { eps } => {
+                let mean = if matches!(spec.kind, NormKind::LayerNorm { .. }) {
+                    row.iter().sum::<f64>() / n
+                } else {
+                    0.0
+                };
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                let inv = 1.0 / (var + eps as f64).sqrt();
+                for j in 0..cols {
+                    let mut v = (row[j] - mean) * inv;
+                    if let Some(w) = weight {
+                        v *= w[affine(j)] as f64;
+                    }
+                    if let Some(b) = bias {
+                        v += b[affine(j)] as f64;
+                    }
+                    out[r * cols + j] = v as f32;
+                }
+            }
+        }
+    }
+    out
+}
