@@ -4,4 +4,6 @@
 pub use tessera_kernels as kernels;
 pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError};
 pub use tessera_tensor as tensor;
-pub use tessera_tensor::{Activation, MatmulOptions, Tensor, TensorError};
+pub use tessera_tensor::{
+    Activation, AttentionLayout, AttentionOptions, BinaryOp, MatmulOptions, Tensor, TensorError,
+};

@@ -5,6 +5,7 @@
 //! runs until [`Gpu::flush`], [`Gpu::sync`] or a read-back.
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod copy;
 mod dtype;
 pub mod elementwise;
@@ -44,6 +45,8 @@ pub mod modules {
     const ACTIVATION: ShaderFile = shader_file!("activation");
     const MATMUL_EPILOGUE: ShaderFile = shader_file!("matmul_epilogue");
 
+    /// Fused attention.
+    pub const ATTENTION: &[ShaderFile] = &[shader_file!("attention")];
     /// Strided copy.
     pub const COPY: &[ShaderFile] = &[shader_file!("copy")];
     /// Buffer view to texture packing.
@@ -63,6 +66,7 @@ pub mod modules {
 
 /// Every shader module by name, for validation and tooling.
 pub const SHADERS: &[(&str, &[ShaderFile])] = &[
+    ("attention", modules::ATTENTION),
     ("copy", modules::COPY),
     ("elementwise", modules::ELEMENTWISE),
     ("embedding", modules::EMBEDDING),

@@ -1,6 +1,7 @@
 //! Integration tests, one binary: shader validation (no GPU), then kernels and tensors on the
 //! adapter `Gpu::shared()` picks (lavapipe in CI). A test that needs a GPU fails without one.
 
+mod attention;
 mod common;
 mod matmul;
 mod ops;

@@ -2,10 +2,12 @@
 //! models use, as methods that check shapes and return errors instead of panicking.
 #![warn(missing_docs)]
 
+mod attention;
 mod error;
 mod ops;
 mod tensor;
 
+pub use attention::{AttentionLayout, AttentionOptions};
 pub use error::{Result, TensorError};
 pub use ops::broadcast_shape;
 pub use tensor::{MatmulOptions, Tensor, MAX_DIMS};

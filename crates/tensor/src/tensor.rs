@@ -132,6 +132,16 @@ impl Tensor {
         }
     }
 
+    /// The same buffer seen through another shape, strides and offset.
+    pub(crate) fn view_as(&self, shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Tensor {
+        Tensor {
+            shape,
+            strides,
+            offset,
+            ..self.clone()
+        }
+    }
+
     /// The device this tensor lives on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
