@@ -1,10 +1,12 @@
-// Packs a strided 2-D view of a buffer into an rgba32float texture, four consecutive columns
-// per texel, zero-padded past the last column:
+// Packs a strided 3-D view of a buffer into an rgba32float array texture, four consecutive
+// columns per texel, zero-padded past the last column:
 //
-//   texel(x, r) = (src[offset + r·row_stride + (4x + j)·col_stride] for j in 0..4)
+//   texel(x, r, z) = (src[offset + (z / layer_div)·outer_stride + (z % layer_div)·inner_stride
+//                         + r·row_stride + (4x + j)·col_stride] for j in 0..4)
 //
+// (A layer index z = b·heads + h splits into two strides, so [B, S, H, D] views pack too.)
 // Texture reads are vectorised gathers on CPU drivers such as lavapipe, where storage-buffer
-// reads go lane by lane; the texture matmul reads its operands through this.
+// reads go lane by lane; the texture matmuls and attention read their operands through this.
 
 alias T = f32;
 
@@ -15,28 +17,34 @@ struct Params {
     col_stride: u32,
     offset: u32,
     width: u32,
+    layer_div: u32,
+    outer_stride: u32,
+    inner_stride: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src: array<T>;
-@group(0) @binding(1) var dst: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(1) var dst: texture_storage_2d_array<rgba32float, write>;
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(64, 4, 1)
 fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = gid.x;
     let r = gid.y;
+    let z = gid.z;
     if x >= p.width || r >= p.rows {
         return;
     }
     var v = vec4<f32>();
-    let base = p.offset + r * p.row_stride;
+    let base = p.offset + (z / p.layer_div) * p.outer_stride + (z % p.layer_div) * p.inner_stride
+        + r * p.row_stride;
     for (var j = 0u; j < 4u; j++) {
         let col = 4u * x + j;
         if col < p.cols {
             v[j] = f32(src[base + col * p.col_stride]);
         }
     }
-    textureStore(dst, vec2<u32>(x, r), v);
+    textureStore(dst, vec2<u32>(x, r), z, v);
 }

@@ -5,8 +5,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+use crate::pack::{pack_rows, PackView};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 /// Largest head dimension the kernel holds per invocation.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -61,6 +62,19 @@ impl HeadView {
     }
 }
 
+/// Which kernel computes an attention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionVariant {
+    /// Chosen from the adapter and the shape.
+    #[default]
+    Auto,
+    /// K and V tiles through workgroup memory (GPUs; every adapter).
+    Tiled,
+    /// K and V in textures, shared by subgroup broadcasts; needs subgroups of exactly 8
+    /// (CPU drivers such as lavapipe, where buffer and workgroup reads go lane by lane).
+    TextureSubgroup,
+}
+
 /// The shape and masking of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionSpec {
@@ -80,6 +94,8 @@ pub struct AttentionSpec {
     pub causal: bool,
     /// Storage type.
     pub dtype: DType,
+    /// Kernel choice.
+    pub variant: AttentionVariant,
 }
 
 /// The additive bias: element (b, h, i, j) at `offset + b·batch + h·head + i·seq + j`
@@ -183,7 +199,40 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
         Some(lens) => Some(gpu.upload("attention", bytemuck::cast_slice(lens))?),
         None => None,
     };
-    let chunk = keys_per_dispatch(gpu, head_dim).min(k_len);
+    let variant = choose_variant(gpu, spec);
+    let textured = variant == AttentionVariant::TextureSubgroup;
+    if textured && !gpu.has_subgroup_size(8) {
+        return Err(KernelError::MissingFeature {
+            op: "attention",
+            feature: "SUBGROUP with subgroups of 8",
+            adapter: gpu.summary().name,
+        });
+    }
+    // K and V as array textures: layer b·heads + h, row = key, four dims per texel.
+    let pack = |buf: &GpuBuffer, view: &HeadView| {
+        pack_rows(
+            gpu,
+            spec.dtype,
+            buf,
+            &PackView {
+                rows: k_len,
+                cols: head_dim,
+                row_stride: view.seq,
+                col_stride: 1,
+                offset: view.offset,
+                layers: batch * heads,
+                layer_div: heads,
+                outer_stride: view.batch,
+                inner_stride: view.head,
+            },
+        )
+    };
+    let textures = if textured {
+        Some((pack(args.k.0, &args.k.1)?, pack(args.v.0, &args.v.1)?))
+    } else {
+        None
+    };
+    let chunk = keys_per_dispatch(gpu, variant, head_dim).min(k_len);
     let chunks = k_len.div_ceil(chunk);
     let state = if chunks > 1 {
         let bytes = batch * q_len * heads * (head_dim / 4 + 1) * 16;
@@ -195,9 +244,21 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
     for c in 0..chunks {
         let (first, last) = (c == 0, c + 1 == chunks);
         let kernel = gpu.kernel(&KernelKey {
-            shader: "attention",
-            source: crate::modules::ATTENTION,
-            entry: "attention",
+            shader: if textured {
+                "attention_subgroup"
+            } else {
+                "attention"
+            },
+            source: if textured {
+                crate::modules::ATTENTION_SUBGROUP
+            } else {
+                crate::modules::ATTENTION
+            },
+            entry: if textured {
+                "attention_subgroup"
+            } else {
+                "attention"
+            },
             dtype: spec.dtype,
             constants: vec![
                 ("HEAD_DIM", head_dim as f64),
@@ -207,16 +268,11 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
                 ("FIRST", first as u32 as f64),
                 ("LAST", last as u32 as f64),
             ],
-            bindings: &[
-                (0, Binding::Read),
-                (1, Binding::Read),
-                (2, Binding::Read),
-                (3, Binding::Read),
-                (4, Binding::Read),
-                (5, Binding::ReadWrite),
-                (6, Binding::ReadWrite),
-                (7, Binding::Params),
-            ],
+            bindings: if textured {
+                TEXTURE_BINDINGS
+            } else {
+                BUFFER_BINDINGS
+            },
         })?;
         let params = Params {
             q_stride: args.q.1.packed(),
@@ -231,17 +287,25 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
             key_stop: ((c + 1) * chunk).min(k_len) as u32,
             _pad: [0; 2],
         };
+        let mut resources: Vec<Resource<'_>> = vec![args.q.0.into()];
+        if !textured {
+            resources.extend([Resource::Buffer(args.k.0), Resource::Buffer(args.v.0)]);
+        }
+        resources.extend([
+            Resource::Buffer(args.bias.map_or(dummy, |(b, _)| b)),
+            Resource::Buffer(key_lens.as_ref().unwrap_or(dummy)),
+            Resource::Buffer(if last { args.out } else { gpu.dummy_rw() }),
+            Resource::Buffer(state.as_ref().unwrap_or(gpu.dummy_rw())),
+        ]);
+        if let Some((tk, tv)) = &textures {
+            resources.extend([
+                Resource::Texture(tk.array_view()),
+                Resource::Texture(tv.array_view()),
+            ]);
+        }
         gpu.dispatch(
             &kernel,
-            &[
-                args.q.0.into(),
-                args.k.0.into(),
-                args.v.0.into(),
-                args.bias.map_or(dummy, |(b, _)| b).into(),
-                key_lens.as_ref().unwrap_or(dummy).into(),
-                if last { args.out } else { gpu.dummy_rw() }.into(),
-                state.as_ref().unwrap_or(gpu.dummy_rw()).into(),
-            ],
+            &resources,
             bytemuck::bytes_of(&params),
             [
                 q_len.div_ceil(QUERIES_PER_WORKGROUP) as u32,
@@ -253,15 +317,55 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
     Ok(())
 }
 
+const BUFFER_BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Read),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::Params),
+];
+
+const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::ReadWrite),
+    (6, Binding::ReadWrite),
+    (7, Binding::Params),
+    (8, Binding::TextureArray),
+    (9, Binding::TextureArray),
+];
+
+/// The variant `Auto` resolves to: textures and subgroup broadcasts on CPU drivers with
+/// subgroups of 8 when K and V fit the texture limits, workgroup-memory tiles otherwise.
+pub fn choose_variant(gpu: &Gpu, spec: &AttentionSpec) -> AttentionVariant {
+    let l = gpu.limits();
+    let fits = spec.k_len <= l.max_texture_dimension_2d as usize
+        && spec.batch * spec.heads <= l.max_texture_array_layers as usize;
+    match spec.variant {
+        AttentionVariant::Auto if gpu.is_cpu() && gpu.has_subgroup_size(8) && fits => {
+            AttentionVariant::TextureSubgroup
+        }
+        AttentionVariant::Auto => AttentionVariant::Tiled,
+        v => v,
+    }
+}
+
 /// Keys one dispatch may cover. llvmpipe ends an invocation's loops after 65535 iterations in
-/// total, so on CPU drivers long sequences are split (about 34k iterations per dispatch: each
-/// 16-key tile costs two passes of head_dim/4 per key plus bookkeeping). GPUs take all keys.
-pub fn keys_per_dispatch(gpu: &Gpu, head_dim: usize) -> usize {
-    if gpu.is_cpu() {
-        let per_tile = 32 * head_dim / 4 + 64;
-        (34_000 / per_tile).max(1) * 16
-    } else {
-        usize::MAX
+/// total, so on CPU drivers long sequences are split (about 34k iterations per dispatch: a
+/// 16-key tile of the tiled kernel costs two passes of head_dim/4 per key plus bookkeeping, an
+/// 8-key step of the subgroup kernel two passes of head_dim/4). GPUs take all keys.
+pub fn keys_per_dispatch(gpu: &Gpu, variant: AttentionVariant, head_dim: usize) -> usize {
+    if !gpu.is_cpu() {
+        return usize::MAX;
+    }
+    let d4 = head_dim / 4;
+    match variant {
+        AttentionVariant::TextureSubgroup => (34_000 / (2 * d4 + 2)).max(1) * 8,
+        _ => (34_000 / (32 * d4 + 64)).max(1) * 16,
     }
 }
 

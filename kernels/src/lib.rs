@@ -45,8 +45,13 @@ pub mod modules {
     const ACTIVATION: ShaderFile = shader_file!("activation");
     const MATMUL_EPILOGUE: ShaderFile = shader_file!("matmul_epilogue");
 
-    /// Fused attention.
-    pub const ATTENTION: &[ShaderFile] = &[shader_file!("attention")];
+    const ATTENTION_COMMON: ShaderFile = shader_file!("attention_common");
+
+    /// Fused attention through workgroup memory.
+    pub const ATTENTION: &[ShaderFile] = &[ATTENTION_COMMON, shader_file!("attention")];
+    /// Fused attention through textures and subgroup broadcasts (needs SUBGROUP).
+    pub const ATTENTION_SUBGROUP: &[ShaderFile] =
+        &[ATTENTION_COMMON, shader_file!("attention_subgroup")];
     /// Strided copy.
     pub const COPY: &[ShaderFile] = &[shader_file!("copy")];
     /// Buffer view to texture packing.
@@ -67,6 +72,7 @@ pub mod modules {
 /// Every shader module by name, for validation and tooling.
 pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("attention", modules::ATTENTION),
+    ("attention_subgroup", modules::ATTENTION_SUBGROUP),
     ("copy", modules::COPY),
     ("elementwise", modules::ELEMENTWISE),
     ("embedding", modules::EMBEDDING),

@@ -375,22 +375,18 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     };
     if textured {
         // op(B) is packed as N rows of K: rows of B itself when transposed, columns otherwise.
-        let b_view = |bi: usize| PackView {
-            rows: n,
-            cols: k,
-            row_stride: if spec.trans_b { k } else { 1 },
-            col_stride: if spec.trans_b { 1 } else { n },
-            offset: if spec.broadcast_b { 0 } else { bi * n * k },
+        let b_view = |bi: usize| {
+            PackView::matrix(
+                n,
+                k,
+                if spec.trans_b { k } else { 1 },
+                if spec.trans_b { 1 } else { n },
+                if spec.broadcast_b { 0 } else { bi * n * k },
+            )
         };
         let mut tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(0))?;
         for bi in 0..batch {
-            let a_view = PackView {
-                rows: m,
-                cols: k,
-                row_stride: k,
-                col_stride: 1,
-                offset: bi * m * k,
-            };
+            let a_view = PackView::matrix(m, k, k, 1, bi * m * k);
             let tex_a = pack_rows(gpu, spec.dtype, args.a, &a_view)?;
             if bi > 0 && !spec.broadcast_b {
                 tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(bi))?;

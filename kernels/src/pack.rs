@@ -1,12 +1,12 @@
-//! Launcher and CPU reference for `shaders/pack.wgsl`: a strided 2-D view of a buffer packed
-//! into an rgba32float texture, four columns per texel.
+//! Launcher and CPU reference for `shaders/pack.wgsl`: a strided view of a buffer packed into
+//! an rgba32float (array) texture, four columns per texel.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::{GpuBuffer, PooledTexture};
-use crate::runtime::{Binding, Gpu, KernelKey, TEXTURE_FORMAT};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource, TEXTURE_FORMAT};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -17,11 +17,15 @@ struct Params {
     col_stride: u32,
     offset: u32,
     width: u32,
-    _pad: [u32; 2],
+    layer_div: u32,
+    outer_stride: u32,
+    inner_stride: u32,
+    _pad: [u32; 3],
 }
 
-/// Where the matrix to pack lies in its buffer: element `(r, c)` is at
-/// `offset + r·row_stride + c·col_stride`.
+/// Where the matrices to pack lie in their buffer: element `(z, r, c)` of layer `z` is at
+/// `offset + (z / layer_div)·outer_stride + (z % layer_div)·inner_stride + r·row_stride +
+/// c·col_stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackView {
     /// Rows (texture height).
@@ -32,13 +36,63 @@ pub struct PackView {
     pub row_stride: usize,
     /// Elements between consecutive columns.
     pub col_stride: usize,
-    /// Element offset of `(0, 0)`.
+    /// Element offset of `(0, 0, 0)`.
     pub offset: usize,
+    /// Texture layers.
+    pub layers: usize,
+    /// Layers per outer step (e.g. heads, for layer = batch·heads + head).
+    pub layer_div: usize,
+    /// Elements between outer steps of the layer index.
+    pub outer_stride: usize,
+    /// Elements between inner steps of the layer index.
+    pub inner_stride: usize,
 }
 
-/// Records the packing of `view` of `src` into a new `ceil(cols/4) × rows` texture.
+impl PackView {
+    /// One `rows × cols` matrix.
+    pub fn matrix(
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+        offset: usize,
+    ) -> Self {
+        PackView {
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+            offset,
+            layers: 1,
+            layer_div: 1,
+            outer_stride: 0,
+            inner_stride: 0,
+        }
+    }
+
+    fn at(&self, z: usize, r: usize, c: usize) -> usize {
+        self.offset
+            + (z / self.layer_div) * self.outer_stride
+            + (z % self.layer_div) * self.inner_stride
+            + r * self.row_stride
+            + c * self.col_stride
+    }
+
+    /// Whether the layers are whole row-major matrices one after another from `offset`.
+    fn is_dense(&self) -> bool {
+        let layer = self.rows * self.cols;
+        self.col_stride == 1
+            && self.row_stride == self.cols
+            && (self.layers == 1
+                || (self.inner_stride == layer
+                    && (self.layers <= self.layer_div
+                        || self.outer_stride == layer * self.layer_div)))
+    }
+}
+
+/// Records the packing of `view` of `src` into a new `ceil(cols/4) × rows × layers` texture.
 ///
-/// Row-major views whose rows fill whole 256-byte copy rows are copied as they are (into an
+/// Dense views whose rows fill whole 256-byte copy rows are copied as they are (into an
 /// rgba16float texture for f16), with no shader reading the buffer; others go through the
 /// `pack_rows` kernel into rgba32float.
 pub fn pack_rows(
@@ -48,25 +102,30 @@ pub fn pack_rows(
     view: &PackView,
 ) -> Result<PooledTexture> {
     let width = view.cols.div_ceil(4);
-    let last = view.offset + (view.rows - 1) * view.row_stride + (view.cols - 1) * view.col_stride;
-    if view.rows == 0 || view.cols == 0 || (last + 1) * dtype.size() > src.len_bytes() as usize {
+    if view.rows == 0 || view.cols == 0 || view.layers == 0 || view.layer_div == 0 {
         return Err(KernelError::Shape {
             op: "pack",
-            detail: format!("view {view:?} is empty or reaches past its buffer"),
+            detail: format!("view {view:?} is empty"),
         });
     }
+    let last = view.at(view.layers - 1, view.rows - 1, view.cols - 1);
+    if (last + 1) * dtype.size() > src.len_bytes() as usize {
+        return Err(KernelError::Shape {
+            op: "pack",
+            detail: format!("view {view:?} reaches past its buffer"),
+        });
+    }
+    let size = [width as u32, view.rows as u32, view.layers as u32];
     let row_bytes = view.cols * dtype.size();
-    let texel_bytes = 4 * dtype.size();
-    let copyable = view.col_stride == 1
-        && view.row_stride == view.cols
+    let copyable = view.is_dense()
         && row_bytes % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
-        && (view.offset * dtype.size()) % texel_bytes == 0;
+        && (view.offset * dtype.size()) % (4 * dtype.size()) == 0;
     if copyable {
         let format = match dtype {
             DType::F32 => wgpu::TextureFormat::Rgba32Float,
             DType::F16 => wgpu::TextureFormat::Rgba16Float,
         };
-        let texture = gpu.texture("pack", width as u32, view.rows as u32, format)?;
+        let texture = gpu.texture("pack", size, format)?;
         gpu.copy_to_texture(
             src,
             (view.offset * dtype.size()) as u64,
@@ -75,7 +134,7 @@ pub fn pack_rows(
         );
         return Ok(texture);
     }
-    let texture = gpu.texture("pack", width as u32, view.rows as u32, TEXTURE_FORMAT)?;
+    let texture = gpu.texture("pack", size, TEXTURE_FORMAT)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "pack",
         source: crate::modules::PACK,
@@ -95,31 +154,40 @@ pub fn pack_rows(
         col_stride: view.col_stride as u32,
         offset: view.offset as u32,
         width: width as u32,
-        _pad: [0; 2],
+        layer_div: view.layer_div as u32,
+        outer_stride: view.outer_stride as u32,
+        inner_stride: view.inner_stride as u32,
+        _pad: [0; 3],
     };
     gpu.dispatch(
         &kernel,
-        &[src.into(), crate::Resource::Texture(texture.view())],
+        &[src.into(), Resource::Texture(texture.array_view())],
         bytemuck::bytes_of(&params),
-        [width.div_ceil(64) as u32, view.rows.div_ceil(4) as u32, 1],
+        [
+            width.div_ceil(64) as u32,
+            view.rows.div_ceil(4) as u32,
+            view.layers as u32,
+        ],
     )?;
     Ok(texture)
 }
 
-/// CPU reference of [`pack_rows`]: the texture's texels, row by row, as f32.
+/// CPU reference of [`pack_rows`]: the texels, layer by layer and row by row, as f32.
 pub fn pack_rows_cpu(src: &[f32], view: &PackView) -> Vec<[f32; 4]> {
     let width = view.cols.div_ceil(4);
-    let mut out = Vec::with_capacity(width * view.rows);
-    for r in 0..view.rows {
-        for x in 0..width {
-            let mut t = [0f32; 4];
-            for (j, v) in t.iter_mut().enumerate() {
-                let c = 4 * x + j;
-                if c < view.cols {
-                    *v = src[view.offset + r * view.row_stride + c * view.col_stride];
+    let mut out = Vec::with_capacity(width * view.rows * view.layers);
+    for z in 0..view.layers {
+        for r in 0..view.rows {
+            for x in 0..width {
+                let mut t = [0f32; 4];
+                for (j, v) in t.iter_mut().enumerate() {
+                    let c = 4 * x + j;
+                    if c < view.cols {
+                        *v = src[view.at(z, r, c)];
+                    }
                 }
+                out.push(t);
             }
-            out.push(t);
         }
     }
     out

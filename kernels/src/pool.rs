@@ -42,7 +42,7 @@ pub(crate) struct Pool {
 /// Memory figures of the buffer pool, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Bytes held by live buffers (capacity, not requested size).
+    /// Bytes held by live buffers (capacity, not requested size) and staging textures.
     pub live_bytes: u64,
     /// The most live bytes seen since the last [`crate::Gpu::reset_peak`].
     pub peak_live_bytes: u64,
@@ -67,6 +67,17 @@ impl Pool {
         s.live_bytes += capacity;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
         found
+    }
+
+    /// Counts `bytes` of other device memory (staging textures) as live, or as freed.
+    pub(crate) fn account(&self, bytes: u64, live: bool) {
+        let mut s = self.state.lock().unwrap();
+        if live {
+            s.live_bytes += bytes;
+            s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        } else {
+            s.live_bytes -= bytes;
+        }
     }
 
     pub(crate) fn give_back(&self, buffer: wgpu::Buffer) {
@@ -156,28 +167,53 @@ impl std::fmt::Debug for GpuBuffer {
 /// Idle staging textures by size. Textures are only written by recorded commands (never by
 /// `Queue::write_texture`), so a released one can be reused at once: later commands in the same
 /// encoder run after the ones that read it.
-pub(crate) type TexturePool = Mutex<HashMap<(u32, u32, wgpu::TextureFormat), Vec<wgpu::Texture>>>;
+pub(crate) type TexturePool =
+    Mutex<HashMap<(u32, u32, u32, wgpu::TextureFormat), Vec<wgpu::Texture>>>;
+
+fn texture_bytes(t: &wgpu::Texture) -> u64 {
+    let texel = t.format().block_copy_size(None).unwrap_or(16) as u64;
+    t.width() as u64 * t.height() as u64 * t.depth_or_array_layers() as u64 * texel
+}
 
 /// A staging texture that goes back to its pool when dropped.
 pub struct PooledTexture {
     texture: Option<wgpu::Texture>,
     view: wgpu::TextureView,
+    array_view: wgpu::TextureView,
     pool: Arc<TexturePool>,
+    memory: Arc<Pool>,
 }
 
 impl PooledTexture {
-    pub(crate) fn new(texture: wgpu::Texture, pool: Arc<TexturePool>) -> Self {
-        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+    pub(crate) fn new(texture: wgpu::Texture, pool: Arc<TexturePool>, memory: Arc<Pool>) -> Self {
+        memory.account(texture_bytes(&texture), true);
+        let dimension = |d| wgpu::TextureViewDescriptor {
+            dimension: Some(d),
+            ..wgpu::TextureViewDescriptor::default()
+        };
+        let view = texture.create_view(&dimension(if texture.depth_or_array_layers() == 1 {
+            wgpu::TextureViewDimension::D2
+        } else {
+            wgpu::TextureViewDimension::D2Array
+        }));
+        let array_view = texture.create_view(&dimension(wgpu::TextureViewDimension::D2Array));
         PooledTexture {
             texture: Some(texture),
             view,
+            array_view,
             pool,
+            memory,
         }
     }
 
-    /// A view of the whole texture.
+    /// A 2-D view (of layer 0 only when the texture has several layers).
     pub fn view(&self) -> &wgpu::TextureView {
         &self.view
+    }
+
+    /// A 2-D array view of every layer.
+    pub fn array_view(&self) -> &wgpu::TextureView {
+        &self.array_view
     }
 
     /// The texture.
@@ -189,7 +225,8 @@ impl PooledTexture {
 impl Drop for PooledTexture {
     fn drop(&mut self) {
         if let Some(t) = self.texture.take() {
-            let key = (t.width(), t.height(), t.format());
+            self.memory.account(texture_bytes(&t), false);
+            let key = (t.width(), t.height(), t.depth_or_array_layers(), t.format());
             self.pool.lock().unwrap().entry(key).or_default().push(t);
         }
     }

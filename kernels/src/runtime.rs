@@ -100,7 +100,9 @@ pub enum Binding {
     ReadWrite,
     /// `texture_2d<f32>` read with `textureLoad` (unfilterable float).
     Texture,
-    /// `texture_storage_2d<rgba32float, write>`.
+    /// `texture_2d_array<f32>` read with `textureLoad` (unfilterable float).
+    TextureArray,
+    /// `texture_storage_2d_array<rgba32float, write>`.
     StorageTexture,
     /// The `var<uniform>` params struct passed to [`Gpu::dispatch`].
     Params,
@@ -111,7 +113,7 @@ pub enum Binding {
 pub enum Resource<'a> {
     /// A storage buffer.
     Buffer(&'a GpuBuffer),
-    /// A texture (sampled or storage, by the binding's kind).
+    /// A texture view (sampled or storage, by the binding's kind).
     Texture(&'a wgpu::TextureView),
 }
 
@@ -482,15 +484,22 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// A `width × height` texture of `format` (rgba32float or rgba16float) for kernels and
-    /// copies to write and kernels to read (contents undefined).
+    /// A `width × height × layers` texture of `format` (rgba32float or rgba16float) for kernels
+    /// and copies to write and kernels to read (contents undefined).
     pub fn texture(
         &self,
         op: &'static str,
-        width: u32,
-        height: u32,
+        [width, height, layers]: [u32; 3],
         format: wgpu::TextureFormat,
     ) -> Result<PooledTexture> {
+        if layers > self.limits.max_texture_array_layers {
+            return Err(KernelError::Limit {
+                op,
+                limit: "max_texture_array_layers",
+                needed: layers as u64,
+                allowed: self.limits.max_texture_array_layers as u64,
+            });
+        }
         let max = self.limits.max_texture_dimension_2d;
         if width.max(height) > max {
             return Err(KernelError::Limit {
@@ -504,7 +513,7 @@ impl Gpu {
             .textures
             .lock()
             .unwrap()
-            .get_mut(&(width, height, format))
+            .get_mut(&(width, height, layers, format))
             .and_then(Vec::pop);
         let texture = reused.unwrap_or_else(|| {
             self.device.create_texture(&wgpu::TextureDescriptor {
@@ -512,7 +521,7 @@ impl Gpu {
                 size: wgpu::Extent3d {
                     width,
                     height,
-                    depth_or_array_layers: 1,
+                    depth_or_array_layers: layers,
                 },
                 mip_level_count: 1,
                 sample_count: 1,
@@ -524,7 +533,11 @@ impl Gpu {
                 view_formats: &[],
             })
         });
-        Ok(PooledTexture::new(texture, self.textures.clone()))
+        Ok(PooledTexture::new(
+            texture,
+            self.textures.clone(),
+            self.pool.clone(),
+        ))
     }
 
     /// A small buffer to bind where a kernel's optional input is switched off.
@@ -610,10 +623,15 @@ impl Gpu {
                         view_dimension: wgpu::TextureViewDimension::D2,
                         multisampled: false,
                     },
+                    Binding::TextureArray => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2Array,
+                        multisampled: false,
+                    },
                     Binding::StorageTexture => wgpu::BindingType::StorageTexture {
                         access: wgpu::StorageTextureAccess::WriteOnly,
                         format: TEXTURE_FORMAT,
-                        view_dimension: wgpu::TextureViewDimension::D2,
+                        view_dimension: wgpu::TextureViewDimension::D2Array,
                     },
                 },
                 count: None,
@@ -775,8 +793,9 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.next_multiple_of(4));
     }
 
-    /// Records a copy of `texture.height()` rows of `bytes_per_row` bytes, starting at byte
-    /// `offset` of `src`, into `texture` (a multiple of 256 bytes per row, as wgpu requires).
+    /// Records a copy of every layer's `texture.height()` rows of `bytes_per_row` bytes, packed
+    /// one after another from byte `offset` of `src`, into `texture` (a multiple of 256 bytes
+    /// per row, as wgpu requires).
     pub fn copy_to_texture(
         &self,
         src: &GpuBuffer,
@@ -795,7 +814,7 @@ impl Gpu {
                 layout: wgpu::TexelCopyBufferLayout {
                     offset,
                     bytes_per_row: Some(bytes_per_row),
-                    rows_per_image: None,
+                    rows_per_image: Some(texture.raw().height()),
                 },
             },
             texture.raw().as_image_copy(),

@@ -1,6 +1,6 @@
 //! Fused attention against the naive softmax(QKᵀ·scale + mask)·V reference.
 
-use tessera::kernels::attention::{attention_cpu, AttentionSpec, HeadView};
+use tessera::kernels::attention::{attention_cpu, AttentionSpec, AttentionVariant, HeadView};
 use tessera::{AttentionLayout, AttentionOptions, DType, Tensor};
 
 use crate::common::{f16_or_clear_error, gpu, rel_error, values};
@@ -36,7 +36,16 @@ impl Case {
         }
     }
 
+    /// Runs the case on every attention kernel this adapter has.
     fn run(&self) {
+        let gpu = gpu();
+        self.run_with(AttentionVariant::Tiled);
+        if gpu.has_subgroup_size(8) {
+            self.run_with(AttentionVariant::TextureSubgroup);
+        }
+    }
+
+    fn run_with(&self, variant: AttentionVariant) {
         let gpu = gpu();
         let (b, h, d) = (self.batch, self.heads, self.dim);
         let round = |v: Vec<f32>| -> Vec<f32> {
@@ -84,6 +93,7 @@ impl Case {
             causal: self.causal,
             key_lens: self.key_lens.as_deref(),
             bias: bias.as_ref().map(|x| &x.2),
+            variant,
         };
         let got = Tensor::attention(&tq, &tk, &tv, &opts).unwrap();
         assert_eq!(got.shape(), &[b, self.q_len, h, d]);
@@ -96,6 +106,7 @@ impl Case {
             scale: 1.0 / (d as f32).sqrt(),
             causal: self.causal,
             dtype: self.dtype,
+            variant,
         };
         let want = attention_cpu(
             &spec,
@@ -111,7 +122,7 @@ impl Case {
         let err = rel_error(&got, &want);
         assert!(
             err <= tol,
-            "b={b} h={h} q={} k={} d={d} {:?} causal={} lens={:?} bias={:?}: {err}",
+            "{variant:?} b={b} h={h} q={} k={} d={d} {:?} causal={} lens={:?} bias={:?}: {err}",
             self.q_len,
             self.k_len,
             self.layout,
@@ -142,8 +153,8 @@ fn whisper_length_1500() {
 
 #[test]
 fn long_keys_span_several_dispatches_on_cpu_drivers() {
-    // 4096 keys: more than one dispatch covers on llvmpipe at these head sizes.
-    Case::new(1, 1, 20, 4096, 64).run();
+    // More keys than one dispatch covers on llvmpipe, for both kernels.
+    Case::new(1, 1, 20, 9000, 64).run();
     Case {
         causal: true,
         ..Case::new(1, 1, 70, 4096, 128)
@@ -252,6 +263,7 @@ fn fused_qkv_slices_are_read_in_place() {
         scale: 0.25,
         causal: false,
         dtype: DType::F32,
+        variant: AttentionVariant::Auto,
     };
     let want = attention_cpu(
         &spec,

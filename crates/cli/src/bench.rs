@@ -13,6 +13,18 @@ const DEFAULT_SHAPES: &str =
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Fused attention against matmul → softmax → matmul, for each shape BxHxSxD.
+    Attention {
+        /// Storage type.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        /// Comma-separated BxHxSxD shapes (batch, heads, sequence, head_dim).
+        #[arg(long, default_value = crate::bench_attention::DEFAULT_SHAPES)]
+        shapes: String,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// C = A·Bᵀ (B in Linear layout [N, K]) for each shape MxNxK.
     Matmul {
         /// Storage type.
@@ -73,7 +85,7 @@ struct Row {
     gflops: f64,
 }
 
-type BoxError = Box<dyn std::error::Error>;
+pub type BoxError = Box<dyn std::error::Error>;
 
 fn parse_shapes(s: &str) -> Result<Vec<[usize; 3]>, BoxError> {
     s.split(',')
@@ -100,11 +112,20 @@ pub fn median_time(
     mut step: impl FnMut() -> Result<(), BoxError>,
 ) -> Result<Duration, BoxError> {
     // One warm-up builds the pipelines and fills the pools.
+    let warm = Instant::now();
     step()?;
     gpu.sync()?;
+    // Runs of many seconds take 3 samples at most after the warm-up.
+    let min_samples = if warm.elapsed() > Duration::from_secs(5) {
+        1
+    } else {
+        3
+    };
     let mut samples = Vec::new();
     let start = Instant::now();
-    while samples.len() < 3 || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50) {
+    while samples.len() < min_samples
+        || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50)
+    {
         let t = Instant::now();
         step()?;
         gpu.sync()?;
@@ -114,7 +135,7 @@ pub fn median_time(
     Ok(samples[samples.len() / 2])
 }
 
-fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(2654435761).max(1);
     (0..len)
         .map(|_| {
@@ -184,6 +205,11 @@ fn print_table(gpu: &Gpu, rows: &[Row]) {
 pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
     let gpu = Gpu::shared()?;
     match cmd {
+        BenchCommand::Attention {
+            dtype,
+            shapes,
+            json,
+        } => crate::bench_attention::run(&gpu, dtype, &shapes, json)?,
         BenchCommand::Matmul {
             dtype,
             shapes,

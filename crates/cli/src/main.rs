@@ -1,6 +1,7 @@
 //! The `tessera` command line.
 
 mod bench;
+mod bench_attention;
 mod info;
 
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! Fused attention and the views that feed it.
 
-use tessera_kernels::attention::{self, AttentionArgs, AttentionSpec, HeadView};
+use tessera_kernels::attention::{self, AttentionArgs, AttentionSpec, AttentionVariant, HeadView};
 
 use crate::error::{Result, TensorError};
 use crate::tensor::Tensor;
@@ -28,6 +28,8 @@ pub struct AttentionOptions<'a> {
     pub key_lens: Option<&'a [u32]>,
     /// Added to the scores: `[B or 1, H or 1, S_q, S_k]`, size-1 dimensions broadcast.
     pub bias: Option<&'a Tensor>,
+    /// Kernel choice; `Auto` picks by adapter and shape.
+    pub variant: AttentionVariant,
 }
 
 impl Tensor {
@@ -173,6 +175,7 @@ impl Tensor {
             scale: opts.scale.unwrap_or(1.0 / (head_dim as f32).sqrt()),
             causal: opts.causal,
             dtype: q.dtype(),
+            variant: opts.variant,
         };
         let out = Tensor::empty(q.gpu(), &[batch, q_len, heads, head_dim], q.dtype())?;
         attention::attention(

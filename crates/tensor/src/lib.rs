@@ -11,6 +11,7 @@ pub use attention::{AttentionLayout, AttentionOptions};
 pub use error::{Result, TensorError};
 pub use ops::broadcast_shape;
 pub use tensor::{MatmulOptions, Tensor, MAX_DIMS};
+pub use tessera_kernels::attention::AttentionVariant;
 pub use tessera_kernels::elementwise::BinaryOp;
 pub use tessera_kernels::matmul::{Activation, MatmulVariant};
 pub use tessera_kernels::{DType, Gpu};
