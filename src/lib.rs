@@ -5,5 +5,6 @@ pub use tessera_kernels as kernels;
 pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError};
 pub use tessera_tensor as tensor;
 pub use tessera_tensor::{
-    Activation, AttentionLayout, AttentionOptions, BinaryOp, MatmulOptions, Tensor, TensorError,
+    Activation, AttentionLayout, AttentionOptions, BinaryOp, ConvOptions, MatmulOptions, Tensor,
+    TensorError,
 };

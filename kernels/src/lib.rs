@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod conv;
 pub mod copy;
 mod dtype;
 pub mod elementwise;
@@ -58,6 +59,8 @@ pub mod modules {
     pub const PACK: &[ShaderFile] = &[shader_file!("pack")];
     /// Activations and broadcasting binary ops.
     pub const ELEMENTWISE: &[ShaderFile] = &[ACTIVATION, shader_file!("elementwise")];
+    /// Receptive fields of a convolution as matrix rows.
+    pub const IM2COL: &[ShaderFile] = &[shader_file!("im2col")];
     /// Embedding lookup by token id.
     pub const EMBEDDING: &[ShaderFile] = &[shader_file!("embedding")];
     /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
@@ -76,6 +79,7 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("copy", modules::COPY),
     ("elementwise", modules::ELEMENTWISE),
     ("embedding", modules::EMBEDDING),
+    ("im2col", modules::IM2COL),
     ("norm", modules::NORM),
     ("pack", modules::PACK),
     ("matmul", modules::MATMUL),

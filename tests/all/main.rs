@@ -3,6 +3,7 @@
 
 mod attention;
 mod common;
+mod conv;
 mod matmul;
 mod ops;
 mod runtime;

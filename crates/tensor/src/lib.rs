@@ -3,11 +3,13 @@
 #![warn(missing_docs)]
 
 mod attention;
+mod conv;
 mod error;
 mod ops;
 mod tensor;
 
 pub use attention::{AttentionLayout, AttentionOptions};
+pub use conv::ConvOptions;
 pub use error::{Result, TensorError};
 pub use ops::broadcast_shape;
 pub use tensor::{MatmulOptions, Tensor, MAX_DIMS};

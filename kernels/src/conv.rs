@@ -1,0 +1,217 @@
+//! Launcher for `shaders/im2col.wgsl` and the CPU reference of grouped 2-D convolution (1-D is
+//! height 1); the convolution itself is im2col followed by the matmul with its fused epilogue.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::matmul::Activation;
+use crate::pool::GpuBuffer;
+use crate::runtime::{Binding, Gpu, KernelKey};
+
+/// A grouped 2-D convolution of a `[n, channels, height, width]` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub channels: usize,
+    /// Input height (1 for 1-D).
+    pub height: usize,
+    /// Input width (the length for 1-D).
+    pub width: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size (rows, columns).
+    pub kernel: (usize, usize),
+    /// Stride (rows, columns).
+    pub stride: (usize, usize),
+    /// Zero padding (rows, columns) on each side.
+    pub padding: (usize, usize),
+    /// Channel groups (channels for depthwise).
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// Output height and width.
+    pub fn out_size(&self) -> (usize, usize) {
+        let o = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p - k) / s + 1;
+        (
+            o(self.height, self.kernel.0, self.stride.0, self.padding.0),
+            o(self.width, self.kernel.1, self.stride.1, self.padding.1),
+        )
+    }
+
+    /// Fails unless the sizes make a valid convolution.
+    pub fn check(&self) -> Result<()> {
+        let bad = |detail: String| Err(KernelError::Shape { op: "conv", detail });
+        let (kh, kw) = self.kernel;
+        if [
+            self.n,
+            self.channels,
+            self.height,
+            self.width,
+            self.out_channels,
+            kh,
+            kw,
+        ]
+        .contains(&0)
+            || self.stride.0 == 0
+            || self.stride.1 == 0
+            || self.groups == 0
+        {
+            return bad(format!(
+                "every size, stride and group count must be at least 1: {self:?}"
+            ));
+        }
+        if self.channels % self.groups != 0 || self.out_channels % self.groups != 0 {
+            return bad(format!(
+                "{} input and {} output channels do not split into {} groups",
+                self.channels, self.out_channels, self.groups
+            ));
+        }
+        if self.height + 2 * self.padding.0 < kh || self.width + 2 * self.padding.1 < kw {
+            return bad(format!(
+                "the {kh}x{kw} kernel is larger than the padded {}x{} input",
+                self.height + 2 * self.padding.0,
+                self.width + 2 * self.padding.1
+            ));
+        }
+        Ok(())
+    }
+
+    /// Columns of the im2col matrix: `channels/groups · kh · kw`.
+    pub fn patch_len(&self) -> usize {
+        self.channels / self.groups * self.kernel.0 * self.kernel.1
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    out_h: u32,
+    out_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    total: u32,
+    row_pitch: u32,
+    _pad: u32,
+}
+
+/// Records im2col of `input` into `cols` (`[groups, n·out_h·out_w, patch_len]`).
+pub fn im2col(
+    gpu: &Gpu,
+    dtype: DType,
+    spec: &ConvSpec,
+    input: &GpuBuffer,
+    cols: &GpuBuffer,
+) -> Result<()> {
+    spec.check()?;
+    let (out_h, out_w) = spec.out_size();
+    let total = spec.groups * spec.n * out_h * out_w * spec.patch_len();
+    let need_in = spec.n * spec.channels * spec.height * spec.width;
+    if ((need_in * dtype.size()) as u64) > input.len_bytes()
+        || ((total * dtype.size()) as u64) > cols.len_bytes()
+    {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("buffers too small for {spec:?}"),
+        });
+    }
+    let (grid, row_pitch) = gpu.grid_1d(total, 256);
+    let kernel = gpu.kernel(&KernelKey {
+        shader: "im2col",
+        source: crate::modules::IM2COL,
+        entry: "im2col",
+        dtype,
+        constants: vec![],
+        bindings: &[
+            (0, Binding::Read),
+            (1, Binding::ReadWrite),
+            (2, Binding::Params),
+        ],
+    })?;
+    let params = Params {
+        n: spec.n as u32,
+        channels: spec.channels as u32,
+        height: spec.height as u32,
+        width: spec.width as u32,
+        groups: spec.groups as u32,
+        kh: spec.kernel.0 as u32,
+        kw: spec.kernel.1 as u32,
+        out_h: out_h as u32,
+        out_w: out_w as u32,
+        stride_h: spec.stride.0 as u32,
+        stride_w: spec.stride.1 as u32,
+        pad_h: spec.padding.0 as u32,
+        pad_w: spec.padding.1 as u32,
+        total: total as u32,
+        row_pitch,
+        _pad: 0,
+    };
+    gpu.dispatch(
+        &kernel,
+        &[input.into(), cols.into()],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
+}
+
+/// CPU reference: `act(conv(input, weight) + bias)` as `torch.nn.functional.conv2d` computes
+/// it, output `[n, out_channels, out_h, out_w]`.
+pub fn conv_cpu(
+    spec: &ConvSpec,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
+    let (oh, ow) = spec.out_size();
+    let (kh, kw) = spec.kernel;
+    let cg = spec.channels / spec.groups;
+    let og = spec.out_channels / spec.groups;
+    let mut out = vec![0f32; spec.n * spec.out_channels * oh * ow];
+    for n in 0..spec.n {
+        for o in 0..spec.out_channels {
+            let g = o / og;
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut s = bias.map_or(0.0, |b| b[o] as f64);
+                    for c in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y * spec.stride.0 + i) as isize - spec.padding.0 as isize;
+                                let ix = (x * spec.stride.1 + j) as isize - spec.padding.1 as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= spec.height as isize
+                                    || ix >= spec.width as isize
+                                {
+                                    continue;
+                                }
+                                let ch = g * cg + c;
+                                let iv = input[((n * spec.channels + ch) * spec.height
+                                    + iy as usize)
+                                    * spec.width
+                                    + ix as usize];
+                                let wv = weight[((o * cg + c) * kh + i) * kw + j];
+                                s += iv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((n * spec.out_channels + o) * oh + y) * ow + x] = act.apply(s) as f32;
+                }
+            }
+        }
+    }
+    out
+}

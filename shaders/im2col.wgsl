@@ -1,0 +1,62 @@
+// im2col for grouped 2-D convolution (1-D is H = 1): gathers every receptive field of a
+// [N, C, H, W] input into the rows of a matrix, so the convolution is a matmul against the
+// weight [C_out, C/groups, kh, kw] read as [C_out, C/groups·kh·kw] (PyTorch's layout):
+//
+//   cols[g, (n·H_out + y)·W_out + x, (c·kh + i)·kw + j]
+//     = input[n, g·C/groups + c, y·stride_h − pad_h + i, x·stride_w − pad_w + j]   (0 outside)
+//
+// One invocation per element of cols, 2-D grid so large inputs fit the dispatch limits.
+
+alias T = f32;
+
+struct Params {
+    n: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    out_h: u32,
+    out_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    total: u32,
+    row_pitch: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src: array<T>;
+@group(0) @binding(1) var<storage, read_write> cols: array<T>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256, 1, 1)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.y * p.row_pitch + gid.x;
+    if e >= p.total {
+        return;
+    }
+    let cg = p.channels / p.groups;
+    let width = cg * p.kh * p.kw;
+    let rows = p.n * p.out_h * p.out_w;
+    let col = e % width;
+    let row = (e / width) % rows;
+    let g = e / (width * rows);
+    let j = col % p.kw;
+    let i = (col / p.kw) % p.kh;
+    let c = col / (p.kw * p.kh);
+    let x = row % p.out_w;
+    let y = (row / p.out_w) % p.out_h;
+    let n = row / (p.out_w * p.out_h);
+    // Signed arithmetic through an offset: iy = y·stride + i − pad.
+    let iy = y * p.stride_h + i;
+    let ix = x * p.stride_w + j;
+    var v = T(0.0);
+    if iy >= p.pad_h && ix >= p.pad_w && iy - p.pad_h < p.height && ix - p.pad_w < p.width {
+        let ch = g * cg + c;
+        v = src[((n * p.channels + ch) * p.height + iy - p.pad_h) * p.width + ix - p.pad_w];
+    }
+    cols[e] = v;
+}
