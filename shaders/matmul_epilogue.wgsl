@@ -1,7 +1,7 @@
 // The part every matmul kernel shares: element type, params, override constants, the bias,
 // residual, output and params bindings, and the epilogue
 //
-//   C[b] = act(alpha * acc + bias) + residual[b]
+//   C[b] = act(alpha * acc + bias) + residual[b]   (r_stride = 0: one residual for every b)
 //
 // Compiled after activation.wgsl and before the kernel files (see kernels/src/lib.rs, modules).
 
@@ -16,6 +16,10 @@ struct Params {
     b_stride: u32,
     c_stride: u32,
     alpha: f32,
+    r_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override TRANS_B: bool = true;
@@ -34,11 +38,11 @@ fn store(batch: u32, row: u32, col: u32, acc: f32) {
         v += f32(bias[col]);
     }
     v = activate(v);
-    let i = batch * p.c_stride + row * p.n + col;
+    let within = row * p.n + col;
     if HAS_RESIDUAL {
-        v += f32(residual[i]);
+        v += f32(residual[batch * p.r_stride + within]);
     }
-    c[i] = T(v);
+    c[batch * p.c_stride + within] = T(v);
 }
 
 fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {

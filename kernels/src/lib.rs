@@ -15,6 +15,7 @@ mod error;
 pub mod matmul;
 pub mod norm;
 pub mod pack;
+pub mod patch_embed;
 mod pool;
 mod runtime;
 
@@ -63,6 +64,8 @@ pub mod modules {
     pub const IM2COL: &[ShaderFile] = &[shader_file!("im2col")];
     /// Embedding lookup by token id.
     pub const EMBEDDING: &[ShaderFile] = &[shader_file!("embedding")];
+    /// Normalise + patchify for the patch embedding.
+    pub const PATCH_EMBED: &[ShaderFile] = &[shader_file!("patch_embed")];
     /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
     pub const NORM: &[ShaderFile] = &[shader_file!("norm")];
     /// Storage-buffer and texture matmuls, GEMV.
@@ -81,6 +84,7 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("embedding", modules::EMBEDDING),
     ("im2col", modules::IM2COL),
     ("norm", modules::NORM),
+    ("patch_embed", modules::PATCH_EMBED),
     ("pack", modules::PACK),
     ("matmul", modules::MATMUL),
     ("matmul_subgroup", modules::MATMUL_SUBGROUP),

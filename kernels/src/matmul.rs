@@ -160,6 +160,8 @@ pub struct MatmulSpec {
     pub trans_b: bool,
     /// One B for every batch entry.
     pub broadcast_b: bool,
+    /// One residual `[M, N]` for every batch entry.
+    pub broadcast_residual: bool,
     /// Factor applied to A·B before bias and activation.
     pub alpha: f32,
     /// Epilogue activation.
@@ -180,6 +182,7 @@ impl MatmulSpec {
             k,
             trans_b: false,
             broadcast_b: false,
+            broadcast_residual: false,
             alpha: 1.0,
             activation: Activation::None,
             dtype: DType::F32,
@@ -213,6 +216,8 @@ struct Params {
     b_stride: u32,
     c_stride: u32,
     alpha: f32,
+    r_stride: u32,
+    _pad: [u32; 3],
 }
 
 /// The operands of a matmul: device buffers holding `spec.dtype` elements.
@@ -223,7 +228,7 @@ pub struct MatmulArgs<'a> {
     pub b: &'a GpuBuffer,
     /// `[N]`, optional.
     pub bias: Option<&'a GpuBuffer>,
-    /// `[batch, M, N]`, added after the activation, optional.
+    /// `[batch, M, N]` (`[M, N]` with `broadcast_residual`), added after the activation.
     pub residual: Option<&'a GpuBuffer>,
     /// `[batch, M, N]`, written.
     pub out: &'a GpuBuffer,
@@ -296,7 +301,8 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         check_len("bias", bias, n, spec.dtype)?;
     }
     if let Some(r) = args.residual {
-        check_len("residual", r, batch * m * n, spec.dtype)?;
+        let batches = if spec.broadcast_residual { 1 } else { batch };
+        check_len("residual", r, batches * m * n, spec.dtype)?;
     }
     to_u32("batch·M·K", batch * m * k)?;
     to_u32("batch·N·K", batch * n * k)?;
@@ -372,6 +378,12 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         b_stride: if spec.broadcast_b { 0 } else { (n * k) as u32 },
         c_stride: (m * n) as u32,
         alpha: spec.alpha,
+        r_stride: if spec.broadcast_residual {
+            0
+        } else {
+            (m * n) as u32
+        },
+        _pad: [0; 3],
     };
     if textured {
         // op(B) is packed as N rows of K: rows of B itself when transposed, columns otherwise.
@@ -459,7 +471,8 @@ pub fn matmul_cpu(
                 v = spec.activation.apply(v);
                 let idx = bi * m * n + i * n + j;
                 if let Some(r) = residual {
-                    v += r[idx] as f64;
+                    let rb = if spec.broadcast_residual { 0 } else { bi };
+                    v += r[rb * m * n + i * n + j] as f64;
                 }
                 c[idx] = v as f32;
             }

@@ -6,6 +6,7 @@ mod common;
 mod conv;
 mod matmul;
 mod ops;
+mod patch_embed;
 mod runtime;
 mod shaders;
 mod tensor;

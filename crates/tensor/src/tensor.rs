@@ -33,7 +33,7 @@ pub struct Tensor {
 pub struct MatmulOptions<'a> {
     /// Added per output column, shape `[N]`.
     pub bias: Option<&'a Tensor>,
-    /// Added after the activation, the output's shape.
+    /// Added after the activation: the output's shape, or `[M, N]` for every batch entry.
     pub residual: Option<&'a Tensor>,
     /// Applied after the bias.
     pub activation: Activation,
@@ -361,12 +361,17 @@ impl Tensor {
                 });
             }
         }
+        let mut broadcast_residual = false;
         if let Some(res) = opts.residual {
             self.same_device(OP, res)?;
-            if res.shape != out_shape {
+            broadcast_residual = res.shape != out_shape && res.shape == [m, n];
+            if res.shape != out_shape && !broadcast_residual {
                 return Err(TensorError::Shape {
                     op: OP,
-                    detail: format!("residual must be {out_shape:?}, got {:?}", res.shape),
+                    detail: format!(
+                        "residual must be {out_shape:?} or [{m}, {n}], got {:?}",
+                        res.shape
+                    ),
                 });
             }
         }
@@ -387,7 +392,7 @@ impl Tensor {
         let bias = opts.bias.map(Tensor::contiguous).transpose()?;
         let residual = opts.residual.map(Tensor::contiguous).transpose()?;
         // A shared B lets the whole batch run as one taller product.
-        let (batch, rows) = if batch_b == 1 {
+        let (batch, rows) = if batch_b == 1 && !broadcast_residual {
             (1, batch_a * m)
         } else {
             (batch_a, m)
@@ -399,6 +404,7 @@ impl Tensor {
             k,
             trans_b,
             broadcast_b: batch_b == 1,
+            broadcast_residual,
             alpha: opts.alpha.unwrap_or(1.0),
             activation: opts.activation,
             dtype: self.dtype,

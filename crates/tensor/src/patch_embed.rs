@@ -1,0 +1,147 @@
+//! The ViT/CLIP patch embedding: normalise + patchify, then one matmul whose epilogue adds the
+//! conv bias, the class token and the position embeddings. Two dispatches per batch.
+
+use std::sync::Arc;
+
+use tessera_kernels::patch_embed::{patchify, resize_bicubic, ImageBatch, Normalize};
+use tessera_kernels::{DType, Gpu};
+
+use crate::error::{Result, TensorError};
+use crate::tensor::{MatmulOptions, Tensor};
+
+/// Pixels of a `[batch, height, width, 3]` (HWC, RGB) image batch.
+#[derive(Clone, Copy, Debug)]
+pub enum Pixels<'a> {
+    /// 8-bit pixels.
+    U8(&'a [u8]),
+    /// Float pixels.
+    F32(&'a [f32]),
+}
+
+/// A patch embedding ready to run at one image size.
+#[derive(Debug)]
+pub struct PatchEmbed {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// Row 0: class token + position 0 (less the conv bias, which the epilogue adds to every
+    /// row); rows 1..: the patch positions.
+    table: Tensor,
+    patch: usize,
+    image: (usize, usize),
+}
+
+impl PatchEmbed {
+    /// From the conv weight `[hidden, 3, p, p]`, its optional bias `[hidden]`, the class token
+    /// `[hidden]` and the position table `[1 + g·g, hidden]` of the checkpoint's square grid,
+    /// for images of `image` = (height, width). Positions are resampled bicubically when the
+    /// grid differs, as transformers does with `interpolate_pos_encoding=True`.
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        class: &Tensor,
+        positions: &Tensor,
+        image: (usize, usize),
+    ) -> Result<Self> {
+        const OP: &str = "patch_embed";
+        let w = weight.shape();
+        if w.len() != 4 || w[1] != 3 || w[2] != w[3] {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!("weight must be [hidden, 3, p, p], got {w:?}"),
+            });
+        }
+        let (hidden, patch) = (w[0], w[2]);
+        if image.0 % patch != 0 || image.1 % patch != 0 || image.0 == 0 || image.1 == 0 {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!(
+                    "a {}x{} image does not split into {patch}x{patch} patches",
+                    image.0, image.1
+                ),
+            });
+        }
+        let grid = (image.0 / patch, image.1 / patch);
+        let p = positions.shape();
+        let rows = if p.len() == 2 { p[0] } else { 0 };
+        let side = (rows.saturating_sub(1) as f64).sqrt().round() as usize;
+        if p.len() != 2 || p[1] != hidden || side * side + 1 != rows {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!("positions must be [1 + g², {hidden}], got {p:?}"),
+            });
+        }
+        if class.shape() != [hidden] || bias.is_some_and(|b| b.shape() != [hidden]) {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!("class token and bias must be [{hidden}]"),
+            });
+        }
+        let pos = positions.to_vec()?;
+        let cls = class.to_vec()?;
+        let b = bias.map(Tensor::to_vec).transpose()?;
+        let mut table = Vec::with_capacity((grid.0 * grid.1 + 1) * hidden);
+        table.extend((0..hidden).map(|d| cls[d] + pos[d] - b.as_ref().map_or(0.0, |b| b[d])));
+        if (side, side) == grid {
+            table.extend_from_slice(&pos[hidden..]);
+        } else {
+            table.extend(resize_bicubic(&pos[hidden..], (side, side), grid, hidden));
+        }
+        let gpu = weight.gpu();
+        let rows = grid.0 * grid.1 + 1;
+        Ok(PatchEmbed {
+            weight: weight.reshape(&[hidden, 3 * patch * patch])?,
+            bias: bias.cloned(),
+            table: Tensor::from_slice(gpu, &table, &[rows, hidden], weight.dtype())?,
+            patch,
+            image,
+        })
+    }
+
+    /// The embeddings `[batch, 1 + patches, hidden]` of `batch` images of the configured size.
+    pub fn forward(&self, pixels: Pixels<'_>, batch: usize, norm: &Normalize) -> Result<Tensor> {
+        let gpu: &Arc<Gpu> = self.weight.gpu();
+        let (h, w) = self.image;
+        let expected = batch * h * w * 3;
+        let (bytes, u8, len): (&[u8], bool, usize) = match pixels {
+            Pixels::U8(p) => (p, true, p.len()),
+            Pixels::F32(p) => (bytemuck::cast_slice(p), false, p.len()),
+        };
+        if len != expected || batch == 0 {
+            return Err(TensorError::Shape {
+                op: "patch_embed",
+                detail: format!("{batch} images of {h}x{w}x3 need {expected} pixels, got {len}"),
+            });
+        }
+        let upload = gpu.upload("patch_embed", bytes)?;
+        let patches = self.table.shape()[0];
+        let width = 3 * self.patch * self.patch;
+        let cols = Tensor::empty(gpu, &[batch, patches, width], self.weight.dtype())?;
+        patchify(
+            gpu,
+            self.weight.dtype(),
+            &ImageBatch {
+                batch,
+                height: h,
+                width: w,
+                u8,
+            },
+            &upload,
+            norm,
+            self.patch,
+            cols.buffer(),
+        )?;
+        cols.matmul_with(
+            &self.weight.t()?,
+            &MatmulOptions {
+                bias: self.bias.as_ref(),
+                residual: Some(&self.table),
+                ..MatmulOptions::default()
+            },
+        )
+    }
+
+    /// Storage type of the weights.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+}
