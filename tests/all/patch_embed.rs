@@ -92,7 +92,7 @@ fn clip_embeddings_match_transformers() {
     let norm = Normalize {
         rescale: 1.0,
         mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-        std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+        std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
     };
     let pixels = f.f32("clip.native.image");
     let got = embed
