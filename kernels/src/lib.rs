@@ -18,6 +18,7 @@ pub mod pack;
 pub mod patch_embed;
 mod pool;
 mod runtime;
+pub mod topk;
 
 pub use dtype::{specialize, DType};
 pub use error::{KernelError, Result};
@@ -68,6 +69,8 @@ pub mod modules {
     pub const PATCH_EMBED: &[ShaderFile] = &[shader_file!("patch_embed")];
     /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
     pub const NORM: &[ShaderFile] = &[shader_file!("norm")];
+    /// Top-k and arg-max over rows.
+    pub const TOPK: &[ShaderFile] = &[shader_file!("topk")];
     /// Storage-buffer and texture matmuls, GEMV.
     pub const MATMUL: &[ShaderFile] = &[ACTIVATION, MATMUL_EPILOGUE, shader_file!("matmul")];
     /// The texture matmul with subgroup broadcasts (needs SUBGROUP).
@@ -85,6 +88,7 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("im2col", modules::IM2COL),
     ("norm", modules::NORM),
     ("patch_embed", modules::PATCH_EMBED),
+    ("topk", modules::TOPK),
     ("pack", modules::PACK),
     ("matmul", modules::MATMUL),
     ("matmul_subgroup", modules::MATMUL_SUBGROUP),

@@ -5,6 +5,7 @@ use tessera::kernels::copy::{copy_strided_cpu, StridedView};
 use tessera::kernels::elementwise::{binary_cpu, unary_cpu, BinaryOp};
 use tessera::kernels::embedding::{embedding_cpu, sinusoids};
 use tessera::kernels::norm::{norm_cpu, NormKind, NormSpec};
+use tessera::kernels::topk::topk_cpu;
 use tessera::{Activation, DType, Tensor, TensorError};
 
 use crate::common::{f16_or_clear_error, gpu, rel_error, values};
@@ -320,4 +321,42 @@ fn sinusoids_follow_whisper() {
     let gpu = gpu();
     let t = Tensor::sinusoids(&gpu, 10, 8, DType::F32).unwrap();
     assert_eq!(t.to_vec().unwrap(), sinusoids(10, 8).unwrap());
+}
+
+#[test]
+fn topk_and_argmax_match_reference() {
+    let gpu = gpu();
+    for &(rows, cols, k) in &[
+        (1, 1, 1),
+        (3, 7, 3),
+        (4, 1000, 5),
+        (2, 50257, 10),
+        (5, 65, 65),
+    ] {
+        let mut x = values(rows * cols, 80 + cols as u64);
+        // Ties: the lower index must win.
+        if cols > 3 {
+            x[2] = 5.0;
+            x[3] = 5.0;
+        }
+        let t = Tensor::from_slice(&gpu, &x, &[rows, cols], DType::F32).unwrap();
+        let (v, i) = t.topk(k).unwrap();
+        assert_eq!(v.shape(), &[rows, k]);
+        let want = topk_cpu(&x, cols, k);
+        let v = v.to_vec().unwrap();
+        for r in 0..rows {
+            for j in 0..k {
+                assert_eq!(
+                    (v[r * k + j], i[r * k + j]),
+                    want[r][j],
+                    "{rows}x{cols} k={k} row {r}"
+                );
+            }
+        }
+        let am = t.argmax().unwrap();
+        assert_eq!(am, want.iter().map(|w| w[0].1).collect::<Vec<_>>());
+    }
+    let t = Tensor::from_slice(&gpu, &values(6, 1), &[2, 3], DType::F32).unwrap();
+    assert!(t.topk(4).is_err());
+    assert!(t.topk(0).is_err());
 }

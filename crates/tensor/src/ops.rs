@@ -7,6 +7,7 @@ use tessera_kernels::elementwise::{self, BinaryOp};
 use tessera_kernels::embedding;
 use tessera_kernels::matmul::Activation;
 use tessera_kernels::norm::{self, NormArgs, NormKind, NormSpec};
+use tessera_kernels::topk;
 use tessera_kernels::{DType, Gpu};
 
 use crate::error::{Result, TensorError};
@@ -384,6 +385,38 @@ impl Tensor {
             start += t.shape()[axis];
         }
         Ok(out)
+    }
+
+    /// The `k` largest values of each row (last axis) with their indices, best first (ties
+    /// keep the lower index): `(values [.., k], indices)`, the indices read back to the host.
+    pub fn topk(&self, k: usize) -> Result<(Tensor, Vec<u32>)> {
+        let (rows, cols) = self.rows();
+        let x = self.contiguous()?;
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().expect("at least one dimension") = k;
+        let values = Tensor::empty(self.gpu(), &shape, self.dtype())?;
+        let indices = self.gpu().alloc("topk", (rows * k * 4) as u64)?;
+        topk::topk(
+            self.gpu(),
+            self.dtype(),
+            x.buffer(),
+            rows,
+            cols,
+            k,
+            values.buffer(),
+            &indices,
+        )?;
+        let bytes = self.gpu().read(&indices, (rows * k * 4) as u64)?;
+        let indices = bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((values, indices))
+    }
+
+    /// The index of the largest value of each row (last axis), ties to the lower index.
+    pub fn argmax(&self) -> Result<Vec<u32>> {
+        Ok(self.topk(1)?.1)
     }
 
     /// Whisper's sinusoidal position table `[length, channels]`.
