@@ -1,12 +1,17 @@
 //! Criterion benches of the kernels on the adapter `Gpu::shared()` picks. Each sample records
-//! the kernel, submits and waits, so the figures include dispatch overhead. Throughput is
-//! reported in FLOPs ("elements" in criterion's output are floating-point operations).
+//! the op, submits and waits, so the figures include dispatch overhead. Throughput is in FLOPs
+//! for matmul, attention and convolution ("elements" in criterion's output are floating-point
+//! operations) and in elements for the memory-bound kernels.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tessera::kernels::matmul::{MatmulSpec, MatmulVariant};
-use tessera::{DType, Gpu, MatmulOptions, Tensor};
+use tessera::kernels::matmul::MatmulSpec;
+use tessera::tensor::{Normalize, PatchEmbed, Pixels};
+use tessera::{
+    Activation, AttentionLayout, AttentionOptions, ConvOptions, DType, Gpu, MatmulOptions, Tensor,
+};
 
 fn values(len: usize) -> Vec<f32> {
     (0..len)
@@ -14,40 +19,211 @@ fn values(len: usize) -> Vec<f32> {
         .collect()
 }
 
+fn gpu() -> Arc<Gpu> {
+    Gpu::shared().expect("the kernel benches need a GPU adapter")
+}
+
+fn tensor(gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {
+    Tensor::from_slice(gpu, &values(shape.iter().product()), shape, DType::F32).unwrap()
+}
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let adapter = gpu().summary().name;
+    let mut g = c.benchmark_group(format!("{name} [{adapter}]"));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    g
+}
+
 fn bench_matmul(c: &mut Criterion) {
-    let gpu: Arc<Gpu> = Gpu::shared().expect("the kernel benches need a GPU adapter");
-    let name = gpu.summary().name;
-    let mut group = c.benchmark_group(format!("matmul_nt_f32 [{name}]"));
-    group.sample_size(10);
-    let shapes = [
+    let gpu = gpu();
+    let mut g = group(c, "matmul_nt_f32");
+    for (m, n, k) in [
         (1024, 1024, 1024),
         (2048, 2048, 2048),
         (197, 3072, 768),
         (1500, 1536, 384),
         (77, 2048, 512),
         (1, 4096, 4096),
-    ];
-    for (m, n, k) in shapes {
-        let a = Tensor::from_slice(&gpu, &values(m * k), &[m, k], DType::F32).unwrap();
-        let w = Tensor::from_slice(&gpu, &values(n * k), &[n, k], DType::F32).unwrap();
-        let wt = w.t().unwrap();
-        group.throughput(Throughput::Elements(MatmulSpec::new(m, n, k).flops() as u64));
-        group.bench_function(
-            BenchmarkId::from_parameter(format!("{m}x{n}x{k}")),
-            |bench| {
-                bench.iter(|| {
-                    let opts = MatmulOptions {
-                        variant: MatmulVariant::Auto,
-                        ..MatmulOptions::default()
-                    };
-                    a.matmul_with(&wt, &opts).unwrap();
-                    gpu.sync().unwrap();
-                })
-            },
-        );
+    ] {
+        let a = tensor(&gpu, &[m, k]);
+        let w = tensor(&gpu, &[n, k]);
+        g.throughput(Throughput::Elements(MatmulSpec::new(m, n, k).flops() as u64));
+        g.bench_function(BenchmarkId::from_parameter(format!("{m}x{n}x{k}")), |b| {
+            b.iter(|| {
+                a.linear(&w, None).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
     }
-    group.finish();
+    g.finish();
 }
 
-criterion_group!(benches, bench_matmul);
+fn bench_attention(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "attention_f32");
+    for (batch, heads, s, d) in [
+        (1, 6, 1500, 64),
+        (8, 8, 77, 64),
+        (1, 12, 197, 64),
+        (1, 8, 4096, 64),
+    ] {
+        let make = || tensor(&gpu, &[batch * heads, s, d]);
+        let (q, k, v) = (make(), make(), make());
+        let split = |t: &Tensor| t.unflatten(0, &[batch, heads]).unwrap();
+        let (q4, k4, v4) = (split(&q), split(&k), split(&v));
+        let opts = AttentionOptions {
+            layout: AttentionLayout::Bhsd,
+            ..AttentionOptions::default()
+        };
+        g.throughput(Throughput::Elements((4 * batch * heads * s * s * d) as u64));
+        let id = format!("{batch}x{heads}x{s}x{d}");
+        g.bench_function(BenchmarkId::new("fused", &id), |b| {
+            b.iter(|| {
+                Tensor::attention(&q4, &k4, &v4, &opts).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        // The S×S scores of 4096 exceed the storage binding limit of most adapters.
+        if s <= 2048 {
+            let scale = 1.0 / (d as f32).sqrt();
+            g.bench_function(BenchmarkId::new("unfused", &id), |b| {
+                b.iter(|| {
+                    let scores = q
+                        .matmul_with(
+                            &k.t().unwrap(),
+                            &MatmulOptions {
+                                alpha: Some(scale),
+                                ..MatmulOptions::default()
+                            },
+                        )
+                        .unwrap();
+                    scores.softmax(1.0).unwrap().matmul(&v).unwrap();
+                    gpu.sync().unwrap();
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_rows(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "rows_f32");
+    for (rows, cols) in [(197, 768), (1500, 384), (8 * 12 * 77, 77)] {
+        let x = tensor(&gpu, &[rows, cols]);
+        let r = tensor(&gpu, &[rows, cols]);
+        let w = tensor(&gpu, &[cols]);
+        g.throughput(Throughput::Elements((rows * cols) as u64));
+        let id = format!("{rows}x{cols}");
+        g.bench_function(BenchmarkId::new("add_layer_norm", &id), |b| {
+            b.iter(|| {
+                x.add_layer_norm(&r, Some(&w), Some(&w), 1e-5).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("softmax", &id), |b| {
+            b.iter(|| {
+                x.softmax(1.0).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("gelu", &id), |b| {
+            b.iter(|| {
+                x.activation(Activation::GeluErf).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("add_broadcast", &id), |b| {
+            b.iter(|| {
+                x.add(&w).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("top5", &id), |b| {
+            b.iter(|| x.topk(5).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "conv_f32");
+    // Whisper-tiny's stem on 30 s, and a VQ-GAN decoder 3x3 at 64x64.
+    let mel = tensor(&gpu, &[1, 80, 3000]);
+    let w1 = tensor(&gpu, &[384, 80, 3]);
+    let w2 = tensor(&gpu, &[384, 384, 3]);
+    let stem = |stride| ConvOptions {
+        stride: (1, stride),
+        padding: (0, 1),
+        activation: Activation::GeluErf,
+        ..ConvOptions::default()
+    };
+    g.throughput(Throughput::Elements(
+        2 * 3000 * 384 * 80 * 3 + 2 * 1500 * 384 * 384 * 3,
+    ));
+    g.bench_function("whisper_tiny_stem", |b| {
+        b.iter(|| {
+            let h = mel.conv1d(&w1, &stem(1)).unwrap();
+            h.conv1d(&w2, &stem(2)).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    let x = tensor(&gpu, &[1, 128, 64, 64]);
+    let w = tensor(&gpu, &[128, 128, 3, 3]);
+    let opts = ConvOptions {
+        padding: (1, 1),
+        ..ConvOptions::default()
+    };
+    g.throughput(Throughput::Elements(2 * 64 * 64 * 128 * 128 * 9));
+    g.bench_function("conv3x3_128ch_64x64", |b| {
+        b.iter(|| {
+            x.conv2d(&w, &opts).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn bench_patch_embed(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "patch_embed_f32");
+    // ViT-B/16 at 224, batch 8.
+    let embed = PatchEmbed::new(
+        &tensor(&gpu, &[768, 3, 16, 16]),
+        Some(&tensor(&gpu, &[768])),
+        &tensor(&gpu, &[768]),
+        &tensor(&gpu, &[197, 768]),
+        (224, 224),
+    )
+    .unwrap();
+    let pixels: Vec<u8> = (0..8 * 224 * 224 * 3).map(|i| (i % 251) as u8).collect();
+    let norm = Normalize {
+        rescale: 1.0 / 255.0,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    g.throughput(Throughput::Elements(2 * 8 * 196 * 768 * 768));
+    g.bench_function("vit_b16_224_batch8", |b| {
+        b.iter(|| {
+            embed.forward(Pixels::U8(&pixels), 8, &norm).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_matmul,
+    bench_attention,
+    bench_rows,
+    bench_conv,
+    bench_patch_embed
+);
 criterion_main!(benches);

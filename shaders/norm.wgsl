@@ -9,6 +9,10 @@
 // LayerNorm over rows of one group: with GROUP_HW > 0 the affine index of column j of row r is
 // (r mod groups)·(cols / GROUP_HW) + j / GROUP_HW, i.e. the channel. Mean and variance are
 // two passes in f32 (no E[x²] - E[x]² cancellation).
+//
+// Entry points: norm_rows, one workgroup of 64 per row with reductions in workgroup memory
+// (GPUs, long rows); norm_rows_serial (SERIAL = true), one invocation per row and no barriers,
+// for CPU drivers, where barriers switch coroutines and short rows leave the workgroup idle.
 
 alias T = f32;
 
@@ -28,6 +32,7 @@ override HAS_RESIDUAL: bool = false;
 override HAS_WEIGHT: bool = true;
 override HAS_BIAS: bool = true;
 override GROUP_HW: u32 = 0u;
+override SERIAL: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> residual: array<T>;
@@ -40,7 +45,15 @@ override GROUP_HW: u32 = 0u;
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, 64>;
 
+// Invocations sharing a row and the step between the elements each one visits.
+fn step() -> u32 {
+    return select(WG, 1u, SERIAL);
+}
+
 fn reduce_sum(v: f32, lid: u32) -> f32 {
+    if SERIAL {
+        return v;
+    }
     partial[lid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -55,6 +68,9 @@ fn reduce_sum(v: f32, lid: u32) -> f32 {
 }
 
 fn reduce_max(v: f32, lid: u32) -> f32 {
+    if SERIAL {
+        return v;
+    }
     partial[lid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -98,21 +114,34 @@ fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     if row >= p.rows {
         return;
     }
-    let lid = lid3.x;
+    normalize_row(row, lid3.x);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn norm_rows_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = gid.y * p.row_pitch + gid.x;
+    if row >= p.rows {
+        return;
+    }
+    normalize_row(row, 0u);
+}
+
+// Normalises one row; `lid` is this invocation's place among the step() sharing it.
+fn normalize_row(row: u32, lid: u32) {
     let n = p.cols;
     let base = row * n;
     if KIND == 2u {
         var m = -3.0e38;
-        for (var j = lid; j < n; j += WG) {
+        for (var j = lid; j < n; j += step()) {
             m = max(m, p.scale * load(base, j, true));
         }
         m = reduce_max(m, lid);
         var s = 0.0;
-        for (var j = lid; j < n; j += WG) {
+        for (var j = lid; j < n; j += step()) {
             s += exp(p.scale * load(base, j, false) - m);
         }
         let inv = 1.0 / reduce_sum(s, lid);
-        for (var j = lid; j < n; j += WG) {
+        for (var j = lid; j < n; j += step()) {
             out[base + j] = T(exp(p.scale * load(base, j, false) - m) * inv);
         }
         return;
@@ -120,18 +149,18 @@ fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     var mean = 0.0;
     if KIND == 0u {
         var s = 0.0;
-        for (var j = lid; j < n; j += WG) {
+        for (var j = lid; j < n; j += step()) {
             s += load(base, j, true);
         }
         mean = reduce_sum(s, lid) / f32(n);
     }
     var ss = 0.0;
-    for (var j = lid; j < n; j += WG) {
+    for (var j = lid; j < n; j += step()) {
         let d = load(base, j, KIND != 0u) - mean;
         ss += d * d;
     }
     let inv = inverseSqrt(reduce_sum(ss, lid) / f32(n) + p.eps);
-    for (var j = lid; j < n; j += WG) {
+    for (var j = lid; j < n; j += step()) {
         var v = (load(base, j, false) - mean) * inv;
         let a = affine_index(row, j);
         if HAS_WEIGHT {

@@ -128,10 +128,17 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
         NormKind::RmsNorm { eps } => (1, eps, 1.0),
         NormKind::Softmax { scale } => (2, 0.0, scale),
     };
+    // One invocation per row on CPU drivers when its loops stay well inside llvmpipe's 65535
+    // iterations: three passes over the row.
+    let serial = gpu.is_cpu() && 3 * cols < 50_000;
     let kernel = gpu.kernel(&KernelKey {
         shader: "norm",
         source: crate::modules::NORM,
-        entry: "norm_rows",
+        entry: if serial {
+            "norm_rows_serial"
+        } else {
+            "norm_rows"
+        },
         dtype,
         constants: vec![
             ("KIND", kind as f64),
@@ -139,10 +146,11 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
             ("HAS_WEIGHT", args.weight.is_some() as u32 as f64),
             ("HAS_BIAS", args.bias.is_some() as u32 as f64),
             ("GROUP_HW", hw as f64),
+            ("SERIAL", serial as u32 as f64),
         ],
         bindings: BINDINGS,
     })?;
-    let (grid, row_pitch) = gpu.grid_1d(rows, 1);
+    let (grid, row_pitch) = gpu.grid_1d(rows, if serial { 64 } else { 1 });
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,

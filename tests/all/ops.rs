@@ -153,7 +153,17 @@ fn norm_case(kind: NormKind, rows: usize, cols: usize, affine: bool, residual: b
 
 #[test]
 fn layer_norm_matches_reference() {
-    for &(rows, cols) in &[(1, 1), (3, 7), (5, 63), (4, 65), (197, 768), (2, 1500)] {
+    // 20000 columns: the workgroup-per-row kernel also on CPU drivers (one row per invocation
+    // serves shorter rows there).
+    for &(rows, cols) in &[
+        (1, 1),
+        (3, 7),
+        (5, 63),
+        (4, 65),
+        (197, 768),
+        (2, 1500),
+        (2, 20000),
+    ] {
         for affine in [true, false] {
             norm_case(NormKind::LayerNorm { eps: 1e-5 }, rows, cols, affine, false);
         }
@@ -163,7 +173,7 @@ fn layer_norm_matches_reference() {
 
 #[test]
 fn rms_norm_and_softmax_match_reference() {
-    for &(rows, cols) in &[(1, 1), (3, 7), (4, 65), (77, 512), (2, 1500)] {
+    for &(rows, cols) in &[(1, 1), (3, 7), (4, 65), (77, 512), (2, 1500), (2, 20000)] {
         norm_case(NormKind::RmsNorm { eps: 1e-6 }, rows, cols, true, false);
         norm_case(NormKind::RmsNorm { eps: 1e-6 }, rows, cols, false, false);
         norm_case(NormKind::Softmax { scale: 1.0 }, rows, cols, false, false);

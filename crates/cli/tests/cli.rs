@@ -132,3 +132,36 @@ fn gl_backend_runs_the_bench() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v[0]["m"], 20);
 }
+
+#[test]
+fn bench_attention_json_compares_fused_and_unfused() {
+    let o = tessera(
+        &["bench", "attention", "--json", "--shapes", "2x3x40x32"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let rows = v.as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["fused", "unfused"]);
+    for row in rows {
+        assert_eq!(row["kernel"], "attention");
+        assert_eq!(
+            (
+                row["b"].as_u64(),
+                row["h"].as_u64(),
+                row["s"].as_u64(),
+                row["d"].as_u64()
+            ),
+            (Some(2), Some(3), Some(40), Some(32))
+        );
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0);
+        assert!(row["gflops"].as_f64().unwrap() > 0.0);
+        assert!(row["bytes"].as_u64().unwrap() > 0);
+    }
+    // The unfused path holds the 40x40 scores per head; the fused one does not.
+    assert!(rows[1]["bytes"].as_u64() > rows[0]["bytes"].as_u64());
+    let o = tessera(&["bench", "attention", "--shapes", "2x3x40"], &[]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("BxHxSxD"));
+}
