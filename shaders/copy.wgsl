@@ -4,7 +4,8 @@
 //
 // for every index idx of the shape (outermost first; unused leading dimensions have size 1).
 // Makes views contiguous, and writes into a slice of a larger tensor for concat. One
-// invocation per element, 2-D grid so large tensors fit the dispatch limits.
+// invocation per element, 2-D grid so large tensors fit the dispatch limits. Compiled after
+// strided.wgsl.
 
 alias T = f32;
 
@@ -22,22 +23,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> dst: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-fn strided(i: u32, stride: vec4<u32>) -> u32 {
-    var rest = i;
-    let i3 = rest % p.shape.w;
-    rest /= p.shape.w;
-    let i2 = rest % p.shape.z;
-    rest /= p.shape.z;
-    let i1 = rest % p.shape.y;
-    let i0 = rest / p.shape.y;
-    return i0 * stride.x + i1 * stride.y + i2 * stride.z + i3 * stride.w;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.y * p.row_pitch + gid.x;
     if i >= p.total {
         return;
     }
-    dst[p.dst_offset + strided(i, p.dst_stride)] = src[p.src_offset + strided(i, p.src_stride)];
+    let at = p.src_offset + strided_offset(i, p.shape, p.src_stride);
+    dst[p.dst_offset + strided_offset(i, p.shape, p.dst_stride)] = src[at];
 }

@@ -4,8 +4,8 @@
 //   unary:   out[i] = act(scale · a[i])
 //   binary:  out[i] = act(a[i] ∘ b[i]),  ∘ = add, mul or sub (OP)
 //
-// Compiled after activation.wgsl (ACT). One invocation per element on a 2-D grid, so large
-// tensors fit the dispatch limits.
+// Compiled after activation.wgsl (ACT) and strided.wgsl. One invocation per element on a 2-D
+// grid, so large tensors fit the dispatch limits.
 
 alias T = f32;
 
@@ -31,25 +31,13 @@ override OP: u32 = 0u;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-// The offset of element `i` (row-major over p.shape) in a view with `stride`.
-fn strided(i: u32, stride: vec4<u32>) -> u32 {
-    var rest = i;
-    let i3 = rest % p.shape.w;
-    rest /= p.shape.w;
-    let i2 = rest % p.shape.z;
-    rest /= p.shape.z;
-    let i1 = rest % p.shape.y;
-    let i0 = rest / p.shape.y;
-    return i0 * stride.x + i1 * stride.y + i2 * stride.z + i3 * stride.w;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn unary(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.y * p.row_pitch + gid.x;
     if i >= p.total {
         return;
     }
-    let x = f32(a[p.a_offset + strided(i, p.a_stride)]);
+    let x = f32(a[p.a_offset + strided_offset(i, p.shape, p.a_stride)]);
     out[i] = T(activate(p.scale * x));
 }
 
@@ -59,8 +47,8 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
     if i >= p.total {
         return;
     }
-    let x = f32(a[p.a_offset + strided(i, p.a_stride)]);
-    let y = f32(b[p.b_offset + strided(i, p.b_stride)]);
+    let x = f32(a[p.a_offset + strided_offset(i, p.shape, p.a_stride)]);
+    let y = f32(b[p.b_offset + strided_offset(i, p.shape, p.b_stride)]);
     var v: f32;
     switch OP {
         case 1u: { v = x * y; }

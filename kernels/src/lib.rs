@@ -46,6 +46,7 @@ pub mod modules {
     use super::ShaderFile;
 
     const ACTIVATION: ShaderFile = shader_file!("activation");
+    const STRIDED: ShaderFile = shader_file!("strided");
     const MATMUL_EPILOGUE: ShaderFile = shader_file!("matmul_epilogue");
 
     const ATTENTION_COMMON: ShaderFile = shader_file!("attention_common");
@@ -56,11 +57,11 @@ pub mod modules {
     pub const ATTENTION_SUBGROUP: &[ShaderFile] =
         &[ATTENTION_COMMON, shader_file!("attention_subgroup")];
     /// Strided copy.
-    pub const COPY: &[ShaderFile] = &[shader_file!("copy")];
+    pub const COPY: &[ShaderFile] = &[STRIDED, shader_file!("copy")];
     /// Buffer view to texture packing.
     pub const PACK: &[ShaderFile] = &[shader_file!("pack")];
     /// Activations and broadcasting binary ops.
-    pub const ELEMENTWISE: &[ShaderFile] = &[ACTIVATION, shader_file!("elementwise")];
+    pub const ELEMENTWISE: &[ShaderFile] = &[ACTIVATION, STRIDED, shader_file!("elementwise")];
     /// Receptive fields of a convolution as matrix rows.
     pub const IM2COL: &[ShaderFile] = &[shader_file!("im2col")];
     /// Embedding lookup by token id.
