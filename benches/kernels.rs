@@ -144,10 +144,53 @@ fn bench_rows(c: &mut Criterion) {
                 gpu.sync().unwrap();
             })
         });
+        g.bench_function(BenchmarkId::new("rms_norm", &id), |b| {
+            b.iter(|| {
+                x.rms_norm(Some(&w), 1e-6).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("concat_last_axis", &id), |b| {
+            b.iter(|| {
+                Tensor::concat(&[&x, &r], 1).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
         g.bench_function(BenchmarkId::new("top5", &id), |b| {
             b.iter(|| x.topk(5).unwrap())
         });
     }
+    g.finish();
+}
+
+fn bench_image_and_tokens(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "image_and_tokens_f32");
+    // A VQ-GAN decoder block's GroupNorm and upsampling, and CLIP text's token lookup.
+    let x = tensor(&gpu, &[1, 128, 64, 64]);
+    let w = tensor(&gpu, &[128]);
+    g.throughput(Throughput::Elements(128 * 64 * 64));
+    g.bench_function("group_norm_32_groups_128x64x64", |b| {
+        b.iter(|| {
+            x.group_norm(32, Some(&w), Some(&w), 1e-6).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    g.bench_function("upsample_nearest2x_128x64x64", |b| {
+        b.iter(|| {
+            x.upsample_nearest2x().unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    let table = tensor(&gpu, &[49408, 512]);
+    let ids: Vec<u32> = (0..8 * 77).map(|i| (i * 7919 % 49408) as u32).collect();
+    g.throughput(Throughput::Elements((ids.len() * 512) as u64));
+    g.bench_function("embedding_8x77_of_49408x512", |b| {
+        b.iter(|| {
+            table.embedding(&ids).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
     g.finish();
 }
 
@@ -223,6 +266,7 @@ criterion_group!(
     bench_matmul,
     bench_attention,
     bench_rows,
+    bench_image_and_tokens,
     bench_conv,
     bench_patch_embed
 );
