@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub use tessera_audio as audio;
 pub use tessera_kernels as kernels;
 pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError};
 pub use tessera_tensor as tensor;

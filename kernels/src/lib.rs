@@ -18,6 +18,7 @@ pub mod pack;
 pub mod patch_embed;
 mod pool;
 mod runtime;
+pub mod stft;
 pub mod topk;
 
 pub use dtype::{specialize, DType};
@@ -70,6 +71,10 @@ pub mod modules {
     pub const PATCH_EMBED: &[ShaderFile] = &[shader_file!("patch_embed")];
     /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
     pub const NORM: &[ShaderFile] = &[shader_file!("norm")];
+    /// STFT framing and power spectrum.
+    pub const STFT: &[ShaderFile] = &[shader_file!("stft")];
+    /// Whisper's log-mel normalisation.
+    pub const MEL: &[ShaderFile] = &[shader_file!("mel")];
     /// Top-k and arg-max over rows.
     pub const TOPK: &[ShaderFile] = &[shader_file!("topk")];
     /// Storage-buffer and texture matmuls, GEMV.
@@ -90,6 +95,8 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("norm", modules::NORM),
     ("patch_embed", modules::PATCH_EMBED),
     ("topk", modules::TOPK),
+    ("stft", modules::STFT),
+    ("mel", modules::MEL),
     ("pack", modules::PACK),
     ("matmul", modules::MATMUL),
     ("matmul_subgroup", modules::MATMUL_SUBGROUP),

@@ -2,6 +2,7 @@
 //! adapter `Gpu::shared()` picks (lavapipe in CI). A test that needs a GPU fails without one.
 
 mod attention;
+mod audio;
 mod common;
 mod conv;
 mod matmul;

@@ -1,0 +1,10 @@
+//! tessera-audio: Whisper's audio front end — decoding, resampling to 16 kHz, and the log-mel
+//! spectrogram computed on the GPU.
+#![warn(missing_docs)]
+
+mod error;
+mod mel;
+
+pub use error::{AudioError, Result};
+pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
+pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};

@@ -1,0 +1,107 @@
+//! Whisper's log-mel on the GPU against openai-whisper and transformers' WhisperFeatureExtractor
+//! (fixtures from tools/make_audio_fixtures.py), and against the CPU reference.
+
+use safetensors::SafeTensors;
+use tessera::audio::{mel_filters, LogMel};
+use tessera::kernels::stft::log_mel_cpu;
+
+use crate::common::{gpu, values};
+
+const FIXTURE: &[u8] = include_bytes!("../fixtures/log_mel.safetensors");
+/// The bound on the normalised log-mel at 16 kHz input.
+const TOL: f32 = 2e-3;
+const HEAD: usize = 320;
+
+fn load(f: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    f.tensor(name)
+        .unwrap_or_else(|_| panic!("fixture lacks {name}"))
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn max_abs(a: impl Iterator<Item = f32>, b: impl Iterator<Item = f32>) -> f32 {
+    a.zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn mel_filters_match_whisper() {
+    let f = SafeTensors::deserialize(FIXTURE).unwrap();
+    for n_mels in [80, 128] {
+        let want = load(&f, &format!("filters.{n_mels}"));
+        let got = mel_filters(n_mels);
+        assert_eq!(got.len(), want.len());
+        let err = max_abs(got.iter().copied(), want.iter().copied());
+        assert!(err < 1e-6, "{n_mels} mels: {err}");
+    }
+}
+
+#[test]
+fn log_mel_matches_whisper_and_transformers() {
+    let f = SafeTensors::deserialize(FIXTURE).unwrap();
+    let names: Vec<&str> = ["tone", "chirp", "silence", "clipping", "short", "speech"]
+        .into_iter()
+        .filter(|n| f.tensor(&format!("{n}.audio")).is_ok())
+        .collect();
+    assert!(
+        names.contains(&"speech"),
+        "the fixture should include espeak-ng speech"
+    );
+    let audio: Vec<Vec<f32>> = names
+        .iter()
+        .map(|n| load(&f, &format!("{n}.audio")))
+        .collect();
+    let clips: Vec<&[f32]> = audio.iter().map(Vec::as_slice).collect();
+    for n_mels in [80, 128] {
+        let front = LogMel::new(&gpu(), n_mels).unwrap();
+        // Every clip in one batch.
+        let got = front.whisper_features(&clips).unwrap();
+        assert_eq!(got.shape(), &[clips.len(), n_mels, 3000]);
+        let got = got.to_vec().unwrap();
+        for (c, name) in names.iter().enumerate() {
+            let refs: &[&str] = if n_mels == 80 {
+                &["whisper80", "hf80"]
+            } else {
+                &["whisper128"]
+            };
+            for r in refs {
+                let Ok(_) = f.tensor(&format!("{name}.{r}.head")) else {
+                    continue;
+                };
+                let head = load(&f, &format!("{name}.{r}.head"));
+                let last = load(&f, &format!("{name}.{r}.last"));
+                let clip = &got[c * n_mels * 3000..(c + 1) * n_mels * 3000];
+                let got_head =
+                    (0..n_mels).flat_map(|m| clip[m * 3000..m * 3000 + HEAD].iter().copied());
+                let err = max_abs(got_head, head.iter().copied());
+                assert!(err <= TOL, "{name} vs {r}: max abs error {err}");
+                let got_last = (0..n_mels).map(|m| clip[m * 3000 + 2999]);
+                let err = max_abs(got_last, last.iter().copied());
+                assert!(err <= TOL, "{name} vs {r}, last frame: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn log_mel_matches_cpu_reference_at_other_lengths() {
+    let front = LogMel::new(&gpu(), 80).unwrap();
+    for len in [201, 1000, 16_000 + 37] {
+        let x: Vec<f32> = values(len, len as u64).iter().map(|v| v * 0.3).collect();
+        let got = front.compute(&[&x]).unwrap();
+        assert_eq!(got.shape(), &[1, 80, len / 160]);
+        let want = log_mel_cpu(&x, 80);
+        let err = max_abs(got.to_vec().unwrap().into_iter(), want.into_iter());
+        assert!(err <= TOL, "{len} samples: {err}");
+    }
+}
+
+#[test]
+fn log_mel_refuses_bad_input() {
+    let front = LogMel::new(&gpu(), 80).unwrap();
+    assert!(front.compute(&[&[0.0; 150]]).is_err());
+    assert!(front.compute(&[&[0.0; 1000], &[0.0; 999]]).is_err());
+    assert!(front.compute(&[]).is_err());
+    assert!(LogMel::new(&gpu(), 0).is_err());
+}
