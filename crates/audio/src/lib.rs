@@ -2,9 +2,11 @@
 //! spectrogram computed on the GPU.
 #![warn(missing_docs)]
 
+mod decode;
 mod error;
 mod mel;
 
+pub use decode::{decode_file, load_16k, resample, Audio};
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};
