@@ -261,8 +261,39 @@ fn bench_patch_embed(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_mel(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "log_mel_80");
+    let front = tessera::audio::LogMel::new(&gpu, 80).unwrap();
+    for seconds in [30usize, 600] {
+        let audio: Vec<f32> = values(seconds * 16_000).iter().map(|v| v * 0.3).collect();
+        let chunks = tessera::audio::windows(&audio);
+        let refs: Vec<&[f32]> = chunks.iter().map(Vec::as_slice).collect();
+        // Throughput in seconds of audio.
+        g.throughput(Throughput::Elements(seconds as u64));
+        g.bench_function(BenchmarkId::new("gpu", format!("{seconds}s")), |b| {
+            b.iter(|| {
+                front.compute(&refs).unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("cpu_realfft", format!("{seconds}s")),
+            |b| {
+                b.iter(|| {
+                    for c in &refs {
+                        std::hint::black_box(tessera::audio::log_mel_cpu_fft(c, 80));
+                    }
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_mel,
     bench_matmul,
     bench_attention,
     bench_rows,

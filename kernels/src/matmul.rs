@@ -277,9 +277,11 @@ pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     }
 }
 
+/// Whether the texture kernels take `spec`: K/4 and N within one texture; M too, or a single
+/// product whose rows are split into texture-sized slabs.
 fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
     let max = gpu.limits().max_texture_dimension_2d as usize;
-    spec.k.div_ceil(4) <= max && spec.m <= max && spec.n <= max
+    spec.k.div_ceil(4) <= max && spec.n <= max && (spec.m <= max || spec.batch == 1)
 }
 
 /// Records the matmul described by `spec` on `args`.
@@ -397,24 +399,37 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             )
         };
         let mut tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(0))?;
+        // Rows beyond one texture's height go in slabs, each dispatched as its own "batch
+        // entry" (slab i writes C rows from i·slab on, through c_stride = slab·N).
+        let max = gpu.limits().max_texture_dimension_2d as usize / 64 * 64;
+        let slab = if batch == 1 && m > max { max } else { m };
         for bi in 0..batch {
-            let a_view = PackView::matrix(m, k, k, 1, bi * m * k);
-            let tex_a = pack_rows(gpu, spec.dtype, args.a, &a_view)?;
             if bi > 0 && !spec.broadcast_b {
                 tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(bi))?;
             }
-            gpu.dispatch(
-                &kernel,
-                &[
-                    bias.into(),
-                    residual.into(),
-                    args.out.into(),
-                    Resource::Texture(tex_a.view()),
-                    Resource::Texture(tex_b.view()),
-                ],
-                bytemuck::bytes_of(&params(bi)),
-                [grid[0], grid[1], 1],
-            )?;
+            for (si, r0) in (0..m).step_by(slab).enumerate() {
+                let rows = slab.min(m - r0);
+                let a_view = PackView::matrix(rows, k, k, 1, bi * m * k + r0 * k);
+                let tex_a = pack_rows(gpu, spec.dtype, args.a, &a_view)?;
+                let mut p = params(bi + si);
+                if slab < m {
+                    p.m = rows as u32;
+                    p.c_stride = (slab * n) as u32;
+                    p.r_stride = (slab * n) as u32;
+                }
+                gpu.dispatch(
+                    &kernel,
+                    &[
+                        bias.into(),
+                        residual.into(),
+                        args.out.into(),
+                        Resource::Texture(tex_a.view()),
+                        Resource::Texture(tex_b.view()),
+                    ],
+                    bytemuck::bytes_of(&p),
+                    [grid[0], to_u32("grid y", rows.div_ceil(64))?, 1],
+                )?;
+            }
         }
         return Ok(());
     }

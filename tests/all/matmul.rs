@@ -432,3 +432,40 @@ fn gemv_variant_refuses_more_than_one_row() {
     let err = a.matmul_with(&b, &opts).unwrap_err();
     assert!(err.to_string().contains("M = 1"), "{err}");
 }
+
+#[test]
+fn rows_beyond_one_texture_go_in_slabs() {
+    let gpu = gpu();
+    let m = gpu.limits().max_texture_dimension_2d as usize + 77;
+    let (n, k) = (5, 12);
+    let a = values(m * k, 91);
+    let w = values(n * k, 92);
+    let bias = values(n, 93);
+    let res = values(m * n, 94);
+    let ta = Tensor::from_slice(&gpu, &a, &[m, k], DType::F32).unwrap();
+    let tw = Tensor::from_slice(&gpu, &w, &[n, k], DType::F32).unwrap();
+    let tb = Tensor::from_slice(&gpu, &bias, &[n], DType::F32).unwrap();
+    let tr = Tensor::from_slice(&gpu, &res, &[m, n], DType::F32).unwrap();
+    let spec = MatmulSpec {
+        trans_b: true,
+        activation: Activation::Relu,
+        ..MatmulSpec::new(m, n, k)
+    };
+    let want = matmul_cpu(&spec, &a, &w, Some(&bias), Some(&res));
+    let mut variants = vec![MatmulVariant::Texture, MatmulVariant::Auto];
+    if gpu.has_subgroup_size(8) {
+        variants.push(MatmulVariant::TextureSubgroup);
+    }
+    for variant in variants {
+        let opts = MatmulOptions {
+            bias: Some(&tb),
+            residual: Some(&tr),
+            activation: Activation::Relu,
+            alpha: None,
+            variant,
+        };
+        let got = ta.matmul_with(&tw.t().unwrap(), &opts).unwrap();
+        let err = rel_error(&got.to_vec().unwrap(), &want);
+        assert!(err <= F32_TOL, "{variant:?}: {err}");
+    }
+}

@@ -2,10 +2,12 @@
 //! spectrogram computed on the GPU.
 #![warn(missing_docs)]
 
+mod cpu;
 mod decode;
 mod error;
 mod mel;
 
+pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio};
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};

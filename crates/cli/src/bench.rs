@@ -13,6 +13,18 @@ const DEFAULT_SHAPES: &str =
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Whisper's log-mel on the GPU against a CPU realfft baseline.
+    Mel {
+        /// Comma-separated lengths of audio in seconds.
+        #[arg(long, default_value = "30,600", value_delimiter = ',')]
+        seconds: Vec<f64>,
+        /// Mel bands.
+        #[arg(long, default_value_t = 80)]
+        n_mels: usize,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fused attention against matmul → softmax → matmul, for each shape BxHxSxD.
     Attention {
         /// Storage type.
@@ -205,6 +217,11 @@ fn print_table(gpu: &Gpu, rows: &[Row]) {
 pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
     let gpu = Gpu::shared()?;
     match cmd {
+        BenchCommand::Mel {
+            seconds,
+            n_mels,
+            json,
+        } => crate::bench_mel::run(&gpu, &seconds, n_mels, json)?,
         BenchCommand::Attention {
             dtype,
             shapes,

@@ -1,7 +1,9 @@
 //! The `tessera` command line.
 
+mod audio;
 mod bench;
 mod bench_attention;
+mod bench_mel;
 mod info;
 
 use std::process::ExitCode;
@@ -27,6 +29,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audio front end.
+    #[command(subcommand)]
+    Audio(audio::AudioCommand),
     /// Measure kernels on this adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { json } => info::run(json),
+        Command::Audio(cmd) => audio::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -165,3 +165,81 @@ fn bench_attention_json_compares_fused_and_unfused() {
     assert!(!o.status.success());
     assert!(error_line(&o).contains("BxHxSxD"));
 }
+
+const AUDIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/audio");
+
+#[test]
+fn audio_mel_json_and_png() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-mel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("mel.png");
+    let o = tessera(
+        &[
+            "audio",
+            "mel",
+            "--json",
+            "--png",
+            png.to_str().unwrap(),
+            &format!("{AUDIO}/chirp44k_stereo.wav"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["n_mels"], 80);
+    assert_eq!(v["n_frames"], 3000);
+    let mel = v["mel"].as_array().unwrap();
+    assert_eq!(mel.len(), 80);
+    assert!(mel.iter().all(|row| row.as_array().unwrap().len() == 3000));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let o = tessera(
+        &[
+            "audio",
+            "mel",
+            "--n-mels",
+            "128",
+            "--json",
+            &format!("{AUDIO}/tone.flac"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["mel"].as_array().unwrap().len(), 128);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn audio_mel_errors_name_the_cause() {
+    let o = tessera(&["audio", "mel", "/nonexistent/talk.wav"], &[]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("/nonexistent/talk.wav"));
+    let o = tessera(
+        &[
+            "audio",
+            "mel",
+            "--n-mels",
+            "64",
+            &format!("{AUDIO}/tone.flac"),
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("use 80 or 128"), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_mel_json_has_the_documented_keys() {
+    let o = tessera(&["bench", "mel", "--json", "--seconds", "1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["kernel"], "mel");
+        assert_eq!(row["seconds_of_audio"], 1.0);
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0);
+        assert!(row["realtime_factor"].as_f64().unwrap() > 0.0);
+    }
+}

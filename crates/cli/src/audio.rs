@@ -1,0 +1,122 @@
+//! `tessera audio mel`: Whisper's log-mel of an audio file, as JSON or a picture.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Subcommand;
+use serde_json::json;
+use tessera::audio::{load_16k, windows, LogMel, CHUNK_FRAMES};
+use tessera::Gpu;
+
+use crate::bench::BoxError;
+
+#[derive(Subcommand)]
+pub enum AudioCommand {
+    /// The log-mel spectrogram of the first 30 s window of AUDIO (any common format, any rate).
+    Mel {
+        /// Mel bands: 80 (Whisper) or 128 (Whisper large-v3).
+        #[arg(long, default_value_t = 80, value_parser = parse_mels)]
+        n_mels: usize,
+        /// Print {"n_mels", "n_frames", "mel": [[...] one row per mel band]} on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also write the spectrogram as a PNG (time left to right, low frequencies at the bottom).
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+        /// The audio file.
+        audio: PathBuf,
+    },
+}
+
+fn parse_mels(s: &str) -> Result<usize, String> {
+    match s {
+        "80" => Ok(80),
+        "128" => Ok(128),
+        _ => Err(format!("{s} mel bands are not supported: use 80 or 128")),
+    }
+}
+
+pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
+    match cmd {
+        AudioCommand::Mel {
+            n_mels,
+            json,
+            png,
+            audio,
+        } => {
+            let start = Instant::now();
+            let samples = load_16k(&audio)?;
+            let gpu = Gpu::shared()?;
+            let front = LogMel::new(&gpu, n_mels)?;
+            let first = windows(&samples).swap_remove(0);
+            let mel = front.whisper_features(&[&first])?.to_vec()?;
+            eprintln!(
+                "{}: {:.2} s of audio, {n_mels} mels x {CHUNK_FRAMES} frames in {:.1} ms on {}",
+                audio.display(),
+                samples.len() as f64 / 16_000.0,
+                start.elapsed().as_secs_f64() * 1e3,
+                gpu.summary().name
+            );
+            if let Some(path) = &png {
+                write_png(path, &mel, n_mels, CHUNK_FRAMES)?;
+            }
+            if json {
+                let rows: Vec<&[f32]> = mel.chunks(CHUNK_FRAMES).collect();
+                println!(
+                    "{}",
+                    json!({"n_mels": n_mels, "n_frames": CHUNK_FRAMES, "mel": rows})
+                );
+            } else if png.is_none() {
+                let (lo, hi) = mel
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                println!("log-mel {n_mels} x {CHUNK_FRAMES}, values {lo:.3} to {hi:.3}");
+                println!("use --json for the values or --png FILE for a picture");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Viridis, sampled at 9 points and interpolated linearly.
+fn viridis(x: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 9] = [
+        [68.0, 1.0, 84.0],
+        [71.0, 44.0, 122.0],
+        [59.0, 81.0, 139.0],
+        [44.0, 113.0, 142.0],
+        [33.0, 144.0, 141.0],
+        [39.0, 173.0, 129.0],
+        [92.0, 200.0, 99.0],
+        [170.0, 220.0, 50.0],
+        [253.0, 231.0, 37.0],
+    ];
+    let p = x.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+    let i = (p.floor() as usize).min(STOPS.len() - 2);
+    let f = p - i as f32;
+    let c = |k: usize| (STOPS[i][k] * (1.0 - f) + STOPS[i + 1][k] * f).round() as u8;
+    [c(0), c(1), c(2)]
+}
+
+/// Writes `[n_mels, frames]` as an image, 3 pixel rows per band, brightest = loudest; through a
+/// temporary file, so a failed write leaves nothing behind.
+fn write_png(path: &Path, mel: &[f32], n_mels: usize, frames: usize) -> Result<(), BoxError> {
+    const ROWS_PER_BAND: usize = 3;
+    let (lo, hi) = mel
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let span = (hi - lo).max(1e-6);
+    let height = n_mels * ROWS_PER_BAND;
+    let mut img = image::RgbImage::new(frames as u32, height as u32);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        // Row 0 is the top of the picture: the highest band.
+        let band = n_mels - 1 - y as usize / ROWS_PER_BAND;
+        let v = (mel[band * frames + x as usize] - lo) / span;
+        *px = image::Rgb(viridis(v));
+    }
+    let tmp = path.with_extension("png.partial");
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
