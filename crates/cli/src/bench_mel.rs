@@ -36,7 +36,7 @@ pub fn run(gpu: &Arc<Gpu>, seconds: &[f64], n_mels: usize, json: bool) -> Result
     let front = LogMel::new(gpu, n_mels)?;
     let mut rows = Vec::new();
     for &secs in seconds {
-        if !(secs > 0.0) {
+        if secs.is_nan() || secs <= 0.0 {
             return Err(format!("seconds of audio must be positive, got {secs}").into());
         }
         let audio: Vec<f32> = pseudo_random((secs * 16_000.0) as usize, 7)
