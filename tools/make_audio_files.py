@@ -4,8 +4,8 @@ Run from the repository root with the tools venv (see tools/README.md):
 
     tools/.venv/bin/python tools/make_audio_files.py
 
-Writes tests/fixtures/audio/: a 0.5 s 440 Hz tone at 16 kHz as WAV (8-bit unsigned, 16-bit,
-24-bit, 32-bit float), FLAC and OGG/Vorbis; a 1 s 44.1 kHz stereo chirp (float WAV); and
+Writes tests/fixtures/audio/: a 0.5 s 440 Hz tone at 16 kHz as WAV (8-bit unsigned, 16-, 24-
+and 32-bit PCM, 32-bit float), FLAC, OGG/Vorbis and MP3; a 1 s 44.1 kHz stereo chirp (float WAV); and
 chirp44k.safetensors with whisper's 80-mel log-mel (first 120 frames) of that chirp mixed to
 mono and resampled to 16 kHz by librosa (soxr_hq), the path Whisper users take.
 """
@@ -27,9 +27,11 @@ for name, subtype, fmt in [
     ("tone_u8.wav", "PCM_U8", "WAV"),
     ("tone_16.wav", "PCM_16", "WAV"),
     ("tone_24.wav", "PCM_24", "WAV"),
+    ("tone_32.wav", "PCM_32", "WAV"),
     ("tone_f32.wav", "FLOAT", "WAV"),
     ("tone.flac", "PCM_16", "FLAC"),
     ("tone.ogg", "VORBIS", "OGG"),
+    ("tone.mp3", "MPEG_LAYER_III", "MP3"),
 ]:
     soundfile.write(os.path.join(DIR, name), tone, 16000, subtype=subtype, format=fmt)
 

@@ -127,6 +127,7 @@ fn decodes_wav_flac_and_ogg() {
         ("tone_u8.wav", 1.0 / 127.0),
         ("tone_16.wav", 1.0 / 32767.0),
         ("tone_24.wav", 1e-6),
+        ("tone_32.wav", 1e-6),
         ("tone_f32.wav", 0.0),
         ("tone.flac", 1.0 / 32767.0),
         ("tone.ogg", 0.05),
@@ -138,6 +139,37 @@ fn decodes_wav_flac_and_ogg() {
         let err = max_abs(audio.samples.iter().copied(), tone.iter().copied());
         assert!(err <= tol, "{file}: {err}");
     }
+}
+
+#[test]
+fn decodes_mp3() {
+    // MP3 adds encoder delay and padding, so the check is on the signal, not sample by sample:
+    // a 440 Hz tone of amplitude 0.5 (RMS 0.354), 0.5 s.
+    let audio =
+        tessera::audio::decode_file(std::path::Path::new(&format!("{FILES}/tone.mp3"))).unwrap();
+    assert_eq!(audio.sample_rate, 16_000);
+    let n = audio.samples.len();
+    assert!((8000..=8000 + 2 * 1152).contains(&n), "{n} samples");
+    let middle = &audio.samples[n / 4..3 * n / 4];
+    let rms = (middle.iter().map(|x| x * x).sum::<f32>() / middle.len() as f32).sqrt();
+    assert!((rms - 0.354).abs() < 0.02, "rms {rms}");
+    let crossings = middle
+        .windows(2)
+        .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+        .count();
+    let hz = crossings as f32 * 16_000.0 / middle.len() as f32;
+    assert!((hz - 440.0).abs() < 10.0, "{hz} Hz");
+}
+
+#[test]
+fn long_audio_splits_into_30_second_windows() {
+    let audio = vec![0.25f32; 70 * 16_000];
+    let w = tessera::audio::windows(&audio);
+    assert_eq!(w.len(), 3);
+    assert!(w.iter().all(|c| c.len() == 480_000));
+    assert_eq!(w[2][10 * 16_000 - 1], 0.25);
+    assert_eq!(w[2][10 * 16_000], 0.0);
+    assert_eq!(tessera::audio::windows(&[]).len(), 1);
 }
 
 #[test]
