@@ -69,6 +69,24 @@ fn load_q(b: u32, h: u32, qi: u32, c: u32) -> vec4<f32> {
     return vec4<f32>(f32(q[e]), f32(q[e + 1u]), f32(q[e + 2u]), f32(q[e + 3u])) * p.scale;
 }
 
+// Loads query qi (scaled) into qv and the running output into acc; returns the running
+// (max, sum): empty on the first dispatch of a key range, else what the previous one left.
+fn start_query(b: u32, h: u32, qi: u32, qv: ptr<function, array<vec4<f32>, 32>>,
+    acc: ptr<function, array<vec4<f32>, 32>>) -> vec2<f32> {
+    let d4 = HEAD_DIM / 4u;
+    for (var c = 0u; c < d4; c++) {
+        (*qv)[c] = load_q(b, h, qi, c);
+    }
+    if FIRST {
+        return vec2<f32>(-1.0e30, 0.0);
+    }
+    let s = state_base(b, h, qi);
+    for (var c = 0u; c < d4; c++) {
+        (*acc)[c] = state[s + c];
+    }
+    return state[s + d4].xy;
+}
+
 fn bias_at(b: u32, h: u32, qi: u32, j: u32) -> f32 {
     return f32(bias[at(p.bias_stride, b, h, qi) + j]);
 }

@@ -42,19 +42,9 @@ fn attention_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let layer = b * p.heads + h;
     var qv: array<vec4<f32>, 32>;
     var acc: array<vec4<f32>, 32>;
-    for (var c = 0u; c < d4; c++) {
-        qv[c] = load_q(b, h, qi, c);
-    }
-    var run_max = -1.0e30;
-    var run_sum = 0.0;
-    if !FIRST {
-        let s = state_base(b, h, qi);
-        for (var c = 0u; c < d4; c++) {
-            acc[c] = state[s + c];
-        }
-        run_max = state[s + d4].x;
-        run_sum = state[s + d4].y;
-    }
+    let stats = start_query(b, h, qi, &qv, &acc);
+    var run_max = stats.x;
+    var run_sum = stats.y;
     for (var t0 = p.key_start; t0 < end; t0 += 8u) {
         let my_key = min(t0 + lane, p.k_len - 1u);
         var s = array<f32, 8>();

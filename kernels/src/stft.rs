@@ -45,12 +45,29 @@ struct MelParams {
 
 const PER_WORKGROUP: usize = 64 * 16;
 
-fn stft_kernel(
+/// Records one stft.wgsl entry over `total` outputs from `src` into `out`.
+#[allow(clippy::too_many_arguments)]
+fn launch_stft(
     gpu: &Gpu,
     entry: &'static str,
     dtype: DType,
-) -> Result<std::sync::Arc<crate::Kernel>> {
-    gpu.kernel(&KernelKey {
+    (clips, samples, frames): (usize, usize, usize),
+    total: usize,
+    src: &GpuBuffer,
+    out: &GpuBuffer,
+) -> Result<()> {
+    let (grid, row_pitch) = gpu.grid_1d(total, 256);
+    let params = StftParams {
+        clips: clips as u32,
+        samples: samples as u32,
+        frames: frames as u32,
+        n_fft: N_FFT as u32,
+        hop: HOP as u32,
+        bins: BINS as u32,
+        total: total as u32,
+        row_pitch,
+    };
+    let kernel = gpu.kernel(&KernelKey {
         shader: "stft",
         source: crate::modules::STFT,
         entry,
@@ -61,7 +78,13 @@ fn stft_kernel(
             (1, Binding::ReadWrite),
             (2, Binding::Params),
         ],
-    })
+    })?;
+    gpu.dispatch(
+        &kernel,
+        &[src.into(), out.into()],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
 }
 
 /// Frames of each clip: `1 + samples / HOP` centred frames (reflect padding of `N_FFT/2`).
@@ -98,23 +121,14 @@ pub fn frames(
             detail: "buffers too small".into(),
         });
     }
-    let (grid, row_pitch) = gpu.grid_1d(total, 256);
-    let params = StftParams {
-        clips: clips as u32,
-        samples: samples as u32,
-        frames: frames as u32,
-        n_fft: N_FFT as u32,
-        hop: HOP as u32,
-        bins: BINS as u32,
-        total: total as u32,
-        row_pitch,
-    };
-    let kernel = stft_kernel(gpu, "frames", dtype)?;
-    gpu.dispatch(
-        &kernel,
-        &[pcm.into(), out.into()],
-        bytemuck::bytes_of(&params),
-        grid,
+    launch_stft(
+        gpu,
+        "frames",
+        dtype,
+        (clips, samples, frames),
+        total,
+        pcm,
+        out,
     )
 }
 
@@ -136,24 +150,7 @@ pub fn power(
             detail: "buffers too small".into(),
         });
     }
-    let (grid, row_pitch) = gpu.grid_1d(total, 256);
-    let params = StftParams {
-        clips: 1,
-        samples: 0,
-        frames: rows as u32,
-        n_fft: N_FFT as u32,
-        hop: HOP as u32,
-        bins: BINS as u32,
-        total: total as u32,
-        row_pitch,
-    };
-    let kernel = stft_kernel(gpu, "power", dtype)?;
-    gpu.dispatch(
-        &kernel,
-        &[spec.into(), out.into()],
-        bytemuck::bytes_of(&params),
-        grid,
-    )
+    launch_stft(gpu, "power", dtype, (1, 0, rows), total, spec, out)
 }
 
 /// Records Whisper's normalisation of f32 mel energies `[clips, frames, mels]` (overwritten
