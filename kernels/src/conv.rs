@@ -7,7 +7,7 @@ use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::matmul::Activation;
 use crate::pool::GpuBuffer;
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Gpu, KernelKey, IN_OUT_BINDINGS};
 
 /// A grouped 2-D convolution of a `[n, channels, height, width]` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,11 +134,7 @@ pub fn im2col(
         entry: "im2col",
         dtype,
         constants: vec![],
-        bindings: &[
-            (0, Binding::Read),
-            (1, Binding::ReadWrite),
-            (2, Binding::Params),
-        ],
+        bindings: IN_OUT_BINDINGS,
     })?;
     let params = Params {
         n: spec.n as u32,

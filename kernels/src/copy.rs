@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Gpu, KernelKey, IN_OUT_BINDINGS};
 
 const WORKGROUP: usize = 256;
 
@@ -142,11 +142,7 @@ pub fn copy_strided(
         entry: "copy_strided",
         dtype,
         constants: vec![],
-        bindings: &[
-            (0, Binding::Read),
-            (1, Binding::ReadWrite),
-            (2, Binding::Params),
-        ],
+        bindings: IN_OUT_BINDINGS,
     })?;
     gpu.dispatch(
         &kernel,

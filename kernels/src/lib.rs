@@ -25,7 +25,8 @@ pub use dtype::{specialize, DType};
 pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
 pub use runtime::{
-    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelKey, Resource, TEXTURE_FORMAT,
+    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelKey, Resource,
+    IN_OUT_BINDINGS, TEXTURE_FORMAT,
 };
 pub use wgpu;
 

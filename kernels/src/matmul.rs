@@ -234,20 +234,6 @@ pub struct MatmulArgs<'a> {
     pub out: &'a GpuBuffer,
 }
 
-fn check_len(what: &str, buf: &GpuBuffer, elems: usize, dtype: DType) -> Result<()> {
-    let need = (elems * dtype.size()) as u64;
-    if buf.len_bytes() < need {
-        return Err(KernelError::Shape {
-            op: "matmul",
-            detail: format!(
-                "{what} holds {} bytes but the shape needs {need}",
-                buf.len_bytes()
-            ),
-        });
-    }
-    Ok(())
-}
-
 fn to_u32(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| KernelError::Shape {
         op: "matmul",
@@ -296,15 +282,18 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         });
     }
     gpu.check_dtype("matmul", spec.dtype)?;
-    check_len("A", args.a, batch * m * k, spec.dtype)?;
-    check_len("B", args.b, spec.b_len(), spec.dtype)?;
-    check_len("C", args.out, batch * m * n, spec.dtype)?;
+    args.a
+        .check_holds("matmul", "A", batch * m * k, spec.dtype)?;
+    args.b
+        .check_holds("matmul", "B", spec.b_len(), spec.dtype)?;
+    args.out
+        .check_holds("matmul", "C", batch * m * n, spec.dtype)?;
     if let Some(bias) = args.bias {
-        check_len("bias", bias, n, spec.dtype)?;
+        bias.check_holds("matmul", "bias", n, spec.dtype)?;
     }
     if let Some(r) = args.residual {
         let batches = if spec.broadcast_residual { 1 } else { batch };
-        check_len("residual", r, batches * m * n, spec.dtype)?;
+        r.check_holds("matmul", "residual", batches * m * n, spec.dtype)?;
     }
     to_u32("batch·M·K", batch * m * k)?;
     to_u32("batch·N·K", batch * n * k)?;

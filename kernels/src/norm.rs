@@ -78,19 +78,6 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn check(what: &str, buf: &GpuBuffer, elems: usize, dtype: DType) -> Result<()> {
-    if ((elems * dtype.size()) as u64) > buf.len_bytes() {
-        return Err(KernelError::Shape {
-            op: "norm",
-            detail: format!(
-                "{what} holds {} bytes, {elems} elements needed",
-                buf.len_bytes()
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Records the normalisation of every row.
 pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Result<()> {
     let NormSpec { rows, cols, .. } = *spec;
@@ -108,17 +95,17 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
         });
     }
     let affine_len = (groups * cols).checked_div(hw).unwrap_or(cols);
-    check("x", args.x, rows * cols, dtype)?;
-    check("out", args.out, rows * cols, dtype)?;
+    args.x.check_holds("norm", "x", rows * cols, dtype)?;
+    args.out.check_holds("norm", "out", rows * cols, dtype)?;
     if let Some((r, sum)) = args.residual {
-        check("residual", r, rows * cols, dtype)?;
-        check("sum", sum, rows * cols, dtype)?;
+        r.check_holds("norm", "residual", rows * cols, dtype)?;
+        sum.check_holds("norm", "sum", rows * cols, dtype)?;
     }
     if let Some(w) = args.weight {
-        check("weight", w, affine_len, dtype)?;
+        w.check_holds("norm", "weight", affine_len, dtype)?;
     }
     if let Some(b) = args.bias {
-        check("bias", b, affine_len, dtype)?;
+        b.check_holds("norm", "bias", affine_len, dtype)?;
     }
     if rows == 0 {
         return Ok(());

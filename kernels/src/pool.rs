@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+
 /// Usage of every pooled storage buffer.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -147,6 +150,27 @@ impl GpuBuffer {
     /// Bytes requested for this buffer.
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
+    }
+
+    /// Fails with a shape error of `op` unless this buffer holds `elems` elements of `dtype`.
+    pub fn check_holds(
+        &self,
+        op: &'static str,
+        what: &str,
+        elems: usize,
+        dtype: DType,
+    ) -> Result<()> {
+        let need = (elems * dtype.size()) as u64;
+        if self.len_bytes < need {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!(
+                    "{what} holds {} bytes but {elems} {dtype} elements need {need}",
+                    self.len_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -108,6 +108,14 @@ pub enum Binding {
     Params,
 }
 
+/// The bindings of a kernel that reads one buffer and writes another: input at 0, output at 1,
+/// params at 2.
+pub const IN_OUT_BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Read),
+    (1, Binding::ReadWrite),
+    (2, Binding::Params),
+];
+
 /// A resource bound to a kernel's binding.
 #[derive(Clone, Copy)]
 pub enum Resource<'a> {
@@ -308,7 +316,7 @@ impl Gpu {
         }));
         let pool = Arc::new(Pool::default());
         let small = |label| {
-            pool.take(256, false);
+            pool.account(256, true);
             GpuBuffer::new(
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Binding, Gpu, KernelKey, IN_OUT_BINDINGS};
 
 /// Whisper's sample rate.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -46,7 +46,6 @@ struct MelParams {
 const PER_WORKGROUP: usize = 64 * 16;
 
 /// Records one stft.wgsl entry over `total` outputs from `src` into `out`.
-#[allow(clippy::too_many_arguments)]
 fn launch_stft(
     gpu: &Gpu,
     entry: &'static str,
@@ -73,11 +72,7 @@ fn launch_stft(
         entry,
         dtype,
         constants: vec![],
-        bindings: &[
-            (0, Binding::Read),
-            (1, Binding::ReadWrite),
-            (2, Binding::Params),
-        ],
+        bindings: IN_OUT_BINDINGS,
     })?;
     gpu.dispatch(
         &kernel,
