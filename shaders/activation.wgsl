@@ -1,6 +1,6 @@
 // Elementwise activations, shared by every kernel with an activation epilogue. Compiled in
 // front of those kernels (see kernels/src/lib.rs, modules); ACT selects the function:
-// 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh), 4 quick_gelu, 5 silu.
+// 0 none, 1 relu, 2 gelu (erf), 3 gelu (tanh), 4 quick_gelu, 5 silu, 6 tanh.
 
 override ACT: u32 = 0u;
 
@@ -30,6 +30,7 @@ fn activate(x: f32) -> f32 {
         }
         case 4u: { return x * sigmoid(1.702 * x); }
         case 5u: { return x * sigmoid(x); }
+        case 6u: { return 1.0 - 2.0 / (exp(min(2.0 * x, 80.0)) + 1.0); }
         default: { return x; }
     }
 }

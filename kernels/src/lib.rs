@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod cast;
 pub mod conv;
 pub mod copy;
 mod dtype;
@@ -76,6 +77,10 @@ pub mod modules {
     pub const STFT: &[ShaderFile] = &[shader_file!("stft")];
     /// Whisper's log-mel normalisation.
     pub const MEL: &[ShaderFile] = &[shader_file!("mel")];
+    /// f16 → f32 conversion.
+    pub const CAST_WIDEN: &[ShaderFile] = &[shader_file!("cast_widen")];
+    /// f32 → f16 conversion.
+    pub const CAST_NARROW: &[ShaderFile] = &[shader_file!("cast_narrow")];
     /// Top-k and arg-max over rows.
     pub const TOPK: &[ShaderFile] = &[shader_file!("topk")];
     /// Storage-buffer and texture matmuls, GEMV.
@@ -90,6 +95,8 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("attention", modules::ATTENTION),
     ("attention_subgroup", modules::ATTENTION_SUBGROUP),
     ("copy", modules::COPY),
+    ("cast_widen", modules::CAST_WIDEN),
+    ("cast_narrow", modules::CAST_NARROW),
     ("elementwise", modules::ELEMENTWISE),
     ("embedding", modules::EMBEDDING),
     ("im2col", modules::IM2COL),

@@ -44,6 +44,8 @@ pub enum Activation {
     QuickGelu,
     /// x·σ(x), also called swish.
     Silu,
+    /// tanh(x), as in ViT's pooler.
+    Tanh,
 }
 
 impl Activation {
@@ -56,6 +58,7 @@ impl Activation {
             Activation::GeluTanh => 3,
             Activation::QuickGelu => 4,
             Activation::Silu => 5,
+            Activation::Tanh => 6,
         }
     }
 
@@ -72,6 +75,7 @@ impl Activation {
             }
             Activation::QuickGelu => x * sigmoid(1.702 * x),
             Activation::Silu => x * sigmoid(x),
+            Activation::Tanh => x.tanh(),
         }
     }
 }
@@ -87,10 +91,11 @@ impl std::str::FromStr for Activation {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
             "quick_gelu" => Activation::QuickGelu,
             "silu" | "swish" => Activation::Silu,
+            "tanh" => Activation::Tanh,
             other => {
                 return Err(format!(
                     "unsupported activation '{other}': supported are relu, gelu, gelu_new, \
-                     gelu_pytorch_tanh, quick_gelu, silu"
+                     gelu_pytorch_tanh, quick_gelu, silu, tanh"
                 ))
             }
         })

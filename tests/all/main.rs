@@ -6,6 +6,7 @@ mod audio;
 mod common;
 mod conv;
 mod matmul;
+mod models;
 mod ops;
 mod patch_embed;
 mod runtime;

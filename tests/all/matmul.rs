@@ -313,6 +313,7 @@ fn fused_epilogue_bias_activation_residual_scale() {
         Activation::GeluTanh,
         Activation::QuickGelu,
         Activation::Silu,
+        Activation::Tanh,
     ] {
         for variant in [
             MatmulVariant::Register,

@@ -11,13 +11,14 @@ use tessera::{Activation, DType, Tensor, TensorError};
 use crate::common::{f16_or_clear_error, gpu, rel_error, values};
 
 const TOL: f32 = 1e-4;
-const ACTS: [Activation; 6] = [
+const ACTS: [Activation; 7] = [
     Activation::None,
     Activation::Relu,
     Activation::GeluErf,
     Activation::GeluTanh,
     Activation::QuickGelu,
     Activation::Silu,
+    Activation::Tanh,
 ];
 
 #[test]

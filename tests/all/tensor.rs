@@ -71,3 +71,31 @@ fn shape_errors() {
     let one_d = Tensor::from_slice(&gpu, &[1.0; 3], &[3], DType::F32).unwrap();
     assert!(one_d.t().is_err());
 }
+
+#[test]
+fn to_dtype_rounds_like_half() {
+    let gpu = gpu();
+    // 1027 elements: not a multiple of the workgroup or of two halves per word.
+    let data: Vec<f32> = values(1027, 21).iter().map(|v| v * 70000.0).collect();
+    let t = Tensor::from_slice(&gpu, &data, &[13, 79], DType::F32).unwrap();
+    let same = t.t().unwrap().to_dtype(DType::F32).unwrap();
+    assert!(same.is_contiguous());
+    assert_eq!(same.shape(), &[79, 13]);
+    if !f16_or_clear_error(&gpu) {
+        return;
+    }
+    let half = t.to_dtype(DType::F16).unwrap();
+    assert_eq!(half.dtype(), DType::F16);
+    let want: Vec<f32> = data
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let got = half.to_vec().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        // Round-to-nearest on both sides, overflow to infinity included.
+        assert!(g == w || (g.is_infinite() && w.is_infinite()), "{g} vs {w}");
+    }
+    let back = half.to_dtype(DType::F32).unwrap();
+    assert_eq!(back.dtype(), DType::F32);
+    assert_eq!(back.to_vec().unwrap(), got);
+}

@@ -17,6 +17,9 @@ pub enum AudioError {
     /// A setting Tessera does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// Loading or running the model failed.
+    #[error(transparent)]
+    Model(#[from] tessera_nn::NnError),
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] TensorError),

@@ -1,14 +1,16 @@
 //! tessera-audio: Whisper's audio front end — decoding, resampling to 16 kHz, and the log-mel
-//! spectrogram computed on the GPU.
+//! spectrogram computed on the GPU, and the Whisper encoder.
 #![warn(missing_docs)]
 
 mod cpu;
 mod decode;
 mod error;
 mod mel;
+mod whisper;
 
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio};
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};
+pub use whisper::{WhisperConfig, WhisperEncoder};

@@ -286,6 +286,22 @@ impl Tensor {
         Ok(())
     }
 
+    /// The tensor with its elements converted to `dtype` (f16 rounds to nearest even); a
+    /// contiguous copy when the dtype is already `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let src = self.contiguous()?;
+        let out = Tensor::empty(&self.gpu, &self.shape, dtype)?;
+        tessera_kernels::cast::cast(
+            &self.gpu,
+            self.dtype,
+            dtype,
+            &src.buffer,
+            &out.buffer,
+            self.numel(),
+        )?;
+        Ok(out)
+    }
+
     /// `self · other` over the last two dimensions: `[..., M, K] · [..., K, N] -> [..., M, N]`.
     ///
     /// `other` may have the same leading dimensions or none (then it is shared by the batch).

@@ -1,0 +1,229 @@
+//! The Whisper encoder, laid out as transformers' `WhisperEncoder`: two convolutions with GELU
+//! (the second with stride 2), sinusoidal positions, pre-LN layers, a final LayerNorm.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tessera_kernels::{DType, Gpu};
+use tessera_nn::config::{activation, head_dim, positive, read_json};
+use tessera_nn::{
+    AttentionWeights, LayerNorm, Linear, Mlp, NnError, PreLnBlock, SelfAttention, Weights,
+};
+use tessera_tensor::{Activation, ConvOptions, Tensor};
+
+use crate::error::{AudioError, Result};
+use crate::mel::LogMel;
+
+/// The encoder's part of a Whisper `config.json` (transformers' `WhisperConfig` defaults).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct WhisperConfig {
+    /// Must be `whisper` when present.
+    pub model_type: Option<String>,
+    /// Mel bands of the input (80, or 128 for large-v3).
+    pub num_mel_bins: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Encoder layers.
+    pub encoder_layers: usize,
+    /// Encoder attention heads.
+    pub encoder_attention_heads: usize,
+    /// Encoder MLP width.
+    pub encoder_ffn_dim: usize,
+    /// Encoder positions (1500: 3000 mel frames halved by the second convolution).
+    pub max_source_positions: usize,
+    /// MLP and stem activation.
+    pub activation_function: String,
+}
+
+impl Default for WhisperConfig {
+    fn default() -> Self {
+        WhisperConfig {
+            model_type: None,
+            num_mel_bins: 80,
+            d_model: 384,
+            encoder_layers: 4,
+            encoder_attention_heads: 6,
+            encoder_ffn_dim: 1536,
+            max_source_positions: 1500,
+            activation_function: "gelu".into(),
+        }
+    }
+}
+
+impl WhisperConfig {
+    /// `config.json` in `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config: WhisperConfig = read_json(&dir.join("config.json"), "Whisper config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses values the encoder cannot run.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.model_type.as_deref().filter(|t| *t != "whisper") {
+            return Err(NnError::config(
+                "model_type",
+                format!("'{t}' is not a Whisper checkpoint (expected 'whisper')"),
+            )
+            .into());
+        }
+        if self.num_mel_bins == 0 || self.num_mel_bins > 256 {
+            return Err(NnError::config(
+                "num_mel_bins",
+                format!("{} mel bands: use 80 or 128", self.num_mel_bins),
+            )
+            .into());
+        }
+        positive("d_model", self.d_model)?;
+        positive("encoder_ffn_dim", self.encoder_ffn_dim)?;
+        positive("max_source_positions", self.max_source_positions)?;
+        head_dim("encoder_attention_heads", self.d_model, self.encoder_attention_heads)?;
+        activation("activation_function", &self.activation_function)?;
+        Ok(())
+    }
+
+    /// Mel frames the encoder takes (twice its positions: 3000 for 30 s).
+    pub fn frames(&self) -> usize {
+        2 * self.max_source_positions
+    }
+}
+
+/// transformers' `WhisperEncoder`.
+pub struct WhisperEncoder {
+    config: WhisperConfig,
+    conv1: (Tensor, Tensor),
+    conv2: (Tensor, Tensor),
+    embed_positions: Tensor,
+    layers: Vec<PreLnBlock>,
+    layer_norm: LayerNorm,
+    activation: Activation,
+}
+
+impl WhisperEncoder {
+    /// The encoder from weights under its own keys (`conv1.…`, `layers.i.…`).
+    pub fn new(config: &WhisperConfig, w: &Weights) -> Result<Self> {
+        config.validate()?;
+        let (d, mels, ffn) = (config.d_model, config.num_mel_bins, config.encoder_ffn_dim);
+        let act = activation("activation_function", &config.activation_function)?;
+        let eps = 1e-5;
+        let layers = (0..config.encoder_layers)
+            .map(|i| {
+                let l = w.pp("layers").pp(i);
+                let a = l.pp("self_attn");
+                Ok(PreLnBlock {
+                    ln1: LayerNorm::load(&l.pp("self_attn_layer_norm"), d, eps)?,
+                    attn: SelfAttention::load(
+                        &AttentionWeights {
+                            q: &a.pp("q_proj"),
+                            k: &a.pp("k_proj"),
+                            v: &a.pp("v_proj"),
+                            out: &a.pp("out_proj"),
+                            qkv_bias: [true, false, true],
+                            out_bias: true,
+                        },
+                        d,
+                        config.encoder_attention_heads,
+                    )?,
+                    ln2: LayerNorm::load(&l.pp("final_layer_norm"), d, eps)?,
+                    mlp: Mlp::new(
+                        Linear::load(&l.pp("fc1"), d, ffn, true)?,
+                        Linear::load(&l.pp("fc2"), ffn, d, true)?,
+                        act,
+                    ),
+                })
+            })
+            .collect::<tessera_nn::Result<Vec<_>>>()?;
+        Ok(WhisperEncoder {
+            conv1: (
+                w.get("conv1.weight", &[d, mels, 3])?,
+                w.get("conv1.bias", &[d])?,
+            ),
+            conv2: (w.get("conv2.weight", &[d, d, 3])?, w.get("conv2.bias", &[d])?),
+            embed_positions: w.get(
+                "embed_positions.weight",
+                &[config.max_source_positions, d],
+            )?,
+            layers,
+            layer_norm: LayerNorm::load(&w.pp("layer_norm"), d, eps)?,
+            activation: act,
+            config: config.clone(),
+        })
+    }
+
+    /// The encoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
+    pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
+        let config = WhisperConfig::load(dir)?;
+        let w = Weights::open(gpu, dir, dtype)?;
+        let root = w
+            .find_prefix(&["model.encoder.", "encoder."], "conv1.weight")
+            .ok_or_else(|| NnError::MissingWeight {
+                key: "model.encoder.conv1.weight".into(),
+                dir: dir.to_path_buf(),
+            })?;
+        WhisperEncoder::new(&config, &root)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+
+    /// The log-mel front end this encoder takes (`num_mel_bins` bands).
+    pub fn log_mel(&self, gpu: &Arc<Gpu>) -> Result<LogMel> {
+        LogMel::new(gpu, self.config.num_mel_bins)
+    }
+
+    /// `last_hidden_state` `[batch, positions, d_model]` of log-mel features
+    /// `[batch, n_mels, frames]` (3000 frames for 30 s, in any dtype: they are converted to the
+    /// model's).
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        let s = features.shape();
+        let (mels, frames) = (self.config.num_mel_bins, self.config.frames());
+        if s.len() != 3 || s[1] != mels || s[2] != frames {
+            return Err(AudioError::Unsupported(format!(
+                "the encoder takes log-mel features [batch, {mels}, {frames}], got {s:?}"
+            )));
+        }
+        let dtype = self.embed_positions.dtype();
+        let features = if features.dtype() == dtype {
+            features.clone()
+        } else {
+            features.to_dtype(dtype)?
+        };
+        let x = features.conv1d(
+            &self.conv1.0,
+            &ConvOptions {
+                padding: (0, 1),
+                bias: Some(&self.conv1.1),
+                activation: self.activation,
+                ..ConvOptions::default()
+            },
+        )?;
+        let x = x.conv1d(
+            &self.conv2.0,
+            &ConvOptions {
+                stride: (1, 2),
+                padding: (0, 1),
+                bias: Some(&self.conv2.1),
+                activation: self.activation,
+                channels_last: true,
+                ..ConvOptions::default()
+            },
+        )?;
+        let mut x = x.add(&self.embed_positions)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, false)?;
+        }
+        Ok(self.layer_norm.forward(&x)?)
+    }
+
+    /// Multiply-adds of one forward of `batch` windows.
+    pub fn macs(&self, batch: usize) -> usize {
+        let c = &self.config;
+        let (frames, pos, d) = (c.frames(), c.max_source_positions, c.d_model);
+        batch * (frames * d * c.num_mel_bins * 3 + pos * d * d * 3)
+            + self.layers.iter().map(|l| l.macs(batch, pos)).sum::<usize>()
+    }
+}

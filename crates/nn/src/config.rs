@@ -1,0 +1,53 @@
+//! Reading a model folder's JSON files into typed configs.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use tessera_tensor::Activation;
+
+use crate::error::{NnError, Result};
+
+/// `path` parsed as `T`; fields `T` does not name are ignored.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| NnError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| NnError::Json {
+        path: path.to_path_buf(),
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// The activation a config names (`hidden_act`, `activation_function`), or an error naming the
+/// field and the supported values.
+pub fn activation(field: &str, name: &str) -> Result<Activation> {
+    name.parse().map_err(|e: String| NnError::config(field, e))
+}
+
+/// Checks that `heads` divides `hidden` and gives a head size the attention kernel supports.
+pub fn head_dim(field: &str, hidden: usize, heads: usize) -> Result<usize> {
+    if heads == 0 || hidden % heads != 0 {
+        return Err(NnError::config(
+            field,
+            format!("{heads} attention heads do not divide the hidden size {hidden}"),
+        ));
+    }
+    let d = hidden / heads;
+    if d > 128 {
+        return Err(NnError::config(
+            field,
+            format!("head size {d} is above the 128 the attention kernel supports"),
+        ));
+    }
+    Ok(d)
+}
+
+/// Checks that a size from the config is positive.
+pub fn positive(field: &str, value: usize) -> Result<usize> {
+    if value == 0 {
+        return Err(NnError::config(field, "must be at least 1"));
+    }
+    Ok(value)
+}

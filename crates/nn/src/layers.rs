@@ -1,0 +1,225 @@
+//! The layers the transformer models share, loaded by Hugging Face key names.
+
+use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, Tensor};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// PyTorch's `nn.Linear`: `x · weightᵀ + bias`, weight `[out, in]` as the checkpoint stores it.
+#[derive(Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `w.weight` `[out, in]` and, if `bias`, `w.bias` `[out]`.
+    pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        Ok(Linear {
+            weight: w.get("weight", &[out_dim, in_dim])?,
+            bias: if bias {
+                Some(w.get("bias", &[out_dim])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// From tensors already on the GPU.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// `x · weightᵀ + bias` over the last axis of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Activation::None, None)
+    }
+
+    /// `act(x · weightᵀ + bias) + residual` in one kernel.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        Ok(x.matmul_with(
+            &self.weight.t()?,
+            &MatmulOptions {
+                bias: self.bias.as_ref(),
+                residual,
+                activation,
+                ..MatmulOptions::default()
+            },
+        )?)
+    }
+
+    /// Output features.
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Multiply-adds per input row (for FLOP counts).
+    pub fn macs(&self) -> usize {
+        self.weight.numel()
+    }
+}
+
+/// `nn.LayerNorm` over the last axis.
+#[derive(Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// `w.weight` and `w.bias`, both `[dim]`.
+    pub fn load(w: &Weights, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: w.get("weight", &[dim])?,
+            bias: w.get("bias", &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// The normalised `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.layer_norm(Some(&self.weight), Some(&self.bias), self.eps)?)
+    }
+}
+
+/// Multi-head self-attention with the query, key and value projections fused into one matmul.
+#[derive(Debug)]
+pub struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+/// Where the four projections of a [`SelfAttention`] live and which have a bias.
+pub struct AttentionWeights<'a> {
+    /// Query projection.
+    pub q: &'a Weights,
+    /// Key projection.
+    pub k: &'a Weights,
+    /// Value projection.
+    pub v: &'a Weights,
+    /// Output projection.
+    pub out: &'a Weights,
+    /// Whether q, k and v have biases (Whisper's key projection has none).
+    pub qkv_bias: [bool; 3],
+    /// Whether the output projection has a bias.
+    pub out_bias: bool,
+}
+
+impl SelfAttention {
+    /// Loads the projections (each `[hidden, hidden]`) and concatenates q, k and v into one
+    /// `[3·hidden, hidden]` weight; a missing bias is zeros.
+    pub fn load(w: &AttentionWeights<'_>, hidden: usize, heads: usize) -> Result<Self> {
+        let mut weights = Vec::with_capacity(3);
+        let mut biases = Vec::with_capacity(3);
+        for (p, has_bias) in [w.q, w.k, w.v].into_iter().zip(w.qkv_bias) {
+            weights.push(p.get("weight", &[hidden, hidden])?);
+            biases.push(if has_bias {
+                p.get("bias", &[hidden])?
+            } else {
+                Tensor::zeros(p.gpu(), &[hidden], p.dtype())?
+            });
+        }
+        let any_bias = w.qkv_bias.iter().any(|&b| b);
+        let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
+        let bias = if any_bias {
+            Some(Tensor::concat(&biases.iter().collect::<Vec<_>>(), 0)?)
+        } else {
+            None
+        };
+        Ok(SelfAttention {
+            qkv: Linear::new(weight, bias),
+            out: Linear::load(w.out, hidden, hidden, w.out_bias)?,
+            heads,
+        })
+    }
+
+    /// `out_proj(attention(x)) + residual` for `x` `[batch, seq, hidden]`; `causal` for text
+    /// towers.
+    pub fn forward(&self, x: &Tensor, causal: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let h = self.heads;
+        let qkv = self.qkv.forward(x)?.reshape(&[b, s, 3 * h, hidden / h])?;
+        let ctx = Tensor::attention(
+            &qkv.narrow(2, 0, h)?,
+            &qkv.narrow(2, h, h)?,
+            &qkv.narrow(2, 2 * h, h)?,
+            &AttentionOptions {
+                causal,
+                ..AttentionOptions::default()
+            },
+        )?;
+        self.out
+            .forward_with(&ctx.reshape(&[b, s, hidden])?, Activation::None, residual)
+    }
+}
+
+/// The feed-forward block: `fc2(act(fc1(x)))`.
+#[derive(Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    /// From its two projections and the activation between them.
+    pub fn new(fc1: Linear, fc2: Linear, activation: Activation) -> Self {
+        Mlp {
+            fc1,
+            fc2,
+            activation,
+        }
+    }
+
+    /// `fc2(act(fc1(x))) + residual`, the activation and the residual fused into the matmuls.
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.fc1.forward_with(x, self.activation, None)?;
+        self.fc2.forward_with(&h, Activation::None, residual)
+    }
+}
+
+/// A pre-LayerNorm transformer layer (ViT, CLIP, Whisper encoder):
+/// `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`.
+#[derive(Debug)]
+pub struct PreLnBlock {
+    /// Norm before attention.
+    pub ln1: LayerNorm,
+    /// Self-attention.
+    pub attn: SelfAttention,
+    /// Norm before the MLP.
+    pub ln2: LayerNorm,
+    /// Feed-forward block.
+    pub mlp: Mlp,
+}
+
+impl PreLnBlock {
+    /// The layer's output for `x` `[batch, seq, hidden]`.
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let h = self
+            .attn
+            .forward(&self.ln1.forward(x)?, causal, Some(x))?;
+        self.mlp.forward(&self.ln2.forward(&h)?, Some(&h))
+    }
+
+    /// Multiply-adds of the layer for `tokens` rows of `seq` tokens each (matmuls and
+    /// attention), for FLOP counts.
+    pub fn macs(&self, batch: usize, seq: usize) -> usize {
+        let hidden = self.attn.out.out_dim();
+        let rows = batch * seq;
+        rows * (self.attn.qkv.macs() + self.attn.out.macs() + self.mlp.fc1.macs() + self.mlp.fc2.macs())
+            + 2 * batch * seq * seq * hidden
+    }
+}
+
+/// Rows `index[i]` of a `[rows, dim]` tensor (pooling at a token: the class token, the EOS
+/// token), as `[index.len(), dim]`.
+pub fn gather_rows(x: &Tensor, index: &[u32]) -> Result<Tensor> {
+    Ok(x.embedding(index)?)
+}

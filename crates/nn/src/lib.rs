@@ -1,0 +1,19 @@
+//! tessera-nn: the layers the models share (Linear, LayerNorm, fused self-attention, MLP,
+//! pre-LN transformer block), Hugging Face checkpoint loading by key name, and image
+//! preprocessing as `preprocessor_config.json` describes it.
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+mod layers;
+mod patch;
+mod preprocess;
+mod resample;
+mod weights;
+
+pub use error::{NnError, Result};
+pub use layers::{gather_rows, AttentionWeights, Linear, LayerNorm, Mlp, PreLnBlock, SelfAttention};
+pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
+pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize};
+pub use resample::{resize, Filter};
+pub use weights::{Weights, INDEX_FILE, SINGLE_FILE};

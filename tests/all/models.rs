@@ -1,0 +1,418 @@
+//! ViT, CLIP and the Whisper encoder against transformers on the model folders
+//! tools/make_model_fixtures.py writes (tiny random weights, f32/f16/bf16 files, a sharded
+//! checkpoint, the real CLIP vocabulary).
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use tessera::audio::{load_16k, WhisperEncoder, CHUNK_SAMPLES};
+use tessera::clip::{ClipModel, ClipTokenizer};
+use tessera::nn::{load_image, ImageProcessor};
+use tessera::tensor::{Normalize, Pixels};
+use tessera::vit::{ViTForImageClassification, ViTModel};
+use tessera::{DType, Tensor};
+
+use crate::common::{f16_or_clear_error, gpu, rel_error};
+
+const F32_TOL: f32 = 1e-3;
+const F16_TOL: f32 = 2e-2;
+
+pub fn model_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+pub fn image_paths() -> Vec<PathBuf> {
+    ["gradient.png", "noise.png", "waves.jpg"]
+        .iter()
+        .map(|n| model_dir("images").join(n))
+        .collect()
+}
+
+/// A model folder's reference.safetensors.
+pub struct Reference(Vec<u8>);
+
+impl Reference {
+    pub fn load(model: &str) -> Self {
+        Reference(std::fs::read(model_dir(model).join("reference.safetensors")).unwrap())
+    }
+
+    pub fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), Dtype::F32, "{name}");
+        let values = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (t.shape().to_vec(), values)
+    }
+
+    /// `pixel_values` `[B, 3, H, W]` as HWC images, with the identity normalisation.
+    pub fn pixels_hwc(&self, name: &str) -> (Vec<f32>, usize, (usize, usize)) {
+        let (s, v) = self.get(name);
+        let (b, h, w) = (s[0], s[2], s[3]);
+        let mut out = vec![0.0; v.len()];
+        for i in 0..b {
+            for c in 0..3 {
+                for y in 0..h {
+                    for x in 0..w {
+                        out[((i * h + y) * w + x) * 3 + c] = v[((i * 3 + c) * h + y) * w + x];
+                    }
+                }
+            }
+        }
+        (out, b, (h, w))
+    }
+}
+
+pub const IDENTITY: Normalize = Normalize {
+    rescale: 1.0,
+    mean: [0.0; 3],
+    std: [1.0; 3],
+};
+
+fn check(name: &str, got: &Tensor, want: &(Vec<usize>, Vec<f32>), tol: f32) {
+    let mut want_shape = want.0.clone();
+    if want_shape.len() == 3 && want_shape[0] == 1 && got.shape().len() == 2 {
+        want_shape.remove(0);
+    }
+    assert_eq!(got.shape(), &want_shape[..], "{name}: shape");
+    let err = rel_error(&got.to_vec().unwrap(), &want.1);
+    assert!(err <= tol, "{name}: relative error {err} > {tol}");
+}
+
+fn dtypes() -> Vec<(DType, f32)> {
+    let mut out = vec![(DType::F32, F32_TOL)];
+    if f16_or_clear_error(&gpu()) {
+        out.push((DType::F16, F16_TOL));
+    }
+    out
+}
+
+#[test]
+fn vit_classifier_matches_transformers() {
+    let r = Reference::load("vit");
+    let (pixels, batch, size) = r.pixels_hwc("pixel_values");
+    for (dtype, tol) in dtypes() {
+        let (model, _) = ViTForImageClassification::load(&gpu(), &model_dir("vit"), dtype).unwrap();
+        assert_eq!(model.labels()[1], "golden retriever");
+        let (logits, out) = model
+            .forward_pixels(Pixels::F32(&pixels), batch, size, &IDENTITY)
+            .unwrap();
+        check("logits", &logits, &r.get("logits"), tol);
+        check(
+            "last_hidden_state",
+            &out.last_hidden_state,
+            &r.get("last_hidden_state"),
+            tol,
+        );
+    }
+}
+
+#[test]
+fn vit_model_with_pooler_from_f16_file() {
+    let r = Reference::load("vit_base");
+    let (pixels, batch, size) = r.pixels_hwc("pixel_values");
+    for (dtype, tol) in dtypes() {
+        let (model, _) = ViTModel::load(&gpu(), &model_dir("vit_base"), dtype).unwrap();
+        let out = model
+            .forward_pixels(Pixels::F32(&pixels), batch, size, &IDENTITY)
+            .unwrap();
+        check(
+            "last_hidden_state",
+            &out.last_hidden_state,
+            &r.get("last_hidden_state"),
+            tol,
+        );
+        check(
+            "pooler_output",
+            out.pooler_output.as_ref().expect("the checkpoint has a pooler"),
+            &r.get("pooler_output"),
+            tol,
+        );
+    }
+}
+
+/// Our preprocessing's pixel values `[B, 3, H, W]` (CHW, normalised on the CPU) for comparison.
+fn processed_chw(processor: &ImageProcessor) -> Vec<f32> {
+    let images: Vec<_> = image_paths().iter().map(|p| load_image(p).unwrap()).collect();
+    let batch = processor.process(&images).unwrap();
+    let (h, w) = (batch.height, batch.width);
+    let n = &processor.normalize;
+    let mut out = vec![0.0; batch.pixels.len()];
+    for i in 0..batch.batch {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = batch.pixels[((i * h + y) * w + x) * 3 + c] as f32;
+                    out[((i * 3 + c) * h + y) * w + x] = (v * n.rescale - n.mean[c]) / n.std[c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Largest difference in 8-bit pixel steps after normalisation.
+fn pixel_steps(got: &[f32], want: &[f32], processor: &ImageProcessor) -> f32 {
+    let std = processor.normalize.std.iter().fold(0f32, |m, &s| m.max(s));
+    let step = processor.normalize.rescale / std;
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+        / step
+}
+
+#[test]
+fn image_preprocessing_matches_transformers() {
+    for (model, default) in [
+        ("vit", ImageProcessor::vit_default()),
+        ("clip", ImageProcessor::clip_default()),
+    ] {
+        let processor = ImageProcessor::load(&model_dir(model), default).unwrap();
+        let got = processed_chw(&processor);
+        let r = Reference::load(model);
+        let (_, pil) = r.get("pixel_values");
+        let (_, tv) = r.get("pixel_values_torchvision");
+        // Per image: the PNGs decode identically and Pillow's resampling is reproduced exactly;
+        // JPEG decoders (libjpeg-turbo in Pillow, zune-jpeg here) upsample chroma differently.
+        let per = got.len() / 3;
+        for (i, limit) in [(0, 0.01), (1, 0.01), (2, 4.0)] {
+            let r = i * per..(i + 1) * per;
+            let pil_steps = pixel_steps(&got[r.clone()], &pil[r.clone()], &processor);
+            let tv_steps = pixel_steps(&got[r.clone()], &tv[r], &processor);
+            eprintln!("{model} image {i}: {pil_steps} steps from PIL, {tv_steps} from torchvision");
+            assert!(pil_steps <= limit, "{model} image {i}: {pil_steps} > {limit} steps");
+        }
+    }
+}
+
+#[test]
+fn vit_classifies_image_files() {
+    let gpu = gpu();
+    let (model, processor) =
+        ViTForImageClassification::load(&gpu, &model_dir("vit"), DType::F32).unwrap();
+    let images: Vec<_> = image_paths().iter().map(|p| load_image(p).unwrap()).collect();
+    let batch = processor.process(&images).unwrap();
+    let (logits, _) = model.forward(&batch, &processor.normalize).unwrap();
+    let r = Reference::load("vit");
+    // Resampling differs from PIL's by a pixel step here and there.
+    check("logits from files", &logits, &r.get("logits"), 2e-2);
+}
+
+#[test]
+fn clip_matches_transformers() {
+    let r = Reference::load("clip");
+    let (pixels, batch, size) = r.pixels_hwc("pixel_values");
+    let texts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("clip").join("texts.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<Vec<u32>> = serde_json::from_value(texts["input_ids"].clone()).unwrap();
+    for (dtype, tol) in dtypes() {
+        let (model, _, _) = ClipModel::load(&gpu(), &model_dir("clip"), dtype).unwrap();
+        let image = model
+            .image_embeds_pixels(Pixels::F32(&pixels), batch, size, &IDENTITY)
+            .unwrap();
+        let text = model.text_embeds(&ids).unwrap();
+        check("image_embeds", &image, &r.get("image_embeds"), tol);
+        check("text_embeds", &text, &r.get("text_embeds"), tol);
+        let logits = model.logits_per_image(&image, &text).unwrap();
+        check("logits_per_image", &logits, &r.get("logits_per_image"), tol);
+        // Rows past each text's end are padding (transformers masks them, we pad causally).
+        let text_out = model.text_model().forward(&ids).unwrap();
+        let (shape, want) = r.get("text_last_hidden_state");
+        assert_eq!(text_out.last_hidden_state.shape(), &shape[..]);
+        let got = text_out.last_hidden_state.to_vec().unwrap();
+        let (len, d) = (shape[1], shape[2]);
+        let valid = |v: &[f32]| -> Vec<f32> {
+            ids.iter()
+                .enumerate()
+                .flat_map(|(b, s)| v[b * len * d..(b * len + s.len()) * d].to_vec())
+                .collect()
+        };
+        let err = rel_error(&valid(&got), &valid(&want));
+        assert!(err <= tol, "text last_hidden_state: {err}");
+        let probs = model.probs(&image, &text).unwrap().to_vec().unwrap();
+        let row: f32 = probs[..ids.len()].iter().sum();
+        assert!((row - 1.0).abs() < 1e-3, "probabilities sum to {row}");
+    }
+}
+
+#[test]
+fn clip_tokenizer_matches_transformers() {
+    let texts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("clip").join("texts.json")).unwrap(),
+    )
+    .unwrap();
+    let strings: Vec<String> = serde_json::from_value(texts["texts"].clone()).unwrap();
+    let want: Vec<Vec<u32>> = serde_json::from_value(texts["input_ids"].clone()).unwrap();
+    let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
+    let from_json = ClipTokenizer::load(&model_dir("clip"), 77).unwrap();
+    assert_eq!(from_json.encode(&refs).unwrap(), want);
+    assert_eq!(want.last().unwrap().len(), 77, "the long text is cut to 77");
+    // vocab.json + merges.txt alone give the same ids.
+    let dir = temp_dir("clip_vocab_only");
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(model_dir("clip").join(f), dir.join(f)).unwrap();
+    }
+    let from_vocab = ClipTokenizer::load(&dir, 77).unwrap();
+    assert_eq!(from_vocab.encode(&refs).unwrap(), want);
+}
+
+#[test]
+fn whisper_encoder_matches_transformers() {
+    // whisper: WhisperModel, 80 mels, f32 file; whisper_v3: WhisperForConditionalGeneration,
+    // 128 mels, f16 weights in three shards.
+    for name in ["whisper", "whisper_v3"] {
+        let r = Reference::load(name);
+        let (shape, feats) = r.get("input_features");
+        let want = r.get("last_hidden_state");
+        for (dtype, tol) in dtypes() {
+            let gpu = gpu();
+            let encoder = WhisperEncoder::load(&gpu, &model_dir(name), dtype).unwrap();
+            let input = Tensor::from_slice(&gpu, &feats, &shape, DType::F32).unwrap();
+            let out = encoder.forward(&input).unwrap();
+            check(name, &out, &want, tol);
+        }
+    }
+}
+
+#[test]
+fn whisper_encoder_from_audio_file() {
+    let gpu = gpu();
+    let encoder = WhisperEncoder::load(&gpu, &model_dir("whisper"), DType::F32).unwrap();
+    let samples = load_16k(&model_dir("images").join("speech.wav")).unwrap();
+    let mel = encoder.log_mel(&gpu).unwrap();
+    let feats = mel.whisper_features(&[&samples[..samples.len().min(CHUNK_SAMPLES)]]).unwrap();
+    let out = encoder.forward(&feats).unwrap();
+    let r = Reference::load("whisper");
+    // Our log-mel is within 2e-3 of the feature extractor's; the encoder carries that on.
+    check("from audio", &out, &r.get("last_hidden_state"), 1e-2);
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of a fixture folder to break.
+fn copy_model(name: &str, tag: &str) -> PathBuf {
+    let dir = temp_dir(tag);
+    for entry in std::fs::read_dir(model_dir(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn vit_error(dir: &Path) -> String {
+    match ViTForImageClassification::load(&gpu(), dir, DType::F32) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_model_folders_give_clear_errors() {
+    // No checkpoint at all.
+    let dir = temp_dir("empty");
+    std::fs::copy(model_dir("vit").join("config.json"), dir.join("config.json")).unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("no model.safetensors"), "{e}");
+    std::fs::write(dir.join("pytorch_model.bin"), b"x").unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("pytorch_model.bin"), "{e}");
+
+    // No config.
+    let dir = copy_model("vit", "noconfig");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("config.json"), "{e}");
+
+    // Truncated safetensors.
+    let dir = copy_model("vit", "truncated");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("corrupt or truncated"), "{e}");
+    // Garbage header.
+    std::fs::write(dir.join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("corrupt or truncated"), "{e}");
+
+    // A config that disagrees with the weights: the key and both shapes are named.
+    let dir = copy_model("vit", "shapes");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"),
+    )
+    .unwrap();
+    let e = vit_error(&dir);
+    assert!(
+        e.contains("vit.encoder.layer.0.intermediate.dense.weight")
+            && e.contains("[64, 32]")
+            && e.contains("[48, 32]"),
+        "{e}"
+    );
+
+    // Unsupported activation and malformed JSON.
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""),
+    )
+    .unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("hidden_act") && e.contains("mish"), "{e}");
+    std::fs::write(dir.join("config.json"), &config[..config.len() / 2]).unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("config.json") && e.contains("not a valid"), "{e}");
+
+    // A missing weight is named.
+    let dir = copy_model("whisper_v3", "shard");
+    std::fs::remove_file(dir.join("model-00001-of-00003.safetensors")).unwrap();
+    let e = WhisperEncoder::load(&gpu(), &dir, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model-00001-of-00003.safetensors"), "{e}");
+    let dir = copy_model("vit_base", "noclassifier");
+    let e = vit_error(&dir);
+    assert!(e.contains("no classifier head"), "{e}");
+
+    // Wrong model family.
+    let e = ClipModel::load(&gpu(), &model_dir("vit"), DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model_type") && e.contains("vit"), "{e}");
+
+    // An unreadable image.
+    let dir = temp_dir("badimage");
+    std::fs::write(dir.join("x.png"), b"not a png").unwrap();
+    let e = load_image(&dir.join("x.png")).unwrap_err().to_string();
+    assert!(e.contains("cannot read image") && e.contains("x.png"), "{e}");
+}
+
+#[test]
+fn missing_weight_is_named() {
+    // A checkpoint written without one tensor: rebuild the file without `layernorm.bias`.
+    let dir = copy_model("vit", "missing");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| k != "vit.layernorm.bias")
+        .collect();
+    safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
+    let e = vit_error(&dir);
+    assert!(e.contains("`vit.layernorm.bias` is missing"), "{e}");
+}
