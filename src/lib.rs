@@ -4,11 +4,11 @@
 pub use tessera_audio as audio;
 pub use tessera_clip as clip;
 pub use tessera_kernels as kernels;
-pub use tessera_nn as nn;
-pub use tessera_vit as vit;
 pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError};
+pub use tessera_nn as nn;
 pub use tessera_tensor as tensor;
 pub use tessera_tensor::{
     Activation, AttentionLayout, AttentionOptions, BinaryOp, ConvOptions, MatmulOptions, Tensor,
     TensorError,
 };
+pub use tessera_vit as vit;

@@ -129,7 +129,9 @@ fn vit_model_with_pooler_from_f16_file() {
         );
         check(
             "pooler_output",
-            out.pooler_output.as_ref().expect("the checkpoint has a pooler"),
+            out.pooler_output
+                .as_ref()
+                .expect("the checkpoint has a pooler"),
             &r.get("pooler_output"),
             tol,
         );
@@ -138,7 +140,10 @@ fn vit_model_with_pooler_from_f16_file() {
 
 /// Our preprocessing's pixel values `[B, 3, H, W]` (CHW, normalised on the CPU) for comparison.
 fn processed_chw(processor: &ImageProcessor) -> Vec<f32> {
-    let images: Vec<_> = image_paths().iter().map(|p| load_image(p).unwrap()).collect();
+    let images: Vec<_> = image_paths()
+        .iter()
+        .map(|p| load_image(p).unwrap())
+        .collect();
     let batch = processor.process(&images).unwrap();
     let (h, w) = (batch.height, batch.width);
     let n = &processor.normalize;
@@ -186,7 +191,10 @@ fn image_preprocessing_matches_transformers() {
             let pil_steps = pixel_steps(&got[r.clone()], &pil[r.clone()], &processor);
             let tv_steps = pixel_steps(&got[r.clone()], &tv[r], &processor);
             eprintln!("{model} image {i}: {pil_steps} steps from PIL, {tv_steps} from torchvision");
-            assert!(pil_steps <= limit, "{model} image {i}: {pil_steps} > {limit} steps");
+            assert!(
+                pil_steps <= limit,
+                "{model} image {i}: {pil_steps} > {limit} steps"
+            );
         }
     }
 }
@@ -196,7 +204,10 @@ fn vit_classifies_image_files() {
     let gpu = gpu();
     let (model, processor) =
         ViTForImageClassification::load(&gpu, &model_dir("vit"), DType::F32).unwrap();
-    let images: Vec<_> = image_paths().iter().map(|p| load_image(p).unwrap()).collect();
+    let images: Vec<_> = image_paths()
+        .iter()
+        .map(|p| load_image(p).unwrap())
+        .collect();
     let batch = processor.process(&images).unwrap();
     let (logits, _) = model.forward(&batch, &processor.normalize).unwrap();
     let r = Reference::load("vit");
@@ -288,7 +299,9 @@ fn whisper_encoder_from_audio_file() {
     let encoder = WhisperEncoder::load(&gpu, &model_dir("whisper"), DType::F32).unwrap();
     let samples = load_16k(&model_dir("images").join("speech.wav")).unwrap();
     let mel = encoder.log_mel(&gpu).unwrap();
-    let feats = mel.whisper_features(&[&samples[..samples.len().min(CHUNK_SAMPLES)]]).unwrap();
+    let feats = mel
+        .whisper_features(&[&samples[..samples.len().min(CHUNK_SAMPLES)]])
+        .unwrap();
     let out = encoder.forward(&feats).unwrap();
     let r = Reference::load("whisper");
     // Our log-mel is within 2e-3 of the feature extractor's; the encoder carries that on.
@@ -323,7 +336,11 @@ fn vit_error(dir: &Path) -> String {
 fn bad_model_folders_give_clear_errors() {
     // No checkpoint at all.
     let dir = temp_dir("empty");
-    std::fs::copy(model_dir("vit").join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        model_dir("vit").join("config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
     let e = vit_error(&dir);
     assert!(e.contains("no model.safetensors"), "{e}");
     std::fs::write(dir.join("pytorch_model.bin"), b"x").unwrap();
@@ -343,7 +360,11 @@ fn bad_model_folders_give_clear_errors() {
     let e = vit_error(&dir);
     assert!(e.contains("corrupt or truncated"), "{e}");
     // Garbage header.
-    std::fs::write(dir.join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage",
+    )
+    .unwrap();
     let e = vit_error(&dir);
     assert!(e.contains("corrupt or truncated"), "{e}");
 
@@ -373,7 +394,10 @@ fn bad_model_folders_give_clear_errors() {
     assert!(e.contains("hidden_act") && e.contains("mish"), "{e}");
     std::fs::write(dir.join("config.json"), &config[..config.len() / 2]).unwrap();
     let e = vit_error(&dir);
-    assert!(e.contains("config.json") && e.contains("not a valid"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("not a valid"),
+        "{e}"
+    );
 
     // A missing weight is named.
     let dir = copy_model("whisper_v3", "shard");
@@ -398,7 +422,10 @@ fn bad_model_folders_give_clear_errors() {
     let dir = temp_dir("badimage");
     std::fs::write(dir.join("x.png"), b"not a png").unwrap();
     let e = load_image(&dir.join("x.png")).unwrap_err().to_string();
-    assert!(e.contains("cannot read image") && e.contains("x.png"), "{e}");
+    assert!(
+        e.contains("cannot read image") && e.contains("x.png"),
+        "{e}"
+    );
 }
 
 #[test]

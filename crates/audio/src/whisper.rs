@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json};
+use tessera_nn::config::{activation, head_dim, positive, read_model_config};
 use tessera_nn::{
     AttentionWeights, LayerNorm, Linear, Mlp, NnError, PreLnBlock, SelfAttention, Weights,
 };
@@ -55,7 +55,7 @@ impl Default for WhisperConfig {
 impl WhisperConfig {
     /// `config.json` in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let config: WhisperConfig = read_json(&dir.join("config.json"), "Whisper config")?;
+        let config: WhisperConfig = read_model_config(dir, "Whisper config")?;
         config.validate()?;
         Ok(config)
     }
@@ -79,7 +79,11 @@ impl WhisperConfig {
         positive("d_model", self.d_model)?;
         positive("encoder_ffn_dim", self.encoder_ffn_dim)?;
         positive("max_source_positions", self.max_source_positions)?;
-        head_dim("encoder_attention_heads", self.d_model, self.encoder_attention_heads)?;
+        head_dim(
+            "encoder_attention_heads",
+            self.d_model,
+            self.encoder_attention_heads,
+        )?;
         activation("activation_function", &self.activation_function)?;
         Ok(())
     }
@@ -140,11 +144,11 @@ impl WhisperEncoder {
                 w.get("conv1.weight", &[d, mels, 3])?,
                 w.get("conv1.bias", &[d])?,
             ),
-            conv2: (w.get("conv2.weight", &[d, d, 3])?, w.get("conv2.bias", &[d])?),
-            embed_positions: w.get(
-                "embed_positions.weight",
-                &[config.max_source_positions, d],
-            )?,
+            conv2: (
+                w.get("conv2.weight", &[d, d, 3])?,
+                w.get("conv2.bias", &[d])?,
+            ),
+            embed_positions: w.get("embed_positions.weight", &[config.max_source_positions, d])?,
             layers,
             layer_norm: LayerNorm::load(&w.pp("layer_norm"), d, eps)?,
             activation: act,
@@ -224,6 +228,10 @@ impl WhisperEncoder {
         let c = &self.config;
         let (frames, pos, d) = (c.frames(), c.max_source_positions, c.d_model);
         batch * (frames * d * c.num_mel_bins * 3 + pos * d * d * 3)
-            + self.layers.iter().map(|l| l.macs(batch, pos)).sum::<usize>()
+            + self
+                .layers
+                .iter()
+                .map(|l| l.macs(batch, pos))
+                .sum::<usize>()
     }
 }

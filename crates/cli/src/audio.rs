@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use serde_json::json;
-use tessera::audio::{load_16k, windows, LogMel, CHUNK_FRAMES};
+use tessera::audio::{load_16k, windows, LogMel, WhisperEncoder, CHUNK_FRAMES};
 use tessera::Gpu;
 
 use crate::bench::BoxError;
+use crate::models::ModelArgs;
 
 #[derive(Subcommand)]
 pub enum AudioCommand {
@@ -23,6 +24,13 @@ pub enum AudioCommand {
         /// Also write the spectrogram as a PNG (time left to right, low frequencies at the bottom).
         #[arg(long, value_name = "FILE")]
         png: Option<PathBuf>,
+        /// The audio file.
+        audio: PathBuf,
+    },
+    /// The Whisper encoder's last hidden state for the first 30 s window of AUDIO.
+    Encode {
+        #[command(flatten)]
+        model: ModelArgs,
         /// The audio file.
         audio: PathBuf,
     },
@@ -72,6 +80,39 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
                     .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
                 println!("log-mel {n_mels} x {CHUNK_FRAMES}, values {lo:.3} to {hi:.3}");
                 println!("use --json for the values or --png FILE for a picture");
+            }
+            Ok(())
+        }
+        AudioCommand::Encode { model: args, audio } => {
+            let samples = load_16k(&audio)?;
+            let gpu = Gpu::shared()?;
+            let start = Instant::now();
+            let encoder = WhisperEncoder::load(&gpu, &args.model, args.dtype.into())?;
+            eprintln!(
+                "loaded the Whisper encoder in {:.0} ms on {}",
+                start.elapsed().as_secs_f64() * 1e3,
+                gpu.summary().name
+            );
+            let start = Instant::now();
+            let first = windows(&samples).swap_remove(0);
+            let features = encoder.log_mel(&gpu)?.whisper_features(&[&first])?;
+            let hidden = encoder.forward(&features)?;
+            let (t, d) = (hidden.shape()[1], hidden.shape()[2]);
+            let values = hidden.to_vec()?;
+            eprintln!(
+                "encoded {:.2} s of audio in {:.1} ms",
+                samples.len() as f64 / 16_000.0,
+                start.elapsed().as_secs_f64() * 1e3
+            );
+            if args.json {
+                let rows: Vec<&[f32]> = values.chunks(d).collect();
+                println!("{}", json!({"shape": [t, d], "last_hidden_state": rows}));
+            } else {
+                let (lo, hi) = values
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                println!("last_hidden_state {t} x {d}, values {lo:.3} to {hi:.3}");
+                println!("use --json for the values");
             }
             Ok(())
         }

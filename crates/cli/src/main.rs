@@ -5,6 +5,7 @@ mod bench;
 mod bench_attention;
 mod bench_mel;
 mod info;
+mod models;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Audio front end.
+    /// ViT image classification.
+    #[command(subcommand)]
+    Vit(models::VitCommand),
+    /// CLIP embeddings and zero-shot classification.
+    #[command(subcommand)]
+    Clip(models::ClipCommand),
+    /// Audio: Whisper's log-mel and encoder.
     #[command(subcommand)]
     Audio(audio::AudioCommand),
     /// Measure kernels on this adapter.
@@ -41,6 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { json } => info::run(json),
+        Command::Vit(cmd) => models::run_vit(cmd),
+        Command::Clip(cmd) => models::run_clip(cmd),
         Command::Audio(cmd) => audio::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };

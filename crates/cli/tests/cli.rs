@@ -243,3 +243,252 @@ fn bench_mel_json_has_the_documented_keys() {
         assert!(row["realtime_factor"].as_f64().unwrap() > 0.0);
     }
 }
+
+fn fixture(path: &str) -> String {
+    format!(
+        "{}/../../tests/fixtures/models/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A reference tensor `(shape, values)` of a fixture model folder.
+fn reference(model: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(&format!("{model}/reference.safetensors"))).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x.as_array() {
+            Some(row) => row.iter().map(|y| y.as_f64().unwrap() as f32).collect(),
+            None => vec![x.as_f64().unwrap() as f32],
+        })
+        .collect()
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+        / scale;
+    assert!(err <= tol, "{name}: relative error {err} > {tol}");
+}
+
+#[test]
+fn vit_classify_json_matches_transformers() {
+    let images = [fixture("images/gradient.png"), fixture("images/noise.png")];
+    let o = tessera(
+        &[
+            "vit",
+            "classify",
+            "--model",
+            &fixture("vit"),
+            "--top-k",
+            "3",
+            "--json",
+            &images[0],
+            &images[1],
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let (_, logits) = reference("vit", "logits");
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["image"], images[i].as_str());
+        let got = floats(&r["logits"]);
+        assert_close("logits", &got, &logits[i * 5..(i + 1) * 5], 1e-3);
+        let top = r["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let best = (0..5).max_by(|&a, &b| got[a].total_cmp(&got[b])).unwrap();
+        assert_eq!(top[0]["index"], best);
+        assert!(top[0]["label"].as_str().is_some());
+        assert!(top[0]["prob"].as_f64().unwrap() >= top[1]["prob"].as_f64().unwrap());
+    }
+}
+
+fn clip_texts() -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("clip/texts.json")).unwrap())
+            .unwrap();
+    serde_json::from_value(v["texts"].clone()).unwrap()
+}
+
+#[test]
+fn clip_embed_json_matches_transformers() {
+    let texts = clip_texts();
+    let o = tessera(
+        &[
+            "clip",
+            "embed",
+            "--model",
+            &fixture("clip"),
+            "--json",
+            "--image",
+            &fixture("images/gradient.png"),
+            "--text",
+            &texts[0],
+            "--image",
+            &fixture("images/noise.png"),
+            "--text",
+            &texts[2],
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (_, image) = reference("clip", "image_embeds");
+    let (_, text) = reference("clip", "text_embeds");
+    assert_close(
+        "image_embeds",
+        &floats(&v["image_embeds"]),
+        &image[..32],
+        1e-3,
+    );
+    let want_text: Vec<f32> = [&text[..16], &text[32..48]].concat();
+    assert_close("text_embeds", &floats(&v["text_embeds"]), &want_text, 1e-3);
+}
+
+#[test]
+fn clip_rank_json_is_the_softmax_of_transformers_logits() {
+    let texts = clip_texts();
+    let o = tessera(
+        &[
+            "clip",
+            "rank",
+            "--model",
+            &fixture("clip"),
+            "--json",
+            "--image",
+            &fixture("images/noise.png"),
+            "--text",
+            &texts[0],
+            "--text",
+            &texts[1],
+            "--text",
+            &texts[3],
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (_, logits) = reference("clip", "logits_per_image");
+    let row: Vec<f32> = [0, 1, 3].iter().map(|&j| logits[6 + j]).collect();
+    let max = row.iter().fold(f32::MIN, |m, &x| m.max(x));
+    let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+    let want: Vec<f32> = row.iter().map(|x| (x - max).exp() / sum).collect();
+    assert_close("probs", &floats(&v["probs"]), &want, 1e-3);
+    // The table lists the most likely text first.
+    let o = tessera(
+        &[
+            "clip",
+            "rank",
+            "--model",
+            &fixture("clip"),
+            "--image",
+            &fixture("images/noise.png"),
+            "--text",
+            &texts[0],
+            "--text",
+            &texts[1],
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let best = if want[0] >= want[1] {
+        &texts[0]
+    } else {
+        &texts[1]
+    };
+    let out = stdout(&o);
+    assert!(
+        out.lines().nth(1).unwrap().ends_with(best.as_str()),
+        "{out}"
+    );
+}
+
+#[test]
+fn audio_encode_json_matches_transformers() {
+    let o = tessera(
+        &[
+            "audio",
+            "encode",
+            "--model",
+            &fixture("whisper"),
+            "--json",
+            &fixture("images/speech.wav"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["shape"], serde_json::json!([1500, 32]));
+    let (_, want) = reference("whisper", "last_hidden_state");
+    // Through our log-mel, which is within 2e-3 of the feature extractor's.
+    assert_close(
+        "last_hidden_state",
+        &floats(&v["last_hidden_state"]),
+        &want,
+        1e-2,
+    );
+}
+
+#[test]
+fn model_command_errors_are_one_line() {
+    let img = fixture("images/noise.png");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["vit", "classify", "--model", "/nonexistent", &img],
+            "no such model folder",
+        ),
+        (
+            &["vit", "classify", "--model", &fixture("clip"), &img],
+            "model_type",
+        ),
+        (
+            &[
+                "vit",
+                "classify",
+                "--model",
+                &fixture("vit"),
+                "/nonexistent.png",
+            ],
+            "cannot read image",
+        ),
+        (
+            &["clip", "embed", "--model", &fixture("clip")],
+            "nothing to embed",
+        ),
+        (
+            &[
+                "audio",
+                "encode",
+                "--model",
+                &fixture("vit"),
+                &fixture("images/speech.wav"),
+            ],
+            "model_type",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = tessera(args, &[]);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let line = error_line(&o);
+        assert!(line.contains(want), "{args:?}: {line}");
+        assert!(stdout(&o).is_empty(), "{args:?} wrote to stdout");
+    }
+}

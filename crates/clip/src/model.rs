@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json};
+use tessera_nn::config::{activation, head_dim, positive, read_model_config};
 use tessera_nn::{
-    gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError,
-    PatchEmbedding, PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention,
-    Weights,
+    gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError, PatchEmbedding,
+    PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
 };
 use tessera_tensor::{Activation, MatmulOptions, Normalize, Pixels, Tensor};
 
@@ -125,7 +124,7 @@ impl Default for ClipConfig {
 impl ClipConfig {
     /// `config.json` in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let config: ClipConfig = read_json(&dir.join("config.json"), "CLIP config")?;
+        let config: ClipConfig = read_model_config(dir, "CLIP config")?;
         config.validate()?;
         Ok(config)
     }
@@ -141,24 +140,41 @@ impl ClipConfig {
         let (t, v) = (&self.text_config, &self.vision_config);
         positive("projection_dim", self.projection_dim)?;
         positive("text_config.hidden_size", t.hidden_size)?;
-        positive("text_config.max_position_embeddings", t.max_position_embeddings)?;
+        positive(
+            "text_config.max_position_embeddings",
+            t.max_position_embeddings,
+        )?;
         positive("text_config.vocab_size", t.vocab_size)?;
-        head_dim("text_config.num_attention_heads", t.hidden_size, t.num_attention_heads)?;
+        head_dim(
+            "text_config.num_attention_heads",
+            t.hidden_size,
+            t.num_attention_heads,
+        )?;
         activation("text_config.hidden_act", &t.hidden_act)?;
         positive("vision_config.hidden_size", v.hidden_size)?;
         positive("vision_config.patch_size", v.patch_size)?;
-        head_dim("vision_config.num_attention_heads", v.hidden_size, v.num_attention_heads)?;
+        head_dim(
+            "vision_config.num_attention_heads",
+            v.hidden_size,
+            v.num_attention_heads,
+        )?;
         activation("vision_config.hidden_act", &v.hidden_act)?;
         if v.num_channels != 3 {
             return Err(NnError::config(
                 "vision_config.num_channels",
-                format!("{} channels: only RGB (3) images are supported", v.num_channels),
+                format!(
+                    "{} channels: only RGB (3) images are supported",
+                    v.num_channels
+                ),
             ));
         }
         if v.image_size % v.patch_size != 0 {
             return Err(NnError::config(
                 "vision_config.image_size",
-                format!("{} is not a multiple of patch_size {}", v.image_size, v.patch_size),
+                format!(
+                    "{} is not a multiple of patch_size {}",
+                    v.image_size, v.patch_size
+                ),
             ));
         }
         Ok(())
@@ -277,9 +293,17 @@ impl ClipTextTransformer {
         let (b, d) = (ids.len(), self.config.hidden_size);
         let flat: Vec<u32> = ids
             .iter()
-            .flat_map(|s| s.iter().copied().chain(std::iter::repeat(s[s.len() - 1])).take(len))
+            .flat_map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat(s[s.len() - 1]))
+                    .take(len)
+            })
             .collect();
-        let tokens = self.token_embedding.embedding(&flat)?.reshape(&[b, len, d])?;
+        let tokens = self
+            .token_embedding
+            .embedding(&flat)?
+            .reshape(&[b, len, d])?;
         let mut x = tokens.add(&self.position_embedding.narrow(0, 0, len)?)?;
         for layer in &self.layers {
             x = layer.forward(&x, true)?;
@@ -354,7 +378,10 @@ impl ClipVisionTransformer {
         size: (usize, usize),
         norm: &Normalize,
     ) -> Result<TowerOutput> {
-        let embeds = self.embeddings.at_size(size)?.forward(pixels, batch, norm)?;
+        let embeds = self
+            .embeddings
+            .at_size(size)?
+            .forward(pixels, batch, norm)?;
         let mut x = self.pre_layrnorm.forward(&embeds)?;
         for layer in &self.layers {
             x = layer.forward(&x, false)?;
@@ -373,7 +400,11 @@ impl ClipVisionTransformer {
         let c = &self.config;
         let patches = (c.image_size / c.patch_size).pow(2);
         batch * patches * c.hidden_size * 3 * c.patch_size * c.patch_size
-            + self.layers.iter().map(|l| l.macs(batch, patches + 1)).sum::<usize>()
+            + self
+                .layers
+                .iter()
+                .map(|l| l.macs(batch, patches + 1))
+                .sum::<usize>()
     }
 }
 
@@ -391,7 +422,11 @@ impl ClipModel {
     /// The model from weights rooted at the checkpoint's keys.
     pub fn new(config: &ClipConfig, w: &Weights) -> Result<Self> {
         config.validate()?;
-        let (t, v, p) = (&config.text_config, &config.vision_config, config.projection_dim);
+        let (t, v, p) = (
+            &config.text_config,
+            &config.vision_config,
+            config.projection_dim,
+        );
         Ok(ClipModel {
             text: ClipTextTransformer::new(t, &w.pp("text_model"))?,
             vision: ClipVisionTransformer::new(v, &w.pp("vision_model"))?,
@@ -412,8 +447,7 @@ impl ClipModel {
         let w = Weights::open(gpu, dir, dtype)?;
         let model = ClipModel::new(&config, &w)?;
         let processor = ImageProcessor::load(dir, ImageProcessor::clip_default())?;
-        let tokenizer =
-            ClipTokenizer::load(dir, config.text_config.max_position_embeddings)?;
+        let tokenizer = ClipTokenizer::load(dir, config.text_config.max_position_embeddings)?;
         Ok((model, processor, tokenizer))
     }
 
@@ -456,7 +490,10 @@ impl ClipModel {
         size: (usize, usize),
         norm: &Normalize,
     ) -> Result<Tensor> {
-        let pooled = self.vision.forward(pixels, batch, size, norm)?.pooler_output;
+        let pooled = self
+            .vision
+            .forward(pixels, batch, size, norm)?
+            .pooler_output;
         l2_normalize(&self.visual_projection.forward(&pooled)?)
     }
 
@@ -480,7 +517,9 @@ impl ClipModel {
 
     /// Zero-shot probabilities `[images, texts]`: softmax over the texts of each image's logits.
     pub fn probs(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
-        Ok(self.logits_per_image(image_embeds, text_embeds)?.softmax(1.0)?)
+        Ok(self
+            .logits_per_image(image_embeds, text_embeds)?
+            .softmax(1.0)?)
     }
 }
 

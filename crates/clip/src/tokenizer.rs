@@ -16,7 +16,8 @@ use tokenizers::{SplitDelimiterBehavior, Tokenizer, TruncationParams};
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
 /// The pattern of transformers' CLIP tokenizer (and OpenAI's `SimpleTokenizer`).
-const PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// Turns text into CLIP token ids.
 pub struct ClipTokenizer {
@@ -68,9 +69,10 @@ impl ClipTokenizer {
             .build()
             .map_err(|e| tok_err(vocab, e))?;
         let id = |t: &str| {
-            bpe.get_vocab().get(t).copied().ok_or_else(|| {
-                tok_err(vocab, format!("the vocabulary has no {t} token"))
-            })
+            bpe.get_vocab()
+                .get(t)
+                .copied()
+                .ok_or_else(|| tok_err(vocab, format!("the vocabulary has no {t} token")))
         };
         let (bos, eos) = (id(BOS)?, id(EOS)?);
         let mut tokenizer = Tokenizer::new(bpe);

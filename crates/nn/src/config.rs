@@ -51,3 +51,16 @@ pub fn positive(field: &str, value: usize) -> Result<usize> {
     }
     Ok(value)
 }
+
+/// `dir/config.json` parsed as `T`, after checking that `dir` is a folder.
+pub fn read_model_config<T: DeserializeOwned>(dir: &Path, what: &'static str) -> Result<T> {
+    if !dir.is_dir() {
+        return Err(NnError::Folder {
+            dir: dir.to_path_buf(),
+            detail: "no such model folder: point --model at a Hugging Face model folder \
+                     (config.json, model.safetensors, ...)"
+                .into(),
+        });
+    }
+    read_json(&dir.join("config.json"), what)
+}

@@ -202,9 +202,7 @@ pub struct PreLnBlock {
 impl PreLnBlock {
     /// The layer's output for `x` `[batch, seq, hidden]`.
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let h = self
-            .attn
-            .forward(&self.ln1.forward(x)?, causal, Some(x))?;
+        let h = self.attn.forward(&self.ln1.forward(x)?, causal, Some(x))?;
         self.mlp.forward(&self.ln2.forward(&h)?, Some(&h))
     }
 
@@ -213,7 +211,10 @@ impl PreLnBlock {
     pub fn macs(&self, batch: usize, seq: usize) -> usize {
         let hidden = self.attn.out.out_dim();
         let rows = batch * seq;
-        rows * (self.attn.qkv.macs() + self.attn.out.macs() + self.mlp.fc1.macs() + self.mlp.fc2.macs())
+        rows * (self.attn.qkv.macs()
+            + self.attn.out.macs()
+            + self.mlp.fc1.macs()
+            + self.mlp.fc2.macs())
             + 2 * batch * seq * seq * hidden
     }
 }

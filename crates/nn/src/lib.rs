@@ -12,7 +12,9 @@ mod resample;
 mod weights;
 
 pub use error::{NnError, Result};
-pub use layers::{gather_rows, AttentionWeights, Linear, LayerNorm, Mlp, PreLnBlock, SelfAttention};
+pub use layers::{
+    gather_rows, AttentionWeights, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
+};
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
 pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize};
 pub use resample::{resize, Filter};

@@ -7,6 +7,9 @@ use tessera_tensor::{PatchEmbed, Tensor};
 use crate::error::Result;
 use crate::weights::Weights;
 
+/// A patch embedding and the (height, width) it was built for.
+type SizedEmbed = ((usize, usize), Arc<PatchEmbed>);
+
 /// The checkpoint's patch embedding (conv weight, optional bias, class token, position table)
 /// and the [`PatchEmbed`] of the last image size used: other sizes than the checkpoint's grid
 /// resample the positions bicubically (`interpolate_pos_encoding=True`).
@@ -15,7 +18,7 @@ pub struct PatchEmbedding {
     bias: Option<Tensor>,
     class: Tensor,
     positions: Tensor,
-    cached: Mutex<Option<((usize, usize), Arc<PatchEmbed>)>>,
+    cached: Mutex<Option<SizedEmbed>>,
 }
 
 /// Where the tensors of a [`PatchEmbedding`] live, each relative to one [`Weights`].

@@ -76,7 +76,7 @@ pub struct ProcessedImages {
 const IMAGENET_STANDARD: [f32; 3] = [0.5, 0.5, 0.5];
 /// CLIP's normalisation (`OPENAI_CLIP_MEAN`, `OPENAI_CLIP_STD`).
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Reads an image file (PNG, JPEG) as 8-bit RGB; alpha is dropped and grey replicated, as PIL's
 /// `convert("RGB")`.
@@ -166,10 +166,13 @@ impl ImageProcessor {
         };
         let resample = raw.resample.unwrap_or(base.resample);
         filter(resample)?;
-        if [resize.map(|r| match r {
-            Resize::Exact(h, w) => h.min(w),
-            Resize::ShortestEdge(s) => s,
-        }), crop.map(|c| c.0.min(c.1))]
+        if [
+            resize.map(|r| match r {
+                Resize::Exact(h, w) => h.min(w),
+                Resize::ShortestEdge(s) => s,
+            }),
+            crop.map(|c| c.0.min(c.1)),
+        ]
         .contains(&Some(0))
         {
             return Err(NnError::config("size", "image sizes must be positive"));

@@ -159,7 +159,9 @@ fn widen(path: &Path, key: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>>
         other => {
             return Err(NnError::Safetensors {
                 path: path.to_path_buf(),
-                detail: format!("weight `{key}` is {other:?}; weights must be F32, F16, BF16 or F64"),
+                detail: format!(
+                    "weight `{key}` is {other:?}; weights must be F32, F16, BF16 or F64"
+                ),
             })
         }
     })
@@ -167,9 +169,9 @@ fn widen(path: &Path, key: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>>
 
 /// Deterministic small values for a key (benchmarks with random weights).
 fn random_values(key: &str, numel: usize) -> Vec<f32> {
-    let mut state = key
-        .bytes()
-        .fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut state = key.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     (0..numel)
         .map(|_| {
             state ^= state << 13;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json};
+use tessera_nn::config::{activation, head_dim, positive, read_model_config};
 use tessera_nn::{
-    gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError,
-    PatchEmbedding, PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
+    gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError, PatchEmbedding,
+    PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
 };
 use tessera_tensor::{Activation, Normalize, Pixels, Tensor};
 
@@ -73,7 +73,7 @@ impl Default for ViTConfig {
 impl ViTConfig {
     /// `config.json` in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let config: ViTConfig = read_json(&dir.join("config.json"), "ViT config")?;
+        let config: ViTConfig = read_model_config(dir, "ViT config")?;
         config.validate()?;
         Ok(config)
     }
@@ -89,17 +89,27 @@ impl ViTConfig {
         if self.num_channels != 3 {
             return Err(NnError::config(
                 "num_channels",
-                format!("{} channels: only RGB (3) images are supported", self.num_channels),
+                format!(
+                    "{} channels: only RGB (3) images are supported",
+                    self.num_channels
+                ),
             ));
         }
         positive("hidden_size", self.hidden_size)?;
         positive("patch_size", self.patch_size)?;
         positive("intermediate_size", self.intermediate_size)?;
-        head_dim("num_attention_heads", self.hidden_size, self.num_attention_heads)?;
+        head_dim(
+            "num_attention_heads",
+            self.hidden_size,
+            self.num_attention_heads,
+        )?;
         if self.image_size % self.patch_size != 0 {
             return Err(NnError::config(
                 "image_size",
-                format!("{} is not a multiple of patch_size {}", self.image_size, self.patch_size),
+                format!(
+                    "{} is not a multiple of patch_size {}",
+                    self.image_size, self.patch_size
+                ),
             ));
         }
         activation("hidden_act", &self.hidden_act)?;
@@ -178,7 +188,12 @@ impl ViTModel {
                     )?,
                     ln2: LayerNorm::load(&l.pp("layernorm_after"), d, config.layer_norm_eps)?,
                     mlp: Mlp::new(
-                        Linear::load(&l.pp("intermediate.dense"), d, config.intermediate_size, true)?,
+                        Linear::load(
+                            &l.pp("intermediate.dense"),
+                            d,
+                            config.intermediate_size,
+                            true,
+                        )?,
                         Linear::load(&l.pp("output.dense"), config.intermediate_size, d, true)?,
                         act,
                     ),
@@ -241,7 +256,10 @@ impl ViTModel {
         size: (usize, usize),
         norm: &Normalize,
     ) -> Result<ViTOutput> {
-        let mut x = self.embeddings.at_size(size)?.forward(pixels, batch, norm)?;
+        let mut x = self
+            .embeddings
+            .at_size(size)?
+            .forward(pixels, batch, norm)?;
         for layer in &self.layers {
             x = layer.forward(&x, false)?;
         }
@@ -272,7 +290,11 @@ impl ViTModel {
         let patches = (c.image_size / c.patch_size).pow(2);
         let seq = patches + 1;
         batch * patches * c.hidden_size * 3 * c.patch_size * c.patch_size
-            + self.layers.iter().map(|l| l.macs(batch, seq)).sum::<usize>()
+            + self
+                .layers
+                .iter()
+                .map(|l| l.macs(batch, seq))
+                .sum::<usize>()
     }
 }
 
@@ -315,7 +337,11 @@ impl ViTForImageClassification {
     }
 
     /// Logits `[batch, labels]` and the ViT's output.
-    pub fn forward(&self, images: &ProcessedImages, norm: &Normalize) -> Result<(Tensor, ViTOutput)> {
+    pub fn forward(
+        &self,
+        images: &ProcessedImages,
+        norm: &Normalize,
+    ) -> Result<(Tensor, ViTOutput)> {
         self.forward_pixels(
             Pixels::U8(&images.pixels),
             images.batch,
