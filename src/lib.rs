@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod model_bench;
+
 pub use tessera_audio as audio;
 pub use tessera_clip as clip;
 pub use tessera_kernels as kernels;

@@ -25,6 +25,24 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Real-size models with random weights: latency, model GFLOP/s against the matmul's, and
+    /// peak memory against weights + 2 × the largest activation.
+    Models {
+        /// Storage type.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        /// Comma-separated models (vit-b16, vit-b16-b8, clip-b32-image, clip-b32-text,
+        /// whisper-tiny, whisper-base).
+        #[arg(
+            long,
+            default_value = "vit-b16,vit-b16-b8,clip-b32-image,clip-b32-text,whisper-tiny,whisper-base",
+            value_delimiter = ','
+        )]
+        models: Vec<String>,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fused attention against matmul → softmax → matmul, for each shape BxHxSxD.
     Attention {
         /// Storage type.
@@ -87,14 +105,14 @@ impl From<Variant> for MatmulVariant {
 }
 
 #[derive(Serialize)]
-struct Row {
+pub(crate) struct Row {
     kernel: &'static str,
     m: usize,
     n: usize,
     k: usize,
     dtype: String,
     median_ms: f64,
-    gflops: f64,
+    pub gflops: f64,
 }
 
 pub type BoxError = Box<dyn std::error::Error>;
@@ -159,7 +177,7 @@ pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn bench_matmul(
+pub(crate) fn bench_matmul(
     gpu: &Arc<Gpu>,
     dtype: DType,
     shapes: &[[usize; 3]],
@@ -222,6 +240,11 @@ pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
             n_mels,
             json,
         } => crate::bench_mel::run(&gpu, &seconds, n_mels, json)?,
+        BenchCommand::Models {
+            dtype,
+            models,
+            json,
+        } => crate::bench_models::run(&gpu, dtype, &models, json)?,
         BenchCommand::Attention {
             dtype,
             shapes,

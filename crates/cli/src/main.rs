@@ -4,6 +4,7 @@ mod audio;
 mod bench;
 mod bench_attention;
 mod bench_mel;
+mod bench_models;
 mod info;
 mod models;
 

@@ -492,3 +492,32 @@ fn model_command_errors_are_one_line() {
         assert!(stdout(&o).is_empty(), "{args:?} wrote to stdout");
     }
 }
+
+#[test]
+fn bench_models_json_reports_efficiency_and_memory() {
+    let o = tessera(
+        &["bench", "models", "--models", "clip-b32-image", "--json"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let row = &v.as_array().unwrap()[0];
+    assert_eq!(row["model"], "clip-b32-image");
+    // CLIP ViT-B/32 at 224: 4.4 G multiply-adds.
+    let gflop = row["gflop"].as_f64().unwrap();
+    assert!((8.5..9.0).contains(&gflop), "{gflop} GFLOP");
+    for key in [
+        "median_ms",
+        "gflops",
+        "matmul_fraction",
+        "weights_mb",
+        "peak_mb",
+    ] {
+        assert!(row[key].as_f64().unwrap() > 0.0, "{key}: {row}");
+    }
+    // Both towers of the 151 M-parameter model are on the GPU.
+    let weights = row["weights_mb"].as_f64().unwrap();
+    assert!((560.0..620.0).contains(&weights), "{weights} MB of weights");
+    let o = tessera(&["bench", "models", "--models", "resnet50"], &[]);
+    assert!(error_line(&o).contains("unknown model 'resnet50'"));
+}

@@ -1,0 +1,110 @@
+//! `tessera bench models`: forward latency of real-size models with random weights, their
+//! GFLOP/s against the 1024³ matmul's on the same adapter, and peak GPU memory.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tessera::model_bench::ModelBench;
+use tessera::{DType, Gpu};
+
+use crate::bench::{bench_matmul, median_time, BoxError, Layout};
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    batch: usize,
+    dtype: String,
+    median_ms: f64,
+    gflop: f64,
+    gflops: f64,
+    /// Model GFLOP/s over the 1024³ matmul's.
+    matmul_fraction: f64,
+    weights_mb: f64,
+    peak_mb: f64,
+    largest_activation_mb: f64,
+    /// (peak − weights) / largest activation; the goal is ≤ 2.
+    activation_peak_ratio: f64,
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
+pub fn run(gpu: &Arc<Gpu>, dtype: DType, models: &[String], json: bool) -> Result<(), BoxError> {
+    gpu.check_dtype("bench models", dtype)?;
+    let matmul = bench_matmul(
+        gpu,
+        dtype,
+        &[[1024, 1024, 1024]],
+        Layout::Nt,
+        Default::default(),
+    )?[0]
+        .gflops;
+    let mut rows = Vec::new();
+    for name in models {
+        gpu.trim_pool();
+        let before = gpu.pool_stats().live_bytes;
+        let bench = ModelBench::new(gpu, name, dtype).map_err(|e| e.to_string())?;
+        gpu.sync()?;
+        let weights = gpu.pool_stats().live_bytes - before;
+        // The warm-up inside median_time builds pipelines; the peak is taken on a later run.
+        let t = median_time(gpu, || {
+            bench.run().map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
+        gpu.reset_peak();
+        bench.run().map_err(|e| e.to_string())?.to_vec()?;
+        let peak = gpu.pool_stats().peak_live_bytes - before;
+        let secs = t.as_secs_f64();
+        let gflops = bench.flops / secs / 1e9;
+        eprintln!("{name}: {:.1} ms, {gflops:.1} GFLOP/s", secs * 1e3);
+        rows.push(Row {
+            model: bench.name.to_string(),
+            batch: bench.batch,
+            dtype: dtype.to_string(),
+            median_ms: secs * 1e3,
+            gflop: bench.flops / 1e9,
+            gflops,
+            matmul_fraction: gflops / matmul,
+            weights_mb: weights as f64 / MB,
+            peak_mb: peak as f64 / MB,
+            largest_activation_mb: bench.largest_activation_bytes as f64 / MB,
+            activation_peak_ratio: (peak - weights) as f64 / bench.largest_activation_bytes as f64,
+        });
+        drop(bench);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    let s = gpu.summary();
+    println!(
+        "adapter: {} ({}); matmul 1024³ {dtype}: {matmul:.1} GFLOP/s",
+        s.name, s.backend
+    );
+    println!(
+        "{:<15} {:>5} {:>11} {:>7} {:>8} {:>8} {:>10} {:>8} {:>11}",
+        "model",
+        "batch",
+        "median ms",
+        "GFLOP",
+        "GFLOP/s",
+        "of mm",
+        "weights MB",
+        "peak MB",
+        "act. ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<15} {:>5} {:>11.1} {:>7.1} {:>8.1} {:>7.0}% {:>10.1} {:>8.1} {:>11.2}",
+            r.model,
+            r.batch,
+            r.median_ms,
+            r.gflop,
+            r.gflops,
+            r.matmul_fraction * 100.0,
+            r.weights_mb,
+            r.peak_mb,
+            r.activation_peak_ratio
+        );
+    }
+    Ok(())
+}

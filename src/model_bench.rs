@@ -1,0 +1,172 @@
+//! Real-size models with random weights for benchmarks (`benches/models.rs`,
+//! `tessera bench models`): ViT-B/16, CLIP ViT-B/32 (image and text towers), Whisper tiny and
+//! base encoders, with their FLOP counts and largest activations.
+
+use std::sync::Arc;
+
+use tessera_audio::{WhisperConfig, WhisperEncoder};
+use tessera_clip::{ClipConfig, ClipModel};
+use tessera_kernels::{DType, Gpu};
+use tessera_nn::{ProcessedImages, Weights};
+use tessera_tensor::{Normalize, Tensor};
+use tessera_vit::{ViTConfig, ViTForImageClassification};
+
+/// Error of building or running a benchmark model.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The benchmark models, by name: `vit-b16` (batch 1), `vit-b16-b8`, `clip-b32-image`,
+/// `clip-b32-text` (8 × 77 tokens), `whisper-tiny`, `whisper-base` (30 s).
+pub const MODELS: &[&str] = &[
+    "vit-b16",
+    "vit-b16-b8",
+    "clip-b32-image",
+    "clip-b32-text",
+    "whisper-tiny",
+    "whisper-base",
+];
+
+/// One benchmark: a model with random weights and its input, ready to run.
+pub struct ModelBench {
+    /// Its name in [`MODELS`].
+    pub name: &'static str,
+    /// Inputs per forward (images, texts or 30 s windows).
+    pub batch: usize,
+    /// Floating-point operations of one forward (2 per multiply-add of the matmuls, convolutions
+    /// and attention).
+    pub flops: f64,
+    /// Bytes of the largest single activation of one forward.
+    pub largest_activation_bytes: u64,
+    run: Box<dyn Fn() -> Result<Tensor, BenchError>>,
+}
+
+impl ModelBench {
+    /// Builds model `name` of [`MODELS`] in `dtype` with random weights.
+    pub fn new(gpu: &Arc<Gpu>, name: &str, dtype: DType) -> Result<Self, BenchError> {
+        let w = Weights::random(gpu, dtype)?;
+        let size = dtype.size() as u64;
+        let norm = Normalize {
+            rescale: 1.0 / 255.0,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
+        let images = |batch: usize, side: usize| ProcessedImages {
+            pixels: (0..batch * side * side * 3)
+                .map(|i| (i * 31 % 251) as u8)
+                .collect(),
+            batch,
+            height: side,
+            width: side,
+        };
+        let (name, batch): (&'static str, usize) = match name {
+            "vit-b16" => ("vit-b16", 1),
+            "vit-b16-b8" => ("vit-b16-b8", 8),
+            "clip-b32-image" => ("clip-b32-image", 1),
+            "clip-b32-text" => ("clip-b32-text", 8),
+            "whisper-tiny" => ("whisper-tiny", 1),
+            "whisper-base" => ("whisper-base", 1),
+            other => {
+                return Err(
+                    format!("unknown model '{other}': choose from {}", MODELS.join(", ")).into(),
+                )
+            }
+        };
+        let bench = match name {
+            "vit-b16" | "vit-b16-b8" => {
+                let config = ViTConfig {
+                    id2label: Some(
+                        (0..1000)
+                            .map(|i| (i.to_string(), format!("c{i}")))
+                            .collect(),
+                    ),
+                    ..ViTConfig::default()
+                };
+                let model = ViTForImageClassification::new(&config, &w)?;
+                let input = images(batch, config.image_size);
+                let seq = (config.image_size / config.patch_size).pow(2) + 1;
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * model.macs(batch) as f64,
+                    largest_activation_bytes: (batch * seq * config.intermediate_size) as u64
+                        * size,
+                    run: Box::new(move || Ok(model.forward(&input, &norm)?.0)),
+                }
+            }
+            "clip-b32-image" | "clip-b32-text" => {
+                let config = ClipConfig::default();
+                let model = ClipModel::new(&config, &w)?;
+                if name == "clip-b32-image" {
+                    let v = &config.vision_config;
+                    let input = images(batch, v.image_size);
+                    let seq = (v.image_size / v.patch_size).pow(2) + 1;
+                    ModelBench {
+                        name,
+                        batch,
+                        flops: 2.0 * model.vision_model().macs(batch) as f64,
+                        largest_activation_bytes: (batch * seq * v.intermediate_size) as u64 * size,
+                        run: Box::new(move || Ok(model.image_embeds(&input, &norm)?)),
+                    }
+                } else {
+                    let t = &config.text_config;
+                    let len = t.max_position_embeddings;
+                    let ids: Vec<Vec<u32>> = (0..batch)
+                        .map(|b| {
+                            (0..len)
+                                .map(|i| ((b * 977 + i * 131) % (t.vocab_size - 1)) as u32)
+                                .collect()
+                        })
+                        .collect();
+                    ModelBench {
+                        name,
+                        batch,
+                        flops: 2.0 * model.text_model().macs(batch, len) as f64,
+                        largest_activation_bytes: (batch * len * t.intermediate_size) as u64 * size,
+                        run: Box::new(move || Ok(model.text_embeds(&ids)?)),
+                    }
+                }
+            }
+            _ => {
+                let config = if name == "whisper-tiny" {
+                    WhisperConfig::default()
+                } else {
+                    WhisperConfig {
+                        d_model: 512,
+                        encoder_layers: 6,
+                        encoder_attention_heads: 8,
+                        encoder_ffn_dim: 2048,
+                        ..WhisperConfig::default()
+                    }
+                };
+                let model = WhisperEncoder::new(&config, &w)?;
+                let frames = config.frames();
+                let feats: Vec<f32> = (0..batch * config.num_mel_bins * frames)
+                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+                    .collect();
+                let input =
+                    Tensor::from_slice(gpu, &feats, &[batch, config.num_mel_bins, frames], dtype)?;
+                let pos = config.max_source_positions;
+                let largest = [
+                    frames * config.d_model,
+                    pos * 3 * config.d_model,
+                    pos * config.encoder_ffn_dim,
+                ]
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * model.macs(batch) as f64,
+                    largest_activation_bytes: (batch * largest) as u64 * size,
+                    run: Box::new(move || Ok(model.forward(&input)?)),
+                }
+            }
+        };
+        Ok(bench)
+    }
+
+    /// Records one forward pass; its output is the returned tensor.
+    pub fn run(&self) -> Result<Tensor, BenchError> {
+        (self.run)()
+    }
+}
