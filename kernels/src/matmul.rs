@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pack::{pack_rows, PackView};
-use crate::pool::GpuBuffer;
+use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 /// a, b, bias, residual, c, params.
@@ -225,12 +225,75 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// B packed once into the texture layout the texture kernels read (N rows of K/4 texels): a
+/// weight `[N, K]` in Linear layout kept this way from load time on, so CPU drivers do not pack
+/// it again on every call.
+pub struct PackedB {
+    texture: PooledTexture,
+    n: usize,
+    k: usize,
+    dtype: DType,
+}
+
+impl PackedB {
+    /// Packs `b`, holding `[n, k]` row-major `dtype` elements.
+    pub fn pack(gpu: &Gpu, dtype: DType, b: &GpuBuffer, n: usize, k: usize) -> Result<Self> {
+        b.check_holds("matmul", "B", n * k, dtype)?;
+        let max = gpu.limits().max_texture_dimension_2d as usize;
+        if n == 0 || k == 0 || k.div_ceil(4) > max || n > max {
+            return Err(KernelError::Shape {
+                op: "matmul",
+                detail: format!("a [{n}, {k}] weight does not fit one texture of {max} texels"),
+            });
+        }
+        let texture = pack_rows(gpu, dtype, b, &PackView::matrix(n, k, k, 1, 0))?;
+        Ok(PackedB {
+            texture,
+            n,
+            k,
+            dtype,
+        })
+    }
+
+    /// `(N, K)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB([{}, {}], {})", self.n, self.k, self.dtype)
+    }
+}
+
+/// Whether matmuls with an `[n, k]` weight run on the texture kernels on `gpu` (CPU drivers),
+/// so that packing the weight once at load pays.
+pub fn prefers_packed_b(gpu: &Gpu, n: usize, k: usize) -> bool {
+    let max = gpu.limits().max_texture_dimension_2d as usize;
+    gpu.is_cpu() && n >= 1 && k >= 1 && k.div_ceil(4) <= max && n <= max
+}
+
+/// The B operand of a matmul.
+#[derive(Clone, Copy, Debug)]
+pub enum MatmulB<'a> {
+    /// `[batch or 1, N, K]` if `trans_b`, else `[batch or 1, K, N]`.
+    Buffer(&'a GpuBuffer),
+    /// Packed `[N, K]`: `trans_b` and shared by the batch; runs the texture kernels.
+    Packed(&'a PackedB),
+}
+
 /// The operands of a matmul: device buffers holding `spec.dtype` elements.
 pub struct MatmulArgs<'a> {
     /// `[batch, M, K]`.
     pub a: &'a GpuBuffer,
-    /// `[batch or 1, N, K]` if `trans_b`, else `[batch or 1, K, N]`.
-    pub b: &'a GpuBuffer,
+    /// B.
+    pub b: MatmulB<'a>,
     /// `[N]`, optional.
     pub bias: Option<&'a GpuBuffer>,
     /// `[batch, M, N]` (`[M, N]` with `broadcast_residual`), added after the activation.
@@ -289,8 +352,28 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     gpu.check_dtype("matmul", spec.dtype)?;
     args.a
         .check_holds("matmul", "A", batch * m * k, spec.dtype)?;
-    args.b
-        .check_holds("matmul", "B", spec.b_len(), spec.dtype)?;
+    match args.b {
+        MatmulB::Buffer(b) => b.check_holds("matmul", "B", spec.b_len(), spec.dtype)?,
+        MatmulB::Packed(p) => {
+            if p.shape() != (n, k) || p.dtype != spec.dtype || !spec.trans_b {
+                return Err(KernelError::Shape {
+                    op: "matmul",
+                    detail: format!(
+                        "packed B is {} {:?} but the product needs {} [{n}, {k}] in Linear layout",
+                        p.dtype,
+                        p.shape(),
+                        spec.dtype
+                    ),
+                });
+            }
+            if !spec.broadcast_b && batch > 1 {
+                return Err(KernelError::Shape {
+                    op: "matmul",
+                    detail: "a packed B is shared by the batch".into(),
+                });
+            }
+        }
+    }
     args.out
         .check_holds("matmul", "C", batch * m * n, spec.dtype)?;
     if let Some(bias) = args.bias {
@@ -303,7 +386,24 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     to_u32("batch·M·K", batch * m * k)?;
     to_u32("batch·N·K", batch * n * k)?;
     to_u32("batch·M·N", batch * m * n)?;
-    let variant = choose_variant(gpu, spec);
+    let packed = matches!(args.b, MatmulB::Packed(_));
+    let variant = match choose_variant(gpu, spec) {
+        v @ (MatmulVariant::Texture | MatmulVariant::TextureSubgroup) => v,
+        _ if packed => {
+            if !fits_textures(gpu, spec) {
+                return Err(KernelError::Shape {
+                    op: "matmul",
+                    detail: format!("{m} rows in {batch} batches do not fit the texture kernels"),
+                });
+            }
+            if gpu.has_subgroup_size(8) {
+                MatmulVariant::TextureSubgroup
+            } else {
+                MatmulVariant::Texture
+            }
+        }
+        v => v,
+    };
     if variant == MatmulVariant::TextureSubgroup && !gpu.has_subgroup_size(8) {
         return Err(KernelError::MissingFeature {
             op: "matmul",
@@ -392,14 +492,19 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                 if spec.broadcast_b { 0 } else { bi * n * k },
             )
         };
-        let mut tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(0))?;
+        let mut repacked = None;
+        let tex_b: &PooledTexture = match args.b {
+            MatmulB::Packed(p) => &p.texture,
+            MatmulB::Buffer(b) => repacked.insert(pack_rows(gpu, spec.dtype, b, &b_view(0))?),
+        };
+        let mut tex_b = tex_b;
         // Rows beyond one texture's height go in slabs, each dispatched as its own "batch
         // entry" (slab i writes C rows from i·slab on, through c_stride = slab·N).
         let max = gpu.limits().max_texture_dimension_2d as usize / 64 * 64;
         let slab = if batch == 1 && m > max { max } else { m };
         for bi in 0..batch {
-            if bi > 0 && !spec.broadcast_b {
-                tex_b = pack_rows(gpu, spec.dtype, args.b, &b_view(bi))?;
+            if let (MatmulB::Buffer(b), true) = (args.b, bi > 0 && !spec.broadcast_b) {
+                tex_b = repacked.insert(pack_rows(gpu, spec.dtype, b, &b_view(bi))?);
             }
             for (si, r0) in (0..m).step_by(slab).enumerate() {
                 let rows = slab.min(m - r0);
@@ -427,9 +532,12 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         }
         return Ok(());
     }
+    let MatmulB::Buffer(b) = args.b else {
+        unreachable!("a packed B always takes the texture kernels");
+    };
     let buffers = [
         args.a.into(),
-        args.b.into(),
+        b.into(),
         bias.into(),
         residual.into(),
         args.out.into(),

@@ -470,3 +470,65 @@ fn rows_beyond_one_texture_go_in_slabs() {
         assert!(err <= F32_TOL, "{variant:?}: {err}");
     }
 }
+
+#[test]
+fn packed_weights_match_the_reference() {
+    let gpu = gpu();
+    let w = Tensor::from_slice(&gpu, &values(64 * 96, 3), &[64, 96], DType::F32).unwrap();
+    let Some(packed) = w.pack_weight().unwrap() else {
+        // Adapters whose matmuls read buffers keep weights as they are.
+        assert!(
+            !gpu.is_cpu(),
+            "CPU drivers run texture matmuls and pack weights"
+        );
+        return;
+    };
+    assert_eq!(packed.shape(), [64, 96]);
+    for (lead, m, n, k) in [
+        (vec![], 1, 7, 13),
+        (vec![], 77, 50, 33),
+        (vec![3], 197, 64, 96),
+        (vec![2, 2], 5, 257, 130),
+    ] {
+        let mut shape = lead.clone();
+        shape.extend([m, k]);
+        let rows: usize = shape[..shape.len() - 1].iter().product();
+        let a = Tensor::from_slice(&gpu, &values(rows * k, 1), &shape, DType::F32).unwrap();
+        let wv = values(n * k, 2);
+        let w = Tensor::from_slice(&gpu, &wv, &[n, k], DType::F32).unwrap();
+        let bias = Tensor::from_slice(&gpu, &values(n, 4), &[n], DType::F32).unwrap();
+        let mut out_shape = lead.clone();
+        out_shape.extend([m, n]);
+        let residual =
+            Tensor::from_slice(&gpu, &values(rows * n, 5), &out_shape, DType::F32).unwrap();
+        let opts = MatmulOptions {
+            bias: Some(&bias),
+            residual: Some(&residual),
+            activation: Activation::GeluErf,
+            ..MatmulOptions::default()
+        };
+        let packed = w.pack_weight().unwrap().unwrap();
+        let got = a.matmul_packed(&packed, &opts).unwrap();
+        assert_eq!(got.shape(), &out_shape[..]);
+        let spec = MatmulSpec {
+            trans_b: true,
+            activation: Activation::GeluErf,
+            ..MatmulSpec::new(rows, n, k)
+        };
+        let want = matmul_cpu(
+            &spec,
+            &a.to_vec().unwrap(),
+            &wv,
+            Some(&bias.to_vec().unwrap()),
+            Some(&residual.to_vec().unwrap()),
+        );
+        let err = rel_error(&got.to_vec().unwrap(), &want);
+        assert!(err <= F32_TOL, "{lead:?} {m}x{n}x{k}: {err}");
+    }
+    // The packed weight's K must be the input's last axis.
+    let a = Tensor::from_slice(&gpu, &values(10 * 95, 1), &[10, 95], DType::F32).unwrap();
+    let err = a
+        .matmul_packed(&packed, &MatmulOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, TensorError::Shape { .. }), "{err}");
+}

@@ -218,7 +218,7 @@ impl WhisperEncoder {
         )?;
         let mut x = x.add(&self.embed_positions)?;
         for layer in &self.layers {
-            x = layer.forward(&x, false)?;
+            x = layer.forward(x, false)?;
         }
         Ok(self.layer_norm.forward(&x)?)
     }

@@ -306,7 +306,7 @@ impl ClipTextTransformer {
             .reshape(&[b, len, d])?;
         let mut x = tokens.add(&self.position_embedding.narrow(0, 0, len)?)?;
         for layer in &self.layers {
-            x = layer.forward(&x, true)?;
+            x = layer.forward(x, true)?;
         }
         let last_hidden_state = self.final_layer_norm.forward(&x)?;
         let index: Vec<u32> = ids
@@ -384,7 +384,7 @@ impl ClipVisionTransformer {
             .forward(pixels, batch, norm)?;
         let mut x = self.pre_layrnorm.forward(&embeds)?;
         for layer in &self.layers {
-            x = layer.forward(&x, false)?;
+            x = layer.forward(x, false)?;
         }
         let (seq, d) = (x.shape()[1], x.shape()[2]);
         let index: Vec<u32> = (0..batch).map(|b| (b * seq) as u32).collect();

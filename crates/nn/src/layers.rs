@@ -1,33 +1,64 @@
 //! The layers the transformer models share, loaded by Hugging Face key names.
 
-use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, Tensor};
+use tessera_tensor::{
+    Activation, AttentionOptions, MatmulOptions, PackedWeight, Tensor, TensorError,
+};
 
 use crate::error::Result;
 use crate::weights::Weights;
 
 /// PyTorch's `nn.Linear`: `x · weightᵀ + bias`, weight `[out, in]` as the checkpoint stores it.
+///
+/// On adapters whose matmuls read textures (CPU drivers) the weight is packed once here and
+/// kept only in that form.
 #[derive(Debug)]
 pub struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+    out_dim: usize,
+    in_dim: usize,
+}
+
+#[derive(Debug)]
+enum LinearWeight {
+    Plain(Tensor),
+    Packed(PackedWeight),
 }
 
 impl Linear {
     /// `w.weight` `[out, in]` and, if `bias`, `w.bias` `[out]`.
     pub fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        Ok(Linear {
-            weight: w.get("weight", &[out_dim, in_dim])?,
-            bias: if bias {
-                Some(w.get("bias", &[out_dim])?)
-            } else {
-                None
-            },
-        })
+        let weight = w.get("weight", &[out_dim, in_dim])?;
+        let bias = if bias {
+            Some(w.get("bias", &[out_dim])?)
+        } else {
+            None
+        };
+        Linear::new(weight, bias)
     }
 
-    /// From tensors already on the GPU.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+    /// From tensors already on the GPU: weight `[out, in]`, bias `[out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_dim, in_dim) = match weight.shape() {
+            &[o, i] => (o, i),
+            s => {
+                return Err(TensorError::Shape {
+                    op: "linear",
+                    detail: format!("weight must be [out, in], got {s:?}"),
+                }
+                .into())
+            }
+        };
+        let weight = match weight.pack_weight()? {
+            Some(packed) => LinearWeight::Packed(packed),
+            None => LinearWeight::Plain(weight),
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            out_dim,
+            in_dim,
+        })
     }
 
     /// `x · weightᵀ + bias` over the last axis of `x`.
@@ -42,25 +73,26 @@ impl Linear {
         activation: Activation,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        Ok(x.matmul_with(
-            &self.weight.t()?,
-            &MatmulOptions {
-                bias: self.bias.as_ref(),
-                residual,
-                activation,
-                ..MatmulOptions::default()
-            },
-        )?)
+        let opts = MatmulOptions {
+            bias: self.bias.as_ref(),
+            residual,
+            activation,
+            ..MatmulOptions::default()
+        };
+        Ok(match &self.weight {
+            LinearWeight::Plain(w) => x.matmul_with(&w.t()?, &opts)?,
+            LinearWeight::Packed(w) => x.matmul_packed(w, &opts)?,
+        })
     }
 
     /// Output features.
     pub fn out_dim(&self) -> usize {
-        self.weight.shape()[0]
+        self.out_dim
     }
 
     /// Multiply-adds per input row (for FLOP counts).
     pub fn macs(&self) -> usize {
-        self.weight.numel()
+        self.out_dim * self.in_dim
     }
 }
 
@@ -134,7 +166,7 @@ impl SelfAttention {
             None
         };
         Ok(SelfAttention {
-            qkv: Linear::new(weight, bias),
+            qkv: Linear::new(weight, bias)?,
             out: Linear::load(w.out, hidden, hidden, w.out_bias)?,
             heads,
         })
@@ -200,10 +232,25 @@ pub struct PreLnBlock {
 }
 
 impl PreLnBlock {
-    /// The layer's output for `x` `[batch, seq, hidden]`.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let h = self.attn.forward(&self.ln1.forward(x)?, causal, Some(x))?;
-        self.mlp.forward(&self.ln2.forward(&h)?, Some(&h))
+    /// The layer's output for `x` `[batch, seq, hidden]`. Taking `x` by value lets its buffer
+    /// go back to the pool as soon as the attention's residual add has read it, and each norm's
+    /// output as soon as its projection has: at the MLP only the residual stream, the MLP's
+    /// hidden activation and the output are alive.
+    pub fn forward(&self, x: Tensor, causal: bool) -> Result<Tensor> {
+        let h = {
+            let normed = self.ln1.forward(&x)?;
+            self.attn.forward(&normed, causal, Some(&x))?
+        };
+        drop(x);
+        let hidden = {
+            let normed = self.ln2.forward(&h)?;
+            self.mlp
+                .fc1
+                .forward_with(&normed, self.mlp.activation, None)?
+        };
+        self.mlp
+            .fc2
+            .forward_with(&hidden, Activation::None, Some(&h))
     }
 
     /// Multiply-adds of the layer for `tokens` rows of `seq` tokens each (matmuls and

@@ -7,7 +7,7 @@ use tessera_kernels::patch_embed::{patchify, resize_bicubic, ImageBatch, Normali
 use tessera_kernels::{DType, Gpu};
 
 use crate::error::{Result, TensorError};
-use crate::tensor::{MatmulOptions, Tensor};
+use crate::tensor::{MatmulOptions, PackedWeight, Tensor};
 
 /// Pixels of a `[batch, height, width, 3]` (HWC, RGB) image batch.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +22,8 @@ pub enum Pixels<'a> {
 #[derive(Debug)]
 pub struct PatchEmbed {
     weight: Tensor,
+    /// The weight packed for the texture matmul, where the adapter runs that.
+    packed: Option<PackedWeight>,
     bias: Option<Tensor>,
     /// Row 0: class token + position 0 (less the conv bias, which the epilogue adds to every
     /// row); rows 1..: the patch positions.
@@ -88,10 +90,13 @@ impl PatchEmbed {
         }
         let gpu = weight.gpu();
         let rows = grid.0 * grid.1 + 1;
+        let dtype = weight.dtype();
+        let weight = weight.reshape(&[hidden, 3 * patch * patch])?;
         Ok(PatchEmbed {
-            weight: weight.reshape(&[hidden, 3 * patch * patch])?,
+            packed: weight.pack_weight()?,
+            weight,
             bias: bias.cloned(),
-            table: Tensor::from_slice(gpu, &table, &[rows, hidden], weight.dtype())?,
+            table: Tensor::from_slice(gpu, &table, &[rows, hidden], dtype)?,
             patch,
             image,
         })
@@ -130,14 +135,15 @@ impl PatchEmbed {
             self.patch,
             cols.buffer(),
         )?;
-        cols.matmul_with(
-            &self.weight.t()?,
-            &MatmulOptions {
-                bias: self.bias.as_ref(),
-                residual: Some(&self.table),
-                ..MatmulOptions::default()
-            },
-        )
+        let opts = MatmulOptions {
+            bias: self.bias.as_ref(),
+            residual: Some(&self.table),
+            ..MatmulOptions::default()
+        };
+        match &self.packed {
+            Some(w) => cols.matmul_packed(w, &opts),
+            None => cols.matmul_with(&self.weight.t()?, &opts),
+        }
     }
 
     /// Storage type of the weights.

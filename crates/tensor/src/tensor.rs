@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use half::f16;
 use tessera_kernels::copy::{copy_strided, StridedView};
-use tessera_kernels::matmul::{self, Activation, MatmulArgs, MatmulSpec, MatmulVariant};
+use tessera_kernels::matmul::{
+    self, Activation, MatmulArgs, MatmulB, MatmulSpec, MatmulVariant, PackedB,
+};
 use tessera_kernels::{DType, Gpu, GpuBuffer};
 
 use crate::error::{Result, TensorError};
@@ -41,6 +43,28 @@ pub struct MatmulOptions<'a> {
     pub alpha: Option<f32>,
     /// Kernel choice; `Auto` picks by adapter and shape.
     pub variant: MatmulVariant,
+}
+
+/// A `[N, K]` weight packed for the texture matmul kernels ([`Tensor::pack_weight`]); cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct PackedWeight {
+    packed: Arc<PackedB>,
+    gpu: Arc<Gpu>,
+}
+
+impl PackedWeight {
+    /// `[N, K]`.
+    pub fn shape(&self) -> [usize; 2] {
+        let (n, k) = self.packed.shape();
+        [n, k]
+    }
+}
+
+#[derive(Clone, Copy)]
+enum MatmulRhs<'a> {
+    Tensor(&'a Tensor),
+    Packed(&'a PackedWeight),
 }
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -330,38 +354,82 @@ impl Tensor {
 
     /// [`Tensor::matmul`] with a fused epilogue: `act(alpha · self·other + bias) + residual`.
     pub fn matmul_with(&self, other: &Tensor, opts: &MatmulOptions<'_>) -> Result<Tensor> {
+        self.same_device("matmul", other)?;
+        self.matmul_any(MatmulRhs::Tensor(other), opts)
+    }
+
+    /// A `[N, K]` weight (Linear layout) packed once for the texture matmul kernels that CPU
+    /// drivers run, or `None` where this adapter's matmuls read buffers (packing would only
+    /// cost memory).
+    pub fn pack_weight(&self) -> Result<Option<PackedWeight>> {
+        if self.shape.len() != 2 {
+            return Err(TensorError::Shape {
+                op: "pack_weight",
+                detail: format!("a weight is [out, in], got {:?}", self.shape),
+            });
+        }
+        let (n, k) = (self.shape[0], self.shape[1]);
+        if !matmul::prefers_packed_b(&self.gpu, n, k) {
+            return Ok(None);
+        }
+        let w = self.contiguous()?;
+        let packed = PackedB::pack(&self.gpu, self.dtype, &w.buffer, n, k)?;
+        Ok(Some(PackedWeight {
+            packed: Arc::new(packed),
+            gpu: self.gpu.clone(),
+        }))
+    }
+
+    /// `act(alpha · self·wᵀ + bias) + residual` with a packed `[N, K]` weight: `self`'s last
+    /// axis is K.
+    pub fn matmul_packed(&self, w: &PackedWeight, opts: &MatmulOptions<'_>) -> Result<Tensor> {
+        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
+            return Err(TensorError::Device { op: "matmul" });
+        }
+        self.matmul_any(MatmulRhs::Packed(w), opts)
+    }
+
+    fn matmul_any(&self, rhs: MatmulRhs<'_>, opts: &MatmulOptions<'_>) -> Result<Tensor> {
         const OP: &str = "matmul";
-        self.same_device(OP, other)?;
-        let (ra, rb) = (self.shape.len(), other.shape.len());
+        let packed_shape;
+        let other_shape: &[usize] = match rhs {
+            MatmulRhs::Tensor(t) => &t.shape,
+            MatmulRhs::Packed(p) => {
+                let (n, k) = p.packed.shape();
+                packed_shape = [k, n];
+                &packed_shape
+            }
+        };
+        let (ra, rb) = (self.shape.len(), other_shape.len());
         if ra < 2 || rb < 2 {
             return Err(TensorError::Shape {
                 op: OP,
                 detail: format!(
                     "both operands need at least 2 dimensions, got {:?} and {:?}",
-                    self.shape, other.shape
+                    self.shape, other_shape
                 ),
             });
         }
         let (m, k) = (self.shape[ra - 2], self.shape[ra - 1]);
-        let (kb, n) = (other.shape[rb - 2], other.shape[rb - 1]);
+        let (kb, n) = (other_shape[rb - 2], other_shape[rb - 1]);
         if k != kb {
             return Err(TensorError::Shape {
                 op: OP,
                 detail: format!(
                     "inner dimensions differ: {:?} · {:?} ({k} vs {kb})",
-                    self.shape, other.shape
+                    self.shape, other_shape
                 ),
             });
         }
         let lead_a = &self.shape[..ra - 2];
-        let lead_b = &other.shape[..rb - 2];
+        let lead_b = &other_shape[..rb - 2];
         let batch_b: usize = lead_b.iter().product();
         if batch_b != 1 && lead_a != lead_b {
             return Err(TensorError::Shape {
                 op: OP,
                 detail: format!(
                     "batch dimensions differ: {:?} · {:?}; B must have A's batch dimensions or none",
-                    self.shape, other.shape
+                    self.shape, other_shape
                 ),
             });
         }
@@ -393,17 +461,22 @@ impl Tensor {
         }
         let a = self.contiguous()?;
         // B is read in place when it is row-major [.., K, N] or a transposed row-major [.., N, K].
-        let kn = contiguous_strides(&other.shape);
-        let mut nk_shape = other.shape.clone();
-        nk_shape.swap(rb - 2, rb - 1);
-        let mut nk = contiguous_strides(&nk_shape);
-        nk.swap(rb - 2, rb - 1);
-        let (b, trans_b) = if other.offset == 0 && other.strides == kn {
-            (other.clone(), false)
-        } else if other.offset == 0 && other.strides == nk {
-            (other.clone(), true)
-        } else {
-            (other.contiguous()?, false)
+        let (b, trans_b) = match rhs {
+            MatmulRhs::Tensor(other) => {
+                let kn = contiguous_strides(&other.shape);
+                let mut nk_shape = other.shape.clone();
+                nk_shape.swap(rb - 2, rb - 1);
+                let mut nk = contiguous_strides(&nk_shape);
+                nk.swap(rb - 2, rb - 1);
+                if other.offset == 0 && other.strides == kn {
+                    (Some(other.clone()), false)
+                } else if other.offset == 0 && other.strides == nk {
+                    (Some(other.clone()), true)
+                } else {
+                    (Some(other.contiguous()?), false)
+                }
+            }
+            MatmulRhs::Packed(_) => (None, true),
         };
         let bias = opts.bias.map(Tensor::contiguous).transpose()?;
         let residual = opts.residual.map(Tensor::contiguous).transpose()?;
@@ -432,7 +505,11 @@ impl Tensor {
             &spec,
             &MatmulArgs {
                 a: &a.buffer,
-                b: &b.buffer,
+                b: match (&b, rhs) {
+                    (Some(b), _) => MatmulB::Buffer(&b.buffer),
+                    (None, MatmulRhs::Packed(p)) => MatmulB::Packed(&p.packed),
+                    (None, MatmulRhs::Tensor(t)) => MatmulB::Buffer(&t.buffer),
+                },
                 bias: bias.as_ref().map(|t| &*t.buffer),
                 residual: residual.as_ref().map(|t| &*t.buffer),
                 out: &out.buffer,

@@ -261,7 +261,7 @@ impl ViTModel {
             .at_size(size)?
             .forward(pixels, batch, norm)?;
         for layer in &self.layers {
-            x = layer.forward(&x, false)?;
+            x = layer.forward(x, false)?;
         }
         let last_hidden_state = self.layernorm.forward(&x)?;
         let pooler_output = match &self.pooler {
