@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_model_config};
+use tessera_nn::config::{activation, head_dim, positive, ModelConfig};
 use tessera_nn::{
     AttentionWeights, LayerNorm, Linear, Mlp, NnError, PreLnBlock, SelfAttention, Weights,
 };
@@ -52,29 +52,20 @@ impl Default for WhisperConfig {
     }
 }
 
-impl WhisperConfig {
-    /// `config.json` in `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config: WhisperConfig = read_model_config(dir, "Whisper config")?;
-        config.validate()?;
-        Ok(config)
+impl ModelConfig for WhisperConfig {
+    const MODEL_TYPE: &'static str = "whisper";
+    const NAME: &'static str = "Whisper";
+
+    fn model_type(&self) -> Option<&str> {
+        self.model_type.as_deref()
     }
 
-    /// Refuses values the encoder cannot run.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(t) = self.model_type.as_deref().filter(|t| *t != "whisper") {
-            return Err(NnError::config(
-                "model_type",
-                format!("'{t}' is not a Whisper checkpoint (expected 'whisper')"),
-            )
-            .into());
-        }
+    fn check(&self) -> tessera_nn::Result<()> {
         if self.num_mel_bins == 0 || self.num_mel_bins > 256 {
             return Err(NnError::config(
                 "num_mel_bins",
                 format!("{} mel bands: use 80 or 128", self.num_mel_bins),
-            )
-            .into());
+            ));
         }
         positive("d_model", self.d_model)?;
         positive("encoder_ffn_dim", self.encoder_ffn_dim)?;
@@ -87,7 +78,9 @@ impl WhisperConfig {
         activation("activation_function", &self.activation_function)?;
         Ok(())
     }
+}
 
+impl WhisperConfig {
     /// Mel frames the encoder takes (twice its positions: 3000 for 30 s).
     pub fn frames(&self) -> usize {
         2 * self.max_source_positions

@@ -2,11 +2,13 @@
 //! and text, from Hugging Face model folders.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use tessera::clip::ClipModel;
+use tessera::nn::image::RgbImage;
 use tessera::nn::load_image;
 use tessera::vit::ViTForImageClassification;
 use tessera::{DType, Gpu};
@@ -87,12 +89,26 @@ pub enum ClipCommand {
     },
 }
 
-fn loaded(what: &str, start: Instant, gpu: &Gpu) {
+/// Decodes `images` first (a bad path fails before the model loads), then opens the adapter
+/// and loads the model, reporting the load time on stderr.
+fn setup<T, E: Into<BoxError>>(
+    what: &str,
+    images: &[PathBuf],
+    load: impl FnOnce(&Arc<Gpu>) -> Result<T, E>,
+) -> Result<(Vec<RgbImage>, Arc<Gpu>, T), BoxError> {
+    let pictures = images
+        .iter()
+        .map(|p| load_image(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let gpu = Gpu::shared()?;
+    let start = Instant::now();
+    let model = load(&gpu).map_err(Into::into)?;
     eprintln!(
         "loaded {what} in {:.0} ms on {}",
         start.elapsed().as_secs_f64() * 1e3,
         gpu.summary().name
     );
+    Ok((pictures, gpu, model))
 }
 
 fn rows(values: &[f32], width: usize) -> Vec<&[f32]> {
@@ -105,14 +121,9 @@ pub fn run_vit(cmd: VitCommand) -> Result<(), BoxError> {
         top_k,
         images,
     } = cmd;
-    let pictures = images
-        .iter()
-        .map(|p| load_image(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let gpu = Gpu::shared()?;
-    let start = Instant::now();
-    let (model, processor) = ViTForImageClassification::load(&gpu, &args.model, args.dtype.into())?;
-    loaded("ViT", start, &gpu);
+    let (pictures, _, (model, processor)) = setup("ViT", &images, |gpu| {
+        ViTForImageClassification::load(gpu, &args.model, args.dtype.into())
+    })?;
     let start = Instant::now();
     let batch = processor.process(&pictures)?;
     let (logits, _) = model.forward(&batch, &processor.normalize)?;
@@ -162,15 +173,9 @@ pub fn run_clip(cmd: ClipCommand) -> Result<(), BoxError> {
             if images.is_empty() && texts.is_empty() {
                 return Err("nothing to embed: give --image PATH and/or --text STR".into());
             }
-            let pictures = images
-                .iter()
-                .map(|p| load_image(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let gpu = Gpu::shared()?;
-            let start = Instant::now();
-            let (model, processor, tokenizer) =
-                ClipModel::load(&gpu, &args.model, args.dtype.into())?;
-            loaded("CLIP", start, &gpu);
+            let (pictures, _, (model, processor, tokenizer)) = setup("CLIP", &images, |gpu| {
+                ClipModel::load(gpu, &args.model, args.dtype.into())
+            })?;
             let start = Instant::now();
             let dim = model.config().projection_dim;
             let image_embeds = if pictures.is_empty() {
@@ -221,14 +226,12 @@ pub fn run_clip(cmd: ClipCommand) -> Result<(), BoxError> {
             if texts.len() < 2 {
                 return Err("rank needs at least two --text candidates".into());
             }
-            let picture = load_image(&image)?;
-            let gpu = Gpu::shared()?;
+            let (pictures, _, (model, processor, tokenizer)) =
+                setup("CLIP", std::slice::from_ref(&image), |gpu| {
+                    ClipModel::load(gpu, &args.model, args.dtype.into())
+                })?;
             let start = Instant::now();
-            let (model, processor, tokenizer) =
-                ClipModel::load(&gpu, &args.model, args.dtype.into())?;
-            loaded("CLIP", start, &gpu);
-            let start = Instant::now();
-            let batch = processor.process(&[picture])?;
+            let batch = processor.process(&pictures)?;
             let image_embeds = model.image_embeds(&batch, &processor.normalize)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let text_embeds = model.text_embeds(&tokenizer.encode(&refs)?)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_model_config};
+use tessera_nn::config::{activation, head_dim, positive, ModelConfig};
 use tessera_nn::{
     gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError, PatchEmbedding,
     PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
@@ -121,22 +121,15 @@ impl Default for ClipConfig {
     }
 }
 
-impl ClipConfig {
-    /// `config.json` in `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config: ClipConfig = read_model_config(dir, "CLIP config")?;
-        config.validate()?;
-        Ok(config)
+impl ModelConfig for ClipConfig {
+    const MODEL_TYPE: &'static str = "clip";
+    const NAME: &'static str = "CLIPModel";
+
+    fn model_type(&self) -> Option<&str> {
+        self.model_type.as_deref()
     }
 
-    /// Refuses values the model cannot run.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(t) = self.model_type.as_deref().filter(|t| *t != "clip") {
-            return Err(NnError::config(
-                "model_type",
-                format!("'{t}' is not a CLIPModel checkpoint (expected 'clip')"),
-            ));
-        }
+    fn check(&self) -> tessera_nn::Result<()> {
         let (t, v) = (&self.text_config, &self.vision_config);
         positive("projection_dim", self.projection_dim)?;
         positive("text_config.hidden_size", t.hidden_size)?;

@@ -64,3 +64,39 @@ pub fn read_model_config<T: DeserializeOwned>(dir: &Path, what: &'static str) ->
     }
     read_json(&dir.join("config.json"), what)
 }
+
+/// The `config.json` of one model family.
+pub trait ModelConfig: DeserializeOwned {
+    /// The `model_type` this family's checkpoints have.
+    const MODEL_TYPE: &'static str;
+    /// The family, in messages ("ViT").
+    const NAME: &'static str;
+
+    /// The file's `model_type`, if it has one.
+    fn model_type(&self) -> Option<&str>;
+
+    /// Refuses values the model cannot run (the model type is checked before).
+    fn check(&self) -> Result<()>;
+
+    /// The model type, then [`ModelConfig::check`].
+    fn validate(&self) -> Result<()> {
+        if let Some(t) = self.model_type().filter(|t| *t != Self::MODEL_TYPE) {
+            return Err(NnError::config(
+                "model_type",
+                format!(
+                    "'{t}' is not a {} checkpoint (expected '{}')",
+                    Self::NAME,
+                    Self::MODEL_TYPE
+                ),
+            ));
+        }
+        self.check()
+    }
+
+    /// `config.json` in `dir`, parsed and validated.
+    fn load(dir: &Path) -> Result<Self> {
+        let config: Self = read_model_config(dir, "model config")?;
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -12,6 +12,7 @@ mod resample;
 mod weights;
 
 pub use error::{NnError, Result};
+pub use image;
 pub use layers::{
     gather_rows, AttentionWeights, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_model_config};
+use tessera_nn::config::{activation, head_dim, positive, ModelConfig};
 use tessera_nn::{
     gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError, PatchEmbedding,
     PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
@@ -70,22 +70,15 @@ impl Default for ViTConfig {
     }
 }
 
-impl ViTConfig {
-    /// `config.json` in `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config: ViTConfig = read_model_config(dir, "ViT config")?;
-        config.validate()?;
-        Ok(config)
+impl ModelConfig for ViTConfig {
+    const MODEL_TYPE: &'static str = "vit";
+    const NAME: &'static str = "ViT";
+
+    fn model_type(&self) -> Option<&str> {
+        self.model_type.as_deref()
     }
 
-    /// Refuses values the model cannot run.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(t) = self.model_type.as_deref().filter(|t| *t != "vit") {
-            return Err(NnError::config(
-                "model_type",
-                format!("'{t}' is not a ViT checkpoint (expected 'vit')"),
-            ));
-        }
+    fn check(&self) -> tessera_nn::Result<()> {
         if self.num_channels != 3 {
             return Err(NnError::config(
                 "num_channels",
@@ -116,7 +109,9 @@ impl ViTConfig {
         activation("pooler_act", &self.pooler_act)?;
         Ok(())
     }
+}
 
+impl ViTConfig {
     /// Class names in index order (`LABEL_i` where the config has none).
     pub fn labels(&self, count: usize) -> Vec<String> {
         (0..count)
