@@ -6,7 +6,7 @@ pub mod model_bench;
 pub use tessera_audio as audio;
 pub use tessera_clip as clip;
 pub use tessera_kernels as kernels;
-pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError};
+pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError, KernelFamily};
 pub use tessera_nn as nn;
 pub use tessera_tensor as tensor;
 pub use tessera_tensor::{

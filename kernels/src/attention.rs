@@ -346,7 +346,7 @@ pub fn choose_variant(gpu: &Gpu, spec: &AttentionSpec) -> AttentionVariant {
     let fits = spec.k_len <= l.max_texture_dimension_2d as usize
         && spec.batch * spec.heads <= l.max_texture_array_layers as usize;
     match spec.variant {
-        AttentionVariant::Auto if gpu.is_cpu() && gpu.has_subgroup_size(8) && fits => {
+        AttentionVariant::Auto if gpu.cpu_kernels() && gpu.has_subgroup_size(8) && fits => {
             AttentionVariant::TextureSubgroup
         }
         AttentionVariant::Auto => AttentionVariant::Tiled,

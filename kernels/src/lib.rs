@@ -26,7 +26,7 @@ pub use dtype::{specialize, DType};
 pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
 pub use runtime::{
-    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelKey, Resource,
+    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelFamily, KernelKey, Resource,
     IN_OUT_BINDINGS, TEXTURE_FORMAT,
 };
 pub use wgpu;

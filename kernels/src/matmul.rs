@@ -276,7 +276,7 @@ impl std::fmt::Debug for PackedB {
 /// so that packing the weight once at load pays.
 pub fn prefers_packed_b(gpu: &Gpu, n: usize, k: usize) -> bool {
     let max = gpu.limits().max_texture_dimension_2d as usize;
-    gpu.is_cpu() && n >= 1 && k >= 1 && k.div_ceil(4) <= max && n <= max
+    gpu.cpu_kernels() && n >= 1 && k >= 1 && k.div_ceil(4) <= max && n <= max
 }
 
 /// The B operand of a matmul.
@@ -317,7 +317,7 @@ fn to_u32(what: &str, v: usize) -> Result<u32> {
 /// buffers directly.
 pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     match spec.variant {
-        MatmulVariant::Auto if gpu.is_cpu() && fits_textures(gpu, spec) => {
+        MatmulVariant::Auto if gpu.cpu_kernels() && fits_textures(gpu, spec) => {
             if gpu.has_subgroup_size(8) {
                 MatmulVariant::TextureSubgroup
             } else {
@@ -325,7 +325,7 @@ pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
             }
         }
         MatmulVariant::Auto if spec.m == 1 => MatmulVariant::Gemv,
-        MatmulVariant::Auto if gpu.is_cpu() => MatmulVariant::Register,
+        MatmulVariant::Auto if gpu.cpu_kernels() => MatmulVariant::Register,
         MatmulVariant::Auto => MatmulVariant::Tiled,
         v => v,
     }

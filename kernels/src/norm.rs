@@ -117,7 +117,7 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
     };
     // One invocation per row on CPU drivers when its loops stay well inside llvmpipe's 65535
     // iterations: three passes over the row.
-    let serial = gpu.is_cpu() && 3 * cols < 50_000;
+    let serial = gpu.cpu_kernels() && 3 * cols < 50_000;
     let kernel = gpu.kernel(&KernelKey {
         shader: "norm",
         source: crate::modules::NORM,

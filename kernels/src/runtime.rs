@@ -61,6 +61,18 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// Which family of kernel variants `Auto` picks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// By the adapter: CPU drivers get the CPU family, everything else the GPU family.
+    #[default]
+    Auto,
+    /// Storage buffers and workgroup-memory tiles (what GPUs want).
+    Gpu,
+    /// Operands in textures, subgroup broadcasts, one row per invocation (what CPU drivers want).
+    Cpu,
+}
+
 /// How to choose the adapter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GpuOptions {
@@ -68,10 +80,14 @@ pub struct GpuOptions {
     pub backend: Option<Backend>,
     /// Only adapters whose name contains this (case-insensitive).
     pub adapter_name: Option<String>,
+    /// Kernel variants; `Auto` by the adapter. Forcing the GPU family on a CPU driver runs (and
+    /// tests) the GPU code paths there, slowly.
+    pub kernels: KernelFamily,
 }
 
 impl GpuOptions {
-    /// Options from `TESSERA_BACKEND=vulkan|metal|dx12|gl` and `TESSERA_ADAPTER=<name part>`.
+    /// Options from `TESSERA_BACKEND=vulkan|metal|dx12|gl`, `TESSERA_ADAPTER=<name part>` and
+    /// `TESSERA_KERNELS=auto|gpu|cpu`.
     pub fn from_env() -> Result<Self> {
         let backend = match std::env::var("TESSERA_BACKEND") {
             Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| KernelError::BadEnv {
@@ -84,9 +100,22 @@ impl GpuOptions {
         let adapter_name = std::env::var("TESSERA_ADAPTER")
             .ok()
             .filter(|s| !s.is_empty());
+        let kernels = match std::env::var("TESSERA_KERNELS").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => KernelFamily::Auto,
+            Ok("gpu") => KernelFamily::Gpu,
+            Ok("cpu") => KernelFamily::Cpu,
+            Ok(v) => {
+                return Err(KernelError::BadEnv {
+                    var: "TESSERA_KERNELS",
+                    value: v.to_string(),
+                    expected: "auto, gpu or cpu",
+                })
+            }
+        };
         Ok(GpuOptions {
             backend,
             adapter_name,
+            kernels,
         })
     }
 }
@@ -224,6 +253,7 @@ pub struct Gpu {
     gpu_error: Arc<Mutex<Option<String>>>,
     dummy: GpuBuffer,
     dummy_rw: GpuBuffer,
+    cpu_kernels: bool,
 }
 
 static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
@@ -330,7 +360,15 @@ impl Gpu {
         };
         let dummy = small("tessera-dummy");
         let dummy_rw = small("tessera-dummy-rw");
+        let cpu_driver = info.device_type == wgpu::DeviceType::Cpu
+            || info.name.to_lowercase().contains("llvmpipe");
+        let cpu_kernels = match options.kernels {
+            KernelFamily::Auto => cpu_driver,
+            KernelFamily::Gpu => false,
+            KernelFamily::Cpu => true,
+        };
         Ok(Gpu {
+            cpu_kernels,
             _instance: instance,
             adapter,
             device,
@@ -404,10 +442,17 @@ impl Gpu {
             && self.info.subgroup_max_size == size
     }
 
-    /// Whether this adapter runs on the CPU (lavapipe, llvmpipe, WARP, SwiftShader).
+    /// Whether this adapter runs on the CPU (lavapipe, llvmpipe, WARP, SwiftShader): its
+    /// limits (llvmpipe's cap on loop iterations) apply whatever kernels run.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
             || self.info.name.to_lowercase().contains("llvmpipe")
+    }
+
+    /// Whether `Auto` picks the CPU family of kernel variants (textures, subgroup broadcasts,
+    /// one row per invocation): on CPU drivers unless [`GpuOptions::kernels`] says otherwise.
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
     }
 
     /// Fails with a clear error when `dtype` is not usable on this adapter.

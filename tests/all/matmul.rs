@@ -478,7 +478,7 @@ fn packed_weights_match_the_reference() {
     let Some(packed) = w.pack_weight().unwrap() else {
         // Adapters whose matmuls read buffers keep weights as they are.
         assert!(
-            !gpu.is_cpu(),
+            !gpu.cpu_kernels(),
             "CPU drivers run texture matmuls and pack weights"
         );
         return;

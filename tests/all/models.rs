@@ -443,3 +443,40 @@ fn missing_weight_is_named() {
     let e = vit_error(&dir);
     assert!(e.contains("`vit.layernorm.bias` is missing"), "{e}");
 }
+
+/// The models with the GPU family of kernels (buffer matmuls, workgroup-memory attention, one
+/// workgroup per norm row) that `Auto` picks on real GPUs, run here on the CPU driver.
+#[test]
+fn models_match_with_the_gpu_kernel_family() {
+    let options = tessera::GpuOptions {
+        kernels: tessera::KernelFamily::Gpu,
+        ..tessera::GpuOptions::from_env().unwrap()
+    };
+    let gpu = std::sync::Arc::new(tessera::Gpu::new(&options).unwrap());
+    assert!(!gpu.cpu_kernels());
+
+    let r = Reference::load("vit");
+    let (pixels, batch, size) = r.pixels_hwc("pixel_values");
+    let (model, _) = ViTForImageClassification::load(&gpu, &model_dir("vit"), DType::F32).unwrap();
+    let (logits, _) = model
+        .forward_pixels(Pixels::F32(&pixels), batch, size, &IDENTITY)
+        .unwrap();
+    check("vit logits", &logits, &r.get("logits"), F32_TOL);
+
+    let r = Reference::load("clip");
+    let texts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("clip").join("texts.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<Vec<u32>> = serde_json::from_value(texts["input_ids"].clone()).unwrap();
+    let (model, _, _) = ClipModel::load(&gpu, &model_dir("clip"), DType::F32).unwrap();
+    let text = model.text_embeds(&ids).unwrap();
+    check("clip text_embeds", &text, &r.get("text_embeds"), F32_TOL);
+
+    let r = Reference::load("whisper");
+    let (shape, feats) = r.get("input_features");
+    let encoder = WhisperEncoder::load(&gpu, &model_dir("whisper"), DType::F32).unwrap();
+    let input = Tensor::from_slice(&gpu, &feats, &shape, DType::F32).unwrap();
+    let out = encoder.forward(&input).unwrap();
+    check("whisper", &out, &r.get("last_hidden_state"), F32_TOL);
+}

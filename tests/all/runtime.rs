@@ -32,6 +32,7 @@ fn unknown_adapter_name_is_a_clear_error() {
     let err = Gpu::new(&GpuOptions {
         backend: None,
         adapter_name: Some("no-such-adapter-xyz".into()),
+        ..GpuOptions::default()
     })
     .unwrap_err();
     assert!(matches!(err, KernelError::NoAdapter { .. }));
@@ -48,7 +49,7 @@ fn unknown_adapter_name_is_a_clear_error() {
 fn matmul_runs_on_the_gl_backend() {
     let gl = Gpu::new(&GpuOptions {
         backend: Some(Backend::Gl),
-        adapter_name: None,
+        ..GpuOptions::default()
     })
     .unwrap_or_else(|e| panic!("the GL backend must be available: {e}"));
     assert_eq!(gl.summary().backend, "Gl");
