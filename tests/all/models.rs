@@ -480,3 +480,33 @@ fn models_match_with_the_gpu_kernel_family() {
     let out = encoder.forward(&input).unwrap();
     check("whisper", &out, &r.get("last_hidden_state"), F32_TOL);
 }
+
+#[test]
+fn clip_pools_at_the_end_token_by_transformers_rule() {
+    use tessera::clip::{ClipTextConfig, ClipTextTransformer};
+    use tessera::nn::Weights;
+    let gpu = gpu();
+    let w = Weights::random(&gpu, DType::F32).unwrap();
+    let tower = |eos| {
+        let config = ClipTextConfig {
+            vocab_size: 100,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            max_position_embeddings: 16,
+            eos_token_id: eos,
+            ..ClipTextConfig::default()
+        };
+        ClipTextTransformer::new(&config, &w).unwrap()
+    };
+    let ids = [98, 5, 7, 99, 3, 99];
+    // eos_token_id 2 (the original configs): the first position of the highest id.
+    assert_eq!(tower(2).eos_position(&ids), 3);
+    // Otherwise the first position of that id, 0 if absent.
+    assert_eq!(tower(7).eos_position(&ids), 2);
+    assert_eq!(tower(42).eos_position(&ids), 0);
+    // Longer than the positions: an error, not a panic.
+    let long = vec![vec![1u32; 17]];
+    assert!(tower(2).forward(&long).is_err());
+}
