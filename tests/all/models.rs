@@ -510,3 +510,13 @@ fn clip_pools_at_the_end_token_by_transformers_rule() {
     let long = vec![vec![1u32; 17]];
     assert!(tower(2).forward(&long).is_err());
 }
+
+#[test]
+fn empty_images_and_batches_are_errors() {
+    let processor = ImageProcessor::clip_default();
+    let empty = tessera::nn::image::RgbImage::new(0, 5);
+    let e = processor.process(&[empty]).unwrap_err().to_string();
+    assert!(e.contains("0x5"), "{e}");
+    let e = processor.process(&[]).unwrap_err().to_string();
+    assert!(e.contains("no images"), "{e}");
+}

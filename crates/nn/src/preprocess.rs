@@ -212,6 +212,11 @@ impl ImageProcessor {
     /// One image resized and cropped.
     pub fn process_one(&self, image: &RgbImage) -> Result<RgbImage> {
         let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Err(NnError::Input(format!(
+                "an image of {w}x{h} pixels has nothing to resize"
+            )));
+        }
         let mut out = match self.resize {
             None => image.clone(),
             Some(r) => {
