@@ -57,18 +57,14 @@ impl ModelBench {
             height: side,
             width: side,
         };
-        let (name, batch): (&'static str, usize) = match name {
-            "vit-b16" => ("vit-b16", 1),
-            "vit-b16-b8" => ("vit-b16-b8", 8),
-            "clip-b32-image" => ("clip-b32-image", 1),
-            "clip-b32-text" => ("clip-b32-text", 8),
-            "whisper-tiny" => ("whisper-tiny", 1),
-            "whisper-base" => ("whisper-base", 1),
-            other => {
-                return Err(
-                    format!("unknown model '{other}': choose from {}", MODELS.join(", ")).into(),
-                )
-            }
+        let name: &'static str =
+            MODELS.iter().copied().find(|m| *m == name).ok_or_else(|| {
+                format!("unknown model '{name}': choose from {}", MODELS.join(", "))
+            })?;
+        let batch = if matches!(name, "vit-b16-b8" | "clip-b32-text") {
+            8
+        } else {
+            1
         };
         let bench = match name {
             "vit-b16" | "vit-b16-b8" => {

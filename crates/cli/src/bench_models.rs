@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use tessera::model_bench::ModelBench;
+use tessera::model_bench::{ModelBench, MODELS};
 use tessera::{DType, Gpu};
 
 use crate::bench::{bench_matmul, median_time, BoxError, Layout};
@@ -30,6 +30,9 @@ const MB: f64 = 1024.0 * 1024.0;
 
 pub fn run(gpu: &Arc<Gpu>, dtype: DType, models: &[String], json: bool) -> Result<(), BoxError> {
     gpu.check_dtype("bench models", dtype)?;
+    if let Some(bad) = models.iter().find(|m| !MODELS.contains(&m.as_str())) {
+        return Err(format!("unknown model '{bad}': choose from {}", MODELS.join(", ")).into());
+    }
     let matmul = bench_matmul(
         gpu,
         dtype,

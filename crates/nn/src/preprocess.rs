@@ -201,14 +201,6 @@ impl ImageProcessor {
         })
     }
 
-    /// The (height, width) every processed image has, if the config fixes it.
-    pub fn output_size(&self) -> Option<(usize, usize)> {
-        match (self.crop, self.resize) {
-            (Some((h, w)), _) | (None, Some(Resize::Exact(h, w))) => Some((h as usize, w as usize)),
-            _ => None,
-        }
-    }
-
     /// One image resized and cropped.
     pub fn process_one(&self, image: &RgbImage) -> Result<RgbImage> {
         let (w, h) = image.dimensions();
