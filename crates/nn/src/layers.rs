@@ -148,19 +148,24 @@ impl SelfAttention {
     /// Loads the projections (each `[hidden, hidden]`) and concatenates q, k and v into one
     /// `[3·hidden, hidden]` weight; a missing bias is zeros.
     pub fn load(w: &AttentionWeights<'_>, hidden: usize, heads: usize) -> Result<Self> {
-        let mut weights = Vec::with_capacity(3);
-        let mut biases = Vec::with_capacity(3);
-        for (p, has_bias) in [w.q, w.k, w.v].into_iter().zip(w.qkv_bias) {
-            weights.push(p.get("weight", &[hidden, hidden])?);
-            biases.push(if has_bias {
-                p.get("bias", &[hidden])?
-            } else {
-                Tensor::zeros(p.gpu(), &[hidden], p.dtype())?
-            });
-        }
-        let any_bias = w.qkv_bias.iter().any(|&b| b);
+        let projections = [w.q, w.k, w.v];
+        let weights = projections
+            .iter()
+            .map(|p| p.get("weight", &[hidden, hidden]))
+            .collect::<Result<Vec<_>>>()?;
         let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
-        let bias = if any_bias {
+        let bias = if w.qkv_bias.contains(&true) {
+            let biases = projections
+                .iter()
+                .zip(w.qkv_bias)
+                .map(|(p, has_bias)| {
+                    if has_bias {
+                        p.get("bias", &[hidden])
+                    } else {
+                        Ok(Tensor::zeros(p.gpu(), &[hidden], p.dtype())?)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
             Some(Tensor::concat(&biases.iter().collect::<Vec<_>>(), 0)?)
         } else {
             None
@@ -210,9 +215,11 @@ impl Mlp {
         }
     }
 
-    /// `fc2(act(fc1(x))) + residual`, the activation and the residual fused into the matmuls.
-    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.fc1.forward_with(x, self.activation, None)?;
+    /// `fc2(act(fc1(x))) + residual`, the activation and the residual fused into the matmuls;
+    /// `x` is freed once `fc1` has read it.
+    pub fn forward(&self, x: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.fc1.forward_with(&x, self.activation, None)?;
+        drop(x);
         self.fc2.forward_with(&h, Activation::None, residual)
     }
 }
@@ -242,15 +249,7 @@ impl PreLnBlock {
             self.attn.forward(&normed, causal, Some(&x))?
         };
         drop(x);
-        let hidden = {
-            let normed = self.ln2.forward(&h)?;
-            self.mlp
-                .fc1
-                .forward_with(&normed, self.mlp.activation, None)?
-        };
-        self.mlp
-            .fc2
-            .forward_with(&hidden, Activation::None, Some(&h))
+        self.mlp.forward(self.ln2.forward(&h)?, Some(&h))
     }
 
     /// Multiply-adds of the layer for `tokens` rows of `seq` tokens each (matmuls and
