@@ -6,6 +6,8 @@
 //     = input[n, g·C/groups + c, y·stride_h − pad_h + i, x·stride_w − pad_w + j]   (0 outside)
 //
 // One invocation per element of cols, 2-D grid so large inputs fit the dispatch limits.
+// im2col_packed (one group) writes the matrix packed for the texture matmuls instead, four
+// columns per texel, zero past the last (pack.wgsl's layout), one invocation per texel.
 
 alias T = f32;
 
@@ -31,6 +33,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read> src: array<T>;
 @group(0) @binding(1) var<storage, read_write> cols: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var cols_packed: texture_storage_2d_array<rgba32float, write>;
 
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -38,12 +41,31 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
     if e >= p.total {
         return;
     }
-    let cg = p.channels / p.groups;
-    let width = cg * p.kh * p.kw;
+    let width = p.channels / p.groups * p.kh * p.kw;
     let rows = p.n * p.out_h * p.out_w;
-    let col = e % width;
-    let row = (e / width) % rows;
-    let g = e / (width * rows);
+    cols[e] = field(e / (width * rows), (e / width) % rows, e % width);
+}
+
+@compute @workgroup_size(64, 4, 1)
+fn im2col_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let width = p.channels * p.kh * p.kw;
+    let row = gid.y;
+    if 4u * gid.x >= width || row >= p.n * p.out_h * p.out_w {
+        return;
+    }
+    var v = vec4<f32>();
+    for (var j = 0u; j < 4u; j++) {
+        let col = 4u * gid.x + j;
+        if col < width {
+            v[j] = f32(field(0u, row, col));
+        }
+    }
+    textureStore(cols_packed, vec2<u32>(gid.x, row), 0, v);
+}
+
+// Element (row, col) of group g's matrix.
+fn field(g: u32, row: u32, col: u32) -> T {
+    let cg = p.channels / p.groups;
     let j = col % p.kw;
     let i = (col / p.kw) % p.kh;
     let c = col / (p.kw * p.kh);
@@ -53,10 +75,9 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
     // Signed arithmetic through an offset: iy = y·stride + i − pad.
     let iy = y * p.stride_h + i;
     let ix = x * p.stride_w + j;
-    var v = T(0.0);
     if iy >= p.pad_h && ix >= p.pad_w && iy - p.pad_h < p.height && ix - p.pad_w < p.width {
         let ch = g * cg + c;
-        v = src[((n * p.channels + ch) * p.height + iy - p.pad_h) * p.width + ix - p.pad_w];
+        return src[((n * p.channels + ch) * p.height + iy - p.pad_h) * p.width + ix - p.pad_w];
     }
-    cols[e] = v;
+    return T(0.0);
 }

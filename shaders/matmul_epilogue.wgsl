@@ -3,6 +3,10 @@
 //
 //   C[b] = act(alpha * acc + bias) + residual[b]   (r_stride = 0: one residual for every b)
 //
+// The texture kernels can write C as a packed texture instead (OUT_TEXTURE, through
+// emit_row): four columns per texel, zero past column N, the layout pack.wgsl gives a matmul's
+// A, so the next matmul reads it without a buffer copy of C ever existing.
+//
 // Compiled after activation.wgsl and before the kernel files (see kernels/src/lib.rs, modules).
 
 alias T = f32;
@@ -25,24 +29,30 @@ struct Params {
 override TRANS_B: bool = true;
 override HAS_BIAS: bool = false;
 override HAS_RESIDUAL: bool = false;
+override OUT_TEXTURE: bool = false;
 
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read> residual: array<T>;
 @group(0) @binding(4) var<storage, read_write> c: array<T>;
 @group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(8) var out_tex: texture_storage_2d_array<rgba32float, write>;
 
-// Applies the epilogue to one accumulated value and stores it.
-fn store(batch: u32, row: u32, col: u32, acc: f32) {
+// The epilogue of one accumulated value.
+fn epilogue(batch: u32, row: u32, col: u32, acc: f32) -> f32 {
     var v = p.alpha * acc;
     if HAS_BIAS {
         v += f32(bias[col]);
     }
     v = activate(v);
-    let within = row * p.n + col;
     if HAS_RESIDUAL {
-        v += f32(residual[batch * p.r_stride + within]);
+        v += f32(residual[batch * p.r_stride + row * p.n + col]);
     }
-    c[batch * p.c_stride + within] = T(v);
+    return v;
+}
+
+// Applies the epilogue to one accumulated value and stores it.
+fn store(batch: u32, row: u32, col: u32, acc: f32) {
+    c[batch * p.c_stride + row * p.n + col] = T(epilogue(batch, row, col, acc));
 }
 
 fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
@@ -52,6 +62,24 @@ fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
                 store(batch, row, col0 + j, acc[j]);
             }
         }
+    }
+}
+
+// Columns col0..col0+3 of a row of the texture kernels (col0 a multiple of 4), to C or, with
+// OUT_TEXTURE, as one texel of the packed output (the values rounded to T like C's).
+fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
+    if !OUT_TEXTURE {
+        store_row(batch, row, col0, acc);
+        return;
+    }
+    if row < p.m {
+        var v = vec4<f32>();
+        for (var j = 0u; j < 4u; j++) {
+            if col0 + j < p.n {
+                v[j] = f32(T(epilogue(batch, row, col0 + j, acc[j])));
+            }
+        }
+        textureStore(out_tex, vec2<u32>(col0 / 4u, row), 0, v);
     }
 }
 

@@ -1,5 +1,5 @@
-// Packs a strided 3-D view of a buffer into an rgba32float array texture, four consecutive
-// columns per texel, zero-padded past the last column:
+// Packs a strided 3-D view of a buffer into an rgba32float array texture (rgba16float for
+// f16, see specialize), four consecutive columns per texel, zero-padded past the last column:
 //
 //   texel(x, r, z) = (src[offset + (z / layer_div)·outer_stride + (z % layer_div)·inner_stride
 //                         + r·row_stride + (4x + j)·col_stride] for j in 0..4)

@@ -6,6 +6,8 @@
 //   cols[b, 1 + py·gw + px, (c·p + i)·p + j] = (rescale · img[b, py·p + i, px·p + j, c] − mean[c]) / std[c]
 //
 // U8 reads bytes packed four to a u32 (what an 8-bit image upload is); otherwise f32 pixels.
+// patchify_packed (one image) writes the rows packed for the texture matmuls instead, four
+// columns per texel (pack.wgsl's layout), one invocation per texel.
 
 alias T = f32;
 
@@ -28,6 +30,7 @@ override U8: bool = true;
 @group(0) @binding(1) var<storage, read> pixels_f32: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cols: array<T>;
 @group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var cols_packed: texture_storage_2d_array<rgba32float, write>;
 
 fn pixel(i: u32) -> f32 {
     if U8 {
@@ -44,12 +47,30 @@ fn patchify(@builtin(global_invocation_id) gid: vec3<u32>) {
     if e >= p.batch * rows * width {
         return;
     }
-    let col = e % width;
-    let row = (e / width) % rows;
-    let b = e / (width * rows);
-    if row == 0u {
-        cols[e] = T(0.0);
+    cols[e] = T(value(e / (width * rows), (e / width) % rows, e % width));
+}
+
+@compute @workgroup_size(64, 4, 1)
+fn patchify_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let width = 3u * p.patch_size * p.patch_size;
+    let row = gid.y;
+    if 4u * gid.x >= width || row > p.patches {
         return;
+    }
+    var v = vec4<f32>();
+    for (var j = 0u; j < 4u; j++) {
+        let col = 4u * gid.x + j;
+        if col < width {
+            v[j] = f32(T(value(0u, row, col)));
+        }
+    }
+    textureStore(cols_packed, vec2<u32>(gid.x, row), 0, v);
+}
+
+// Element (row, col) of image b's matrix.
+fn value(b: u32, row: u32, col: u32) -> f32 {
+    if row == 0u {
+        return 0.0;
     }
     let j = col % p.patch_size;
     let i = (col / p.patch_size) % p.patch_size;
@@ -59,5 +80,5 @@ fn patchify(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y = py * p.patch_size + i;
     let x = px * p.patch_size + j;
     let v = pixel(((b * p.height + y) * p.width + x) * 3u + c);
-    cols[e] = T((p.rescale * v - p.mean[c]) * p.inv_std[c]);
+    return (p.rescale * v - p.mean[c]) * p.inv_std[c];
 }

@@ -5,9 +5,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::matmul::Activation;
+use crate::matmul::{Activation, PackedRows};
 use crate::pool::GpuBuffer;
-use crate::runtime::{Gpu, KernelKey, IN_OUT_BINDINGS};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource, IN_OUT_BINDINGS};
 
 /// A grouped 2-D convolution of a `[n, channels, height, width]` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,16 +118,14 @@ pub fn im2col(
     spec.check()?;
     let (out_h, out_w) = spec.out_size();
     let total = spec.groups * spec.n * out_h * out_w * spec.patch_len();
-    let need_in = spec.n * spec.channels * spec.height * spec.width;
-    if ((need_in * dtype.size()) as u64) > input.len_bytes()
-        || ((total * dtype.size()) as u64) > cols.len_bytes()
-    {
+    if ((total * dtype.size()) as u64) > cols.len_bytes() {
         return Err(KernelError::Shape {
             op: "conv",
-            detail: format!("buffers too small for {spec:?}"),
+            detail: format!("the column buffer is too small for {spec:?}"),
         });
     }
     let (grid, row_pitch) = gpu.grid_1d(total, 256);
+    let params = im2col_params(dtype, spec, input, total, row_pitch)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "im2col",
         source: crate::modules::IM2COL,
@@ -136,7 +134,80 @@ pub fn im2col(
         constants: vec![],
         bindings: IN_OUT_BINDINGS,
     })?;
-    let params = Params {
+    gpu.dispatch(
+        &kernel,
+        &[input.into(), cols.into()],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
+}
+
+/// [`im2col`] of a one-group convolution written packed for the texture matmuls: `cols` is
+/// `[n·out_h·out_w, patch_len]`.
+pub fn im2col_packed(
+    gpu: &Gpu,
+    dtype: DType,
+    spec: &ConvSpec,
+    input: &GpuBuffer,
+    cols: &PackedRows,
+) -> Result<()> {
+    spec.check()?;
+    let (out_h, out_w) = spec.out_size();
+    let rows = spec.n * out_h * out_w;
+    if spec.groups != 1 || cols.shape() != (rows, spec.patch_len()) || cols.dtype() != dtype {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("packed columns {cols:?} do not match {spec:?} in one group"),
+        });
+    }
+    let params = im2col_params(dtype, spec, input, rows * spec.patch_len(), 0)?;
+    let kernel = gpu.kernel(&KernelKey {
+        shader: "im2col",
+        source: crate::modules::IM2COL,
+        entry: "im2col_packed",
+        dtype,
+        constants: vec![],
+        bindings: &[
+            (0, Binding::Read),
+            (2, Binding::Params),
+            (3, Binding::StorageTexture),
+        ],
+    })?;
+    gpu.dispatch(
+        &kernel,
+        &[input.into(), Resource::Texture(cols.texture().array_view())],
+        bytemuck::bytes_of(&params),
+        [
+            spec.patch_len().div_ceil(4).div_ceil(64) as u32,
+            rows.div_ceil(4) as u32,
+            1,
+        ],
+    )
+}
+
+fn im2col_params(
+    dtype: DType,
+    spec: &ConvSpec,
+    input: &GpuBuffer,
+    total: usize,
+    row_pitch: u32,
+) -> Result<Params> {
+    spec.check()?;
+    let (out_h, out_w) = spec.out_size();
+    let need_in = spec.n * spec.channels * spec.height * spec.width;
+    if ((need_in * dtype.size()) as u64) > input.len_bytes() {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("the input buffer is too small for {spec:?}"),
+        });
+    }
+    if u32::try_from(total).is_err() {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("{total} column elements exceed the 32-bit index range"),
+        });
+    }
+    Ok(Params {
         n: spec.n as u32,
         channels: spec.channels as u32,
         height: spec.height as u32,
@@ -153,13 +224,7 @@ pub fn im2col(
         total: total as u32,
         row_pitch,
         _pad: 0,
-    };
-    gpu.dispatch(
-        &kernel,
-        &[input.into(), cols.into()],
-        bytemuck::bytes_of(&params),
-        grid,
-    )
+    })
 }
 
 /// CPU reference: `act(conv(input, weight) + bias)` as `torch.nn.functional.conv2d` computes

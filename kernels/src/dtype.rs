@@ -20,6 +20,15 @@ impl DType {
         }
     }
 
+    /// Format of the textures operands are staged in for this element type: four elements per
+    /// texel, so an f16 operand takes half the memory of an f32 one.
+    pub fn texel_format(self) -> wgpu::TextureFormat {
+        match self {
+            DType::F32 => wgpu::TextureFormat::Rgba32Float,
+            DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        }
+    }
+
     /// The WGSL scalar type name.
     pub fn wgsl(self) -> &'static str {
         match self {
@@ -49,13 +58,17 @@ impl std::str::FromStr for DType {
 /// The WGSL source of a shader file with its element type alias set to `dtype`.
 ///
 /// Every shader declares `alias T = f32;` once; for f16 the alias changes and `enable f16;`
-/// is put first. This is the only text substitution Tessera does on WGSL.
+/// is put first, and storage textures (declared `rgba32float`) become
+/// [`DType::texel_format`]'s `rgba16float`. These are the only text substitutions Tessera
+/// does on WGSL.
 pub fn specialize(source: &str, dtype: DType) -> String {
     match dtype {
         DType::F32 => source.to_string(),
         DType::F16 => format!(
             "enable f16;\n{}",
-            source.replacen("alias T = f32;", "alias T = f16;", 1)
+            source
+                .replacen("alias T = f32;", "alias T = f16;", 1)
+                .replace("<rgba32float, write>", "<rgba16float, write>")
         ),
     }
 }

@@ -27,7 +27,7 @@ pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
 pub use runtime::{
     AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelFamily, KernelKey, Resource,
-    IN_OUT_BINDINGS, TEXTURE_FORMAT,
+    IN_OUT_BINDINGS,
 };
 pub use wgpu;
 

@@ -18,7 +18,7 @@ const BUFFER_BINDINGS: &[(u32, Binding)] = &[
     (4, Binding::ReadWrite),
     (5, Binding::Params),
 ];
-/// bias, residual, c, params, A texture, op(B) texture.
+/// bias, residual, c, params, A texture, op(B) texture, C texture.
 const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
     (2, Binding::Read),
     (3, Binding::Read),
@@ -26,6 +26,7 @@ const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
     (5, Binding::Params),
     (6, Binding::Texture),
     (7, Binding::Texture),
+    (8, Binding::StorageTexture),
 ];
 
 /// Elementwise activation applied in a kernel's epilogue.
@@ -225,50 +226,92 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// B packed once into the texture layout the texture kernels read (N rows of K/4 texels): a
-/// weight `[N, K]` in Linear layout kept this way from load time on, so CPU drivers do not pack
-/// it again on every call.
-pub struct PackedB {
+/// A `[rows, cols]` matrix in the layout the texture kernels read: `rows` texel rows of
+/// `ceil(cols / 4)` texels, four consecutive columns per texel, zero past the last column
+/// ([`DType::texel_format`]). A weight `[N, K]` packed once at load ([`PackedRows::pack`]) is
+/// op(B) of every later call, so CPU drivers do not pack it again each time; an activation a
+/// matmul writes in this form ([`MatmulOut::Packed`]) is the next matmul's A with no buffer
+/// copy of it ever existing.
+pub struct PackedRows {
     texture: PooledTexture,
-    n: usize,
-    k: usize,
+    rows: usize,
+    cols: usize,
     dtype: DType,
 }
 
-impl PackedB {
-    /// Packs `b`, holding `[n, k]` row-major `dtype` elements.
-    pub fn pack(gpu: &Gpu, dtype: DType, b: &GpuBuffer, n: usize, k: usize) -> Result<Self> {
-        b.check_holds("matmul", "B", n * k, dtype)?;
-        let max = gpu.limits().max_texture_dimension_2d as usize;
-        if n == 0 || k == 0 || k.div_ceil(4) > max || n > max {
-            return Err(KernelError::Shape {
-                op: "matmul",
-                detail: format!("a [{n}, {k}] weight does not fit one texture of {max} texels"),
-            });
-        }
-        let texture = pack_rows(gpu, dtype, b, &PackView::matrix(n, k, k, 1, 0))?;
-        Ok(PackedB {
+impl PackedRows {
+    /// Packs `src`, holding `[rows, cols]` row-major `dtype` elements.
+    pub fn pack(
+        gpu: &Gpu,
+        dtype: DType,
+        src: &GpuBuffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        src.check_holds("matmul", "packed matrix", rows * cols, dtype)?;
+        Self::check_fits(gpu, rows, cols)?;
+        let texture = pack_rows(gpu, dtype, src, &PackView::matrix(rows, cols, cols, 1, 0))?;
+        Ok(PackedRows {
             texture,
-            n,
-            k,
+            rows,
+            cols,
             dtype,
         })
     }
 
-    /// `(N, K)`.
-    pub fn shape(&self) -> (usize, usize) {
-        (self.n, self.k)
+    /// An unwritten `[rows, cols]` matrix, for a matmul to write ([`MatmulOut::Packed`]).
+    pub fn empty(gpu: &Gpu, dtype: DType, rows: usize, cols: usize) -> Result<Self> {
+        Self::check_fits(gpu, rows, cols)?;
+        let size = [cols.div_ceil(4) as u32, rows as u32, 1];
+        Ok(PackedRows {
+            texture: gpu.texture("matmul", size, dtype.texel_format())?,
+            rows,
+            cols,
+            dtype,
+        })
     }
 
-    /// Element type.
+    /// Whether a `[rows, cols]` matrix fits one texture on `gpu`.
+    pub fn fits(gpu: &Gpu, rows: usize, cols: usize) -> bool {
+        Self::check_fits(gpu, rows, cols).is_ok()
+    }
+
+    fn check_fits(gpu: &Gpu, rows: usize, cols: usize) -> Result<()> {
+        let max = gpu.limits().max_texture_dimension_2d as usize;
+        if rows == 0 || cols == 0 || cols.div_ceil(4) > max || rows > max {
+            return Err(KernelError::Shape {
+                op: "matmul",
+                detail: format!(
+                    "a [{rows}, {cols}] matrix does not fit one texture of {max}×{max} texels"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The texture, for kernels that write the packed form directly.
+    pub(crate) fn texture(&self) -> &PooledTexture {
+        &self.texture
+    }
+
+    /// Element type (the precision the values were rounded to).
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 }
 
-impl std::fmt::Debug for PackedB {
+impl std::fmt::Debug for PackedRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedB([{}, {}], {})", self.n, self.k, self.dtype)
+        write!(
+            f,
+            "PackedRows([{}, {}], {})",
+            self.rows, self.cols, self.dtype
+        )
     }
 }
 
@@ -285,21 +328,39 @@ pub enum MatmulB<'a> {
     /// `[batch or 1, N, K]` if `trans_b`, else `[batch or 1, K, N]`.
     Buffer(&'a GpuBuffer),
     /// Packed `[N, K]`: `trans_b` and shared by the batch; runs the texture kernels.
-    Packed(&'a PackedB),
+    Packed(&'a PackedRows),
 }
 
-/// The operands of a matmul: device buffers holding `spec.dtype` elements.
-pub struct MatmulArgs<'a> {
+/// The A operand of a matmul.
+#[derive(Clone, Copy, Debug)]
+pub enum MatmulA<'a> {
     /// `[batch, M, K]`.
-    pub a: &'a GpuBuffer,
+    Buffer(&'a GpuBuffer),
+    /// Packed `[M, K]` (batch 1); runs the texture kernels.
+    Packed(&'a PackedRows),
+}
+
+/// Where a matmul writes C.
+#[derive(Clone, Copy, Debug)]
+pub enum MatmulOut<'a> {
+    /// `[batch, M, N]`.
+    Buffer(&'a GpuBuffer),
+    /// Packed `[M, N]` (batch 1), for a later matmul's A; runs the texture kernels.
+    Packed(&'a PackedRows),
+}
+
+/// The operands of a matmul, holding `spec.dtype` elements.
+pub struct MatmulArgs<'a> {
+    /// A.
+    pub a: MatmulA<'a>,
     /// B.
     pub b: MatmulB<'a>,
     /// `[N]`, optional.
     pub bias: Option<&'a GpuBuffer>,
     /// `[batch, M, N]` (`[M, N]` with `broadcast_residual`), added after the activation.
     pub residual: Option<&'a GpuBuffer>,
-    /// `[batch, M, N]`, written.
-    pub out: &'a GpuBuffer,
+    /// C, written.
+    pub out: MatmulOut<'a>,
 }
 
 fn to_u32(what: &str, v: usize) -> Result<u32> {
@@ -350,8 +411,25 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         });
     }
     gpu.check_dtype("matmul", spec.dtype)?;
-    args.a
-        .check_holds("matmul", "A", batch * m * k, spec.dtype)?;
+    let check_packed = |what: &str, p: &PackedRows, shape: (usize, usize)| {
+        if p.shape() != shape || p.dtype != spec.dtype || batch > 1 {
+            return Err(KernelError::Shape {
+                op: "matmul",
+                detail: format!(
+                    "packed {what} is {} {:?} but the product needs {} {:?} in one batch (got {batch})",
+                    p.dtype,
+                    p.shape(),
+                    spec.dtype,
+                    shape
+                ),
+            });
+        }
+        Ok(())
+    };
+    match args.a {
+        MatmulA::Buffer(a) => a.check_holds("matmul", "A", batch * m * k, spec.dtype)?,
+        MatmulA::Packed(p) => check_packed("A", p, (m, k))?,
+    }
     match args.b {
         MatmulB::Buffer(b) => b.check_holds("matmul", "B", spec.b_len(), spec.dtype)?,
         MatmulB::Packed(p) => {
@@ -374,8 +452,10 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             }
         }
     }
-    args.out
-        .check_holds("matmul", "C", batch * m * n, spec.dtype)?;
+    match args.out {
+        MatmulOut::Buffer(c) => c.check_holds("matmul", "C", batch * m * n, spec.dtype)?,
+        MatmulOut::Packed(p) => check_packed("C", p, (m, n))?,
+    }
     if let Some(bias) = args.bias {
         bias.check_holds("matmul", "bias", n, spec.dtype)?;
     }
@@ -386,7 +466,9 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     to_u32("batch·M·K", batch * m * k)?;
     to_u32("batch·N·K", batch * n * k)?;
     to_u32("batch·M·N", batch * m * n)?;
-    let packed = matches!(args.b, MatmulB::Packed(_));
+    let packed_a = matches!(args.a, MatmulA::Packed(_));
+    let packed_out = matches!(args.out, MatmulOut::Packed(_));
+    let packed = packed_a || packed_out || matches!(args.b, MatmulB::Packed(_));
     let variant = match choose_variant(gpu, spec) {
         v @ (MatmulVariant::Texture | MatmulVariant::TextureSubgroup) => v,
         _ if packed => {
@@ -453,6 +535,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             ("HAS_BIAS", args.bias.is_some() as u32 as f64),
             ("HAS_RESIDUAL", args.residual.is_some() as u32 as f64),
             ("ACT", spec.activation.code() as f64),
+            ("OUT_TEXTURE", packed_out as u32 as f64),
         ],
         bindings: if textured {
             TEXTURE_BINDINGS
@@ -499,17 +582,41 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         };
         let mut tex_b = tex_b;
         // Rows beyond one texture's height go in slabs, each dispatched as its own "batch
-        // entry" (slab i writes C rows from i·slab on, through c_stride = slab·N).
+        // entry" (slab i writes C rows from i·slab on, through c_stride = slab·N). Packed
+        // operands are single textures, checked above to fit.
         let max = gpu.limits().max_texture_dimension_2d as usize / 64 * 64;
-        let slab = if batch == 1 && m > max { max } else { m };
+        let slab = if batch == 1 && m > max && !packed_a && !packed_out {
+            max
+        } else {
+            m
+        };
+        let (c, dummy_tex);
+        let out_tex = match args.out {
+            MatmulOut::Buffer(buffer) => {
+                c = buffer;
+                dummy_tex = gpu.texture("matmul", [1, 1, 1], spec.dtype.texel_format())?;
+                &dummy_tex
+            }
+            MatmulOut::Packed(p) => {
+                c = gpu.dummy_rw();
+                &p.texture
+            }
+        };
         for bi in 0..batch {
             if let (MatmulB::Buffer(b), true) = (args.b, bi > 0 && !spec.broadcast_b) {
                 tex_b = repacked.insert(pack_rows(gpu, spec.dtype, b, &b_view(bi))?);
             }
             for (si, r0) in (0..m).step_by(slab).enumerate() {
                 let rows = slab.min(m - r0);
-                let a_view = PackView::matrix(rows, k, k, 1, bi * m * k + r0 * k);
-                let tex_a = pack_rows(gpu, spec.dtype, args.a, &a_view)?;
+                let packed_here;
+                let tex_a = match args.a {
+                    MatmulA::Packed(p) => &p.texture,
+                    MatmulA::Buffer(a) => {
+                        let a_view = PackView::matrix(rows, k, k, 1, bi * m * k + r0 * k);
+                        packed_here = pack_rows(gpu, spec.dtype, a, &a_view)?;
+                        &packed_here
+                    }
+                };
                 let mut p = params(bi + si);
                 if slab < m {
                     p.m = rows as u32;
@@ -521,9 +628,10 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                     &[
                         bias.into(),
                         residual.into(),
-                        args.out.into(),
+                        c.into(),
                         Resource::Texture(tex_a.view()),
                         Resource::Texture(tex_b.view()),
+                        Resource::Texture(out_tex.array_view()),
                     ],
                     bytemuck::bytes_of(&p),
                     [grid[0], to_u32("grid y", rows.div_ceil(64))?, 1],
@@ -532,16 +640,11 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         }
         return Ok(());
     }
-    let MatmulB::Buffer(b) = args.b else {
-        unreachable!("a packed B always takes the texture kernels");
+    let (MatmulA::Buffer(a), MatmulB::Buffer(b), MatmulOut::Buffer(c)) = (args.a, args.b, args.out)
+    else {
+        unreachable!("packed operands always take the texture kernels");
     };
-    let buffers = [
-        args.a.into(),
-        b.into(),
-        bias.into(),
-        residual.into(),
-        args.out.into(),
-    ];
+    let buffers = [a.into(), b.into(), bias.into(), residual.into(), c.into()];
     let max_z = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let mut base = 0;
     while base < batch {

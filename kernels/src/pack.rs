@@ -1,12 +1,12 @@
 //! Launcher and CPU reference for `shaders/pack.wgsl`: a strided view of a buffer packed into
-//! an rgba32float (array) texture, four columns per texel.
+//! an rgba32float (f32) or rgba16float (f16) array texture, four columns per texel.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::pool::{GpuBuffer, PooledTexture};
-use crate::runtime::{Binding, Gpu, KernelKey, Resource, TEXTURE_FORMAT};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -92,9 +92,9 @@ impl PackView {
 
 /// Records the packing of `view` of `src` into a new `ceil(cols/4) × rows × layers` texture.
 ///
-/// Dense views whose rows fill whole 256-byte copy rows are copied as they are (into an
-/// rgba16float texture for f16), with no shader reading the buffer; others go through the
-/// `pack_rows` kernel into rgba32float.
+/// The texture's format is [`DType::texel_format`]. Dense views whose rows fill whole 256-byte
+/// copy rows are copied as they are, with no shader reading the buffer; others go through the
+/// `pack_rows` kernel.
 pub fn pack_rows(
     gpu: &Gpu,
     dtype: DType,
@@ -121,11 +121,7 @@ pub fn pack_rows(
         && row_bytes % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
         && (view.offset * dtype.size()) % (4 * dtype.size()) == 0;
     if copyable {
-        let format = match dtype {
-            DType::F32 => wgpu::TextureFormat::Rgba32Float,
-            DType::F16 => wgpu::TextureFormat::Rgba16Float,
-        };
-        let texture = gpu.texture("pack", size, format)?;
+        let texture = gpu.texture("pack", size, dtype.texel_format())?;
         gpu.copy_to_texture(
             src,
             (view.offset * dtype.size()) as u64,
@@ -134,7 +130,7 @@ pub fn pack_rows(
         );
         return Ok(texture);
     }
-    let texture = gpu.texture("pack", size, TEXTURE_FORMAT)?;
+    let texture = gpu.texture("pack", size, dtype.texel_format())?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "pack",
         source: crate::modules::PACK,

@@ -6,8 +6,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+use crate::matmul::PackedRows;
 use crate::pool::GpuBuffer;
-use crate::runtime::{Binding, Gpu, KernelKey};
+use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
 /// How pixels become model inputs: `(rescale · x − mean[c]) / std[c]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,32 +60,12 @@ pub fn patchify(
     patch: usize,
     cols: &GpuBuffer,
 ) -> Result<()> {
-    let ImageBatch {
-        batch,
-        height,
-        width,
-        u8,
-    } = *images;
-    if patch == 0 || height % patch != 0 || width % patch != 0 || height == 0 || width == 0 {
+    let rows = patch_rows(images, patch)?;
+    let total = images.batch * rows * 3 * patch * patch;
+    if ((total * dtype.size()) as u64) > cols.len_bytes() {
         return Err(KernelError::Shape {
             op: "patch_embed",
-            detail: format!("a {height}x{width} image does not split into {patch}x{patch} patches"),
-        });
-    }
-    if norm.std.contains(&0.0) {
-        return Err(KernelError::Shape {
-            op: "patch_embed",
-            detail: "image_std has a zero".into(),
-        });
-    }
-    let pixel_bytes = batch * height * width * 3 * if u8 { 1 } else { 4 };
-    let patches = (height / patch) * (width / patch);
-    let total = batch * (patches + 1) * 3 * patch * patch;
-    if pixel_bytes as u64 > pixels.len_bytes() || ((total * dtype.size()) as u64) > cols.len_bytes()
-    {
-        return Err(KernelError::Shape {
-            op: "patch_embed",
-            detail: "pixel or patch buffer too small".into(),
+            detail: "patch buffer too small".into(),
         });
     }
     let (grid, row_pitch) = gpu.grid_1d(total, 256);
@@ -93,7 +74,7 @@ pub fn patchify(
         source: crate::modules::PATCH_EMBED,
         entry: "patchify",
         dtype,
-        constants: vec![("U8", u8 as u32 as f64)],
+        constants: vec![("U8", images.u8 as u32 as f64)],
         bindings: &[
             (0, Binding::Read),
             (1, Binding::Read),
@@ -101,9 +82,119 @@ pub fn patchify(
             (3, Binding::Params),
         ],
     })?;
+    let params = patch_params(images, pixels, norm, patch, row_pitch)?;
+    let dummy = gpu.dummy();
+    let (b8, b32) = if images.u8 {
+        (pixels, dummy)
+    } else {
+        (dummy, pixels)
+    };
+    gpu.dispatch(
+        &kernel,
+        &[b8.into(), b32.into(), cols.into()],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
+}
+
+/// [`patchify`] of one image written packed for the texture matmuls: `cols` is
+/// `[1 + patches, 3·patch²]`.
+pub fn patchify_packed(
+    gpu: &Gpu,
+    dtype: DType,
+    images: &ImageBatch,
+    pixels: &GpuBuffer,
+    norm: &Normalize,
+    patch: usize,
+    cols: &PackedRows,
+) -> Result<()> {
+    let rows = patch_rows(images, patch)?;
+    let width = 3 * patch * patch;
+    if images.batch != 1 || cols.shape() != (rows, width) || cols.dtype() != dtype {
+        return Err(KernelError::Shape {
+            op: "patch_embed",
+            detail: format!(
+                "packed patches {cols:?} do not match one image of {rows} rows of {width}"
+            ),
+        });
+    }
+    let kernel = gpu.kernel(&KernelKey {
+        shader: "patch_embed",
+        source: crate::modules::PATCH_EMBED,
+        entry: "patchify_packed",
+        dtype,
+        constants: vec![("U8", images.u8 as u32 as f64)],
+        bindings: &[
+            (0, Binding::Read),
+            (1, Binding::Read),
+            (3, Binding::Params),
+            (4, Binding::StorageTexture),
+        ],
+    })?;
+    let params = patch_params(images, pixels, norm, patch, 0)?;
+    let dummy = gpu.dummy();
+    let (b8, b32) = if images.u8 {
+        (pixels, dummy)
+    } else {
+        (dummy, pixels)
+    };
+    gpu.dispatch(
+        &kernel,
+        &[
+            b8.into(),
+            b32.into(),
+            Resource::Texture(cols.texture().array_view()),
+        ],
+        bytemuck::bytes_of(&params),
+        [
+            width.div_ceil(4).div_ceil(64) as u32,
+            rows.div_ceil(4) as u32,
+            1,
+        ],
+    )
+}
+
+/// Rows per image (class slot + patches), after checking the sizes.
+fn patch_rows(images: &ImageBatch, patch: usize) -> Result<usize> {
+    let ImageBatch { height, width, .. } = *images;
+    if patch == 0 || height % patch != 0 || width % patch != 0 || height == 0 || width == 0 {
+        return Err(KernelError::Shape {
+            op: "patch_embed",
+            detail: format!("a {height}x{width} image does not split into {patch}x{patch} patches"),
+        });
+    }
+    Ok((height / patch) * (width / patch) + 1)
+}
+
+fn patch_params(
+    images: &ImageBatch,
+    pixels: &GpuBuffer,
+    norm: &Normalize,
+    patch: usize,
+    row_pitch: u32,
+) -> Result<Params> {
+    let ImageBatch {
+        batch,
+        height,
+        width,
+        u8,
+    } = *images;
+    if norm.std.contains(&0.0) {
+        return Err(KernelError::Shape {
+            op: "patch_embed",
+            detail: "image_std has a zero".into(),
+        });
+    }
+    let pixel_bytes = batch * height * width * 3 * if u8 { 1 } else { 4 };
+    if pixel_bytes as u64 > pixels.len_bytes() {
+        return Err(KernelError::Shape {
+            op: "patch_embed",
+            detail: "pixel buffer too small".into(),
+        });
+    }
     let [m0, m1, m2] = norm.mean;
     let [s0, s1, s2] = norm.std;
-    let params = Params {
+    Ok(Params {
         mean: [m0, m1, m2, 0.0],
         inv_std: [1.0 / s0, 1.0 / s1, 1.0 / s2, 0.0],
         batch: batch as u32,
@@ -111,18 +202,10 @@ pub fn patchify(
         width: width as u32,
         patch: patch as u32,
         grid_w: (width / patch) as u32,
-        patches: patches as u32,
+        patches: (patch_rows(images, patch)? - 1) as u32,
         rescale: norm.rescale,
         row_pitch,
-    };
-    let dummy = gpu.dummy();
-    let (b8, b32) = if u8 { (pixels, dummy) } else { (dummy, pixels) };
-    gpu.dispatch(
-        &kernel,
-        &[b8.into(), b32.into(), cols.into()],
-        bytemuck::bytes_of(&params),
-        grid,
-    )
+    })
 }
 
 /// PyTorch's cubic convolution weights (A = −0.75) for a fractional offset `t`.

@@ -160,9 +160,6 @@ impl<'a> From<&'a GpuBuffer> for Resource<'a> {
     }
 }
 
-/// Format of every texture Tessera stages operands in: 4 f32 per texel.
-pub const TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
-
 /// What identifies one compute pipeline: shader, entry point, element type and override
 /// constants. Its [`KernelKey::name`] is also the cache key, readable in logs.
 #[derive(Clone, Debug)]
@@ -683,7 +680,7 @@ impl Gpu {
                     },
                     Binding::StorageTexture => wgpu::BindingType::StorageTexture {
                         access: wgpu::StorageTextureAccess::WriteOnly,
-                        format: TEXTURE_FORMAT,
+                        format: key.dtype.texel_format(),
                         view_dimension: wgpu::TextureViewDimension::D2Array,
                     },
                 },

@@ -532,3 +532,113 @@ fn packed_weights_match_the_reference() {
         .unwrap_err();
     assert!(matches!(err, TensorError::Shape { .. }), "{err}");
 }
+
+/// `act(x·w1ᵀ + b1)` written packed by one matmul and read as A by the next (the MLP on CPU
+/// drivers): equal to the two products through buffers, in f32 and f16, including hidden
+/// widths that are not a multiple of 4 (the packed rows' zero padding is the next K's).
+#[test]
+fn packed_activations_feed_the_next_matmul() {
+    let gpu = gpu();
+    let probe = Tensor::from_slice(&gpu, &values(8 * 8, 3), &[8, 8], DType::F32).unwrap();
+    if probe.pack_weight().unwrap().is_none() {
+        assert!(
+            !gpu.cpu_kernels(),
+            "CPU drivers run texture matmuls and pack weights"
+        );
+        return;
+    }
+    let mut dtypes = vec![DType::F32];
+    if f16_or_clear_error(&gpu) {
+        dtypes.push(DType::F16);
+    }
+    for dtype in dtypes {
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            match dtype {
+                DType::F32 => v,
+                DType::F16 => v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect(),
+            }
+        };
+        for (lead, k, hidden, n) in [
+            (vec![1], 13, 7, 5),
+            (vec![77], 33, 50, 30),
+            (vec![2, 99], 96, 130, 64),
+        ] {
+            let rows: usize = lead.iter().product();
+            let upload = |v: &[f32], shape: &[usize]| Tensor::from_slice(&gpu, v, shape, dtype);
+            let (x, w1, b1) = (
+                round(values(rows * k, 1)),
+                round(values(hidden * k, 2)),
+                round(values(hidden, 3)),
+            );
+            let (w2, b2, r) = (
+                round(values(n * hidden, 4)),
+                round(values(n, 5)),
+                round(values(rows * n, 6)),
+            );
+            let mut x_shape = lead.clone();
+            x_shape.push(k);
+            let tx = upload(&x, &x_shape).unwrap();
+            let pw1 = upload(&w1, &[hidden, k])
+                .unwrap()
+                .pack_weight()
+                .unwrap()
+                .unwrap();
+            let pw2 = upload(&w2, &[n, hidden])
+                .unwrap()
+                .pack_weight()
+                .unwrap()
+                .unwrap();
+            let (tb1, tb2) = (upload(&b1, &[hidden]).unwrap(), upload(&b2, &[n]).unwrap());
+            let tr = upload(&r, &[rows, n]).unwrap();
+            let h = tx
+                .matmul_packed_to_packed(
+                    &pw1,
+                    &MatmulOptions {
+                        bias: Some(&tb1),
+                        activation: Activation::GeluErf,
+                        ..MatmulOptions::default()
+                    },
+                )
+                .unwrap()
+                .expect("a few rows fit one texture");
+            assert_eq!(h.shape(), [rows, hidden]);
+            let got = h
+                .matmul_packed(
+                    &pw2,
+                    &MatmulOptions {
+                        bias: Some(&tb2),
+                        residual: Some(&tr),
+                        ..MatmulOptions::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(got.shape(), &[rows, n]);
+            let first = MatmulSpec {
+                trans_b: true,
+                activation: Activation::GeluErf,
+                ..MatmulSpec::new(rows, hidden, k)
+            };
+            let want_h = round(matmul_cpu(&first, &x, &w1, Some(&b1), None));
+            let second = MatmulSpec {
+                trans_b: true,
+                ..MatmulSpec::new(rows, n, hidden)
+            };
+            let want = matmul_cpu(&second, &want_h, &w2, Some(&b2), Some(&r));
+            let err = rel_error(&got.to_vec().unwrap(), &want);
+            let tol = if dtype == DType::F32 {
+                F32_TOL
+            } else {
+                F16_TOL
+            };
+            assert!(
+                err <= tol,
+                "{dtype} {lead:?} k={k} hidden={hidden} n={n}: {err}"
+            );
+            // The packed activation's columns must be the next weight's K.
+            let err = h
+                .matmul_packed(&pw1, &MatmulOptions::default())
+                .unwrap_err();
+            assert!(matches!(err, TensorError::Shape { .. }), "{err}");
+        }
+    }
+}

@@ -184,6 +184,7 @@ impl WhisperEncoder {
             )));
         }
         let dtype = self.embed_positions.dtype();
+        // Each stage's input is dropped as soon as the next has read it.
         let features = if features.dtype() == dtype {
             features.clone()
         } else {
@@ -198,7 +199,8 @@ impl WhisperEncoder {
                 ..ConvOptions::default()
             },
         )?;
-        let x = x.conv1d(
+        drop(features);
+        let y = x.conv1d(
             &self.conv2.0,
             &ConvOptions {
                 stride: (1, 2),
@@ -209,7 +211,9 @@ impl WhisperEncoder {
                 ..ConvOptions::default()
             },
         )?;
-        let mut x = x.add(&self.embed_positions)?;
+        drop(x);
+        let mut x = y.add(&self.embed_positions)?;
+        drop(y);
         for layer in &self.layers {
             x = layer.forward(x, false)?;
         }

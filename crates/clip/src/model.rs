@@ -293,11 +293,11 @@ impl ClipTextTransformer {
                     .take(len)
             })
             .collect();
-        let tokens = self
+        let mut x = self
             .token_embedding
             .embedding(&flat)?
-            .reshape(&[b, len, d])?;
-        let mut x = tokens.add(&self.position_embedding.narrow(0, 0, len)?)?;
+            .reshape(&[b, len, d])?
+            .add(&self.position_embedding.narrow(0, 0, len)?)?;
         for layer in &self.layers {
             x = layer.forward(x, true)?;
         }
@@ -371,11 +371,12 @@ impl ClipVisionTransformer {
         size: (usize, usize),
         norm: &Normalize,
     ) -> Result<TowerOutput> {
-        let embeds = self
-            .embeddings
-            .at_size(size)?
-            .forward(pixels, batch, norm)?;
-        let mut x = self.pre_layrnorm.forward(&embeds)?;
+        let mut x = self.pre_layrnorm.forward(
+            &self
+                .embeddings
+                .at_size(size)?
+                .forward(pixels, batch, norm)?,
+        )?;
         for layer in &self.layers {
             x = layer.forward(x, false)?;
         }

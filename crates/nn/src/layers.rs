@@ -1,7 +1,7 @@
 //! The layers the transformer models share, loaded by Hugging Face key names.
 
 use tessera_tensor::{
-    Activation, AttentionOptions, MatmulOptions, PackedWeight, Tensor, TensorError,
+    Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor, TensorError,
 };
 
 use crate::error::Result;
@@ -22,7 +22,7 @@ pub struct Linear {
 #[derive(Debug)]
 enum LinearWeight {
     Plain(Tensor),
-    Packed(PackedWeight),
+    Packed(PackedMatrix),
 }
 
 impl Linear {
@@ -178,11 +178,12 @@ impl SelfAttention {
     }
 
     /// `out_proj(attention(x)) + residual` for `x` `[batch, seq, hidden]`; `causal` for text
-    /// towers.
-    pub fn forward(&self, x: &Tensor, causal: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// towers. `x` is freed once the q/k/v projection has read it.
+    pub fn forward(&self, x: Tensor, causal: bool, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let h = self.heads;
-        let qkv = self.qkv.forward(x)?.reshape(&[b, s, 3 * h, hidden / h])?;
+        let qkv = self.qkv.forward(&x)?.reshape(&[b, s, 3 * h, hidden / h])?;
+        drop(x);
         let ctx = Tensor::attention(
             &qkv.narrow(2, 0, h)?,
             &qkv.narrow(2, h, h)?,
@@ -217,7 +218,37 @@ impl Mlp {
 
     /// `fc2(act(fc1(x))) + residual`, the activation and the residual fused into the matmuls;
     /// `x` is freed once `fc1` has read it.
+    ///
+    /// Where the weights are packed (CPU drivers), `fc1` writes the hidden activation, the
+    /// largest of a transformer layer, packed for `fc2` to read: it never exists as a buffer
+    /// and again as `fc2`'s staged copy.
     pub fn forward(&self, x: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        if let (LinearWeight::Packed(w1), LinearWeight::Packed(w2)) =
+            (&self.fc1.weight, &self.fc2.weight)
+        {
+            let opts = MatmulOptions {
+                bias: self.fc1.bias.as_ref(),
+                activation: self.activation,
+                ..MatmulOptions::default()
+            };
+            if let Some(h) = x.matmul_packed_to_packed(w1, &opts)? {
+                let mut shape = x.shape().to_vec();
+                drop(x);
+                *shape
+                    .last_mut()
+                    .expect("a matmul operand has 2 or more axes") = self.fc2.out_dim;
+                let rows = h.shape()[0];
+                let residual = residual
+                    .map(|r| r.reshape(&[rows, self.fc2.out_dim]))
+                    .transpose()?;
+                let opts = MatmulOptions {
+                    bias: self.fc2.bias.as_ref(),
+                    residual: residual.as_ref(),
+                    ..MatmulOptions::default()
+                };
+                return Ok(h.matmul_packed(w2, &opts)?.reshape(&shape)?);
+            }
+        }
         let h = self.fc1.forward_with(&x, self.activation, None)?;
         drop(x);
         self.fc2.forward_with(&h, Activation::None, residual)
@@ -244,10 +275,7 @@ impl PreLnBlock {
     /// output as soon as its projection has: at the MLP only the residual stream, the MLP's
     /// hidden activation and the output are alive.
     pub fn forward(&self, x: Tensor, causal: bool) -> Result<Tensor> {
-        let h = {
-            let normed = self.ln1.forward(&x)?;
-            self.attn.forward(&normed, causal, Some(&x))?
-        };
+        let h = self.attn.forward(self.ln1.forward(&x)?, causal, Some(&x))?;
         drop(x);
         self.mlp.forward(self.ln2.forward(&h)?, Some(&h))
     }

@@ -1,11 +1,11 @@
 //! Convolutions (im2col + the matmul with its fused epilogue) and nearest upsampling.
 
-use tessera_kernels::conv::{im2col, ConvSpec};
+use tessera_kernels::conv::{im2col, im2col_packed, ConvSpec};
 use tessera_kernels::copy::{copy_strided, StridedView};
 use tessera_kernels::matmul::Activation;
 
 use crate::error::{Result, TensorError};
-use crate::tensor::{MatmulOptions, Tensor};
+use crate::tensor::{MatmulOptions, PackedMatrix, Tensor};
 
 /// Options of [`Tensor::conv2d`] and [`Tensor::conv1d`] (for 1-D only the second of each pair
 /// is used).
@@ -86,14 +86,6 @@ impl Tensor {
         let (oh, ow) = spec.out_size();
         let (g, rows, patch) = (spec.groups, spec.n * oh * ow, spec.patch_len());
         let og = spec.out_channels / g;
-        let cols = Tensor::empty(self.gpu(), &[g, rows, patch], self.dtype())?;
-        im2col(
-            self.gpu(),
-            self.dtype(),
-            &spec,
-            input.buffer(),
-            cols.buffer(),
-        )?;
         // One group: bias and activation ride in the matmul epilogue. Several: the bias slice
         // differs per group, so they follow as one broadcast add.
         let fused = g == 1;
@@ -106,11 +98,35 @@ impl Tensor {
             },
             ..MatmulOptions::default()
         };
-        let product = if g == 1 {
-            cols.reshape(&[rows, patch])?
-                .matmul_with(&weight.reshape(&[og, patch])?.t()?, &epilogue)?
+        // Where matmuls run on packed operands (CPU drivers), one group's columns are written
+        // packed: the im2col matrix, often the largest activation of a stem, then exists once.
+        let packed = match g {
+            1 => match weight.reshape(&[og, patch])?.pack_weight()? {
+                Some(w) => PackedMatrix::empty(self.gpu(), self.dtype(), rows, patch)?
+                    .map(|cols| (cols, w)),
+                None => None,
+            },
+            _ => None,
+        };
+        let product = if let Some((cols, w)) = packed {
+            im2col_packed(self.gpu(), self.dtype(), &spec, input.buffer(), cols.rows())?;
+            drop(input);
+            cols.matmul_packed(&w, &epilogue)?
         } else {
-            cols.matmul_with(&weight.reshape(&[g, og, patch])?.t()?, &epilogue)?
+            let cols = Tensor::empty(self.gpu(), &[g, rows, patch], self.dtype())?;
+            im2col(
+                self.gpu(),
+                self.dtype(),
+                &spec,
+                input.buffer(),
+                cols.buffer(),
+            )?;
+            if g == 1 {
+                cols.reshape(&[rows, patch])?
+                    .matmul_with(&weight.reshape(&[og, patch])?.t()?, &epilogue)?
+            } else {
+                cols.matmul_with(&weight.reshape(&[g, og, patch])?.t()?, &epilogue)?
+            }
         };
         // product is [G, N, HW, og] in memory.
         let hw = oh * ow;

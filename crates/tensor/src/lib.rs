@@ -14,7 +14,7 @@ pub use conv::ConvOptions;
 pub use error::{Result, TensorError};
 pub use ops::broadcast_shape;
 pub use patch_embed::{PatchEmbed, Pixels};
-pub use tensor::{MatmulOptions, PackedWeight, Tensor, MAX_DIMS};
+pub use tensor::{MatmulOptions, PackedMatrix, Tensor, MAX_DIMS};
 pub use tessera_kernels::attention::AttentionVariant;
 pub use tessera_kernels::elementwise::BinaryOp;
 pub use tessera_kernels::matmul::{Activation, MatmulVariant};

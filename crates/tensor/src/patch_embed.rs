@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use tessera_kernels::patch_embed::{patchify, resize_bicubic, ImageBatch, Normalize};
+use tessera_kernels::patch_embed::{
+    patchify, patchify_packed, resize_bicubic, ImageBatch, Normalize,
+};
 use tessera_kernels::{DType, Gpu};
 
 use crate::error::{Result, TensorError};
-use crate::tensor::{MatmulOptions, PackedWeight, Tensor};
+use crate::tensor::{MatmulOptions, PackedMatrix, Tensor};
 
 /// Pixels of a `[batch, height, width, 3]` (HWC, RGB) image batch.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +25,7 @@ pub enum Pixels<'a> {
 pub struct PatchEmbed {
     weight: Tensor,
     /// The weight packed for the texture matmul, where the adapter runs that.
-    packed: Option<PackedWeight>,
+    packed: Option<PackedMatrix>,
     bias: Option<Tensor>,
     /// Row 0: class token + position 0 (less the conv bias, which the epilogue adds to every
     /// row); rows 1..: the patch positions.
@@ -120,26 +122,38 @@ impl PatchEmbed {
         let upload = gpu.upload("patch_embed", bytes)?;
         let patches = self.table.shape()[0];
         let width = 3 * self.patch * self.patch;
-        let cols = Tensor::empty(gpu, &[batch, patches, width], self.weight.dtype())?;
-        patchify(
-            gpu,
-            self.weight.dtype(),
-            &ImageBatch {
-                batch,
-                height: h,
-                width: w,
-                u8,
-            },
-            &upload,
-            norm,
-            self.patch,
-            cols.buffer(),
-        )?;
+        let dtype = self.weight.dtype();
+        let images = ImageBatch {
+            batch,
+            height: h,
+            width: w,
+            u8,
+        };
         let opts = MatmulOptions {
             bias: self.bias.as_ref(),
             residual: Some(&self.table),
             ..MatmulOptions::default()
         };
+        // One image on packed matmuls (CPU drivers): the patch rows are written packed, so
+        // they exist once instead of as a buffer and its staged copy.
+        if let (1, Some(w)) = (batch, &self.packed) {
+            if let Some(cols) = PackedMatrix::empty(gpu, dtype, patches, width)? {
+                patchify_packed(gpu, dtype, &images, &upload, norm, self.patch, cols.rows())?;
+                drop(upload);
+                let out = cols.matmul_packed(w, &opts)?;
+                return out.reshape(&[1, patches, out.shape()[1]]);
+            }
+        }
+        let cols = Tensor::empty(gpu, &[batch, patches, width], dtype)?;
+        patchify(
+            gpu,
+            dtype,
+            &images,
+            &upload,
+            norm,
+            self.patch,
+            cols.buffer(),
+        )?;
         match &self.packed {
             Some(w) => cols.matmul_packed(w, &opts),
             None => cols.matmul_with(&self.weight.t()?, &opts),

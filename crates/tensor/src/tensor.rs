@@ -6,7 +6,8 @@ use std::sync::Arc;
 use half::f16;
 use tessera_kernels::copy::{copy_strided, StridedView};
 use tessera_kernels::matmul::{
-    self, Activation, MatmulArgs, MatmulB, MatmulSpec, MatmulVariant, PackedB,
+    self, Activation, MatmulA, MatmulArgs, MatmulB, MatmulOut, MatmulSpec, MatmulVariant,
+    PackedRows,
 };
 use tessera_kernels::{DType, Gpu, GpuBuffer};
 
@@ -45,26 +46,91 @@ pub struct MatmulOptions<'a> {
     pub variant: MatmulVariant,
 }
 
-/// A `[N, K]` weight packed for the texture matmul kernels ([`Tensor::pack_weight`]); cheap to
-/// clone.
+/// A `[rows, cols]` matrix packed into a texture for the matmul kernels CPU drivers run; cheap
+/// to clone. Either a `[N, K]` weight packed once at load ([`Tensor::pack_weight`]), read as
+/// B, or an activation a matmul wrote in this form ([`Tensor::matmul_packed_to_packed`]) for
+/// the next matmul to read as A ([`PackedMatrix::matmul_packed`]), so that no buffer copy of
+/// it exists.
 #[derive(Clone, Debug)]
-pub struct PackedWeight {
-    packed: Arc<PackedB>,
+pub struct PackedMatrix {
+    packed: Arc<PackedRows>,
     gpu: Arc<Gpu>,
 }
 
-impl PackedWeight {
-    /// `[N, K]`.
+impl PackedMatrix {
+    /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
-        let (n, k) = self.packed.shape();
-        [n, k]
+        let (rows, cols) = self.packed.shape();
+        [rows, cols]
     }
+
+    /// Element type (the precision of the values).
+    pub fn dtype(&self) -> DType {
+        self.packed.dtype()
+    }
+
+    /// An unwritten `[rows, cols]` matrix for a kernel to write packed, or `None` where it
+    /// does not fit one texture.
+    pub(crate) fn empty(
+        gpu: &Arc<Gpu>,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<PackedMatrix>> {
+        if !PackedRows::fits(gpu, rows, cols) {
+            return Ok(None);
+        }
+        Ok(Some(PackedMatrix {
+            packed: Arc::new(PackedRows::empty(gpu, dtype, rows, cols)?),
+            gpu: gpu.clone(),
+        }))
+    }
+
+    pub(crate) fn rows(&self) -> &PackedRows {
+        &self.packed
+    }
+
+    /// `act(alpha · self·wᵀ + bias) + residual` with this packed `[M, K]` matrix as A and a
+    /// packed `[N, K]` weight: `[M, N]`.
+    pub fn matmul_packed(&self, w: &PackedMatrix, opts: &MatmulOptions<'_>) -> Result<Tensor> {
+        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
+            return Err(TensorError::Device { op: "matmul" });
+        }
+        let out = matmul_any(
+            &self.gpu,
+            MatmulLhs::Packed(self),
+            MatmulRhs::Packed(w),
+            opts,
+            false,
+        )?;
+        Ok(out.into_tensor())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum MatmulLhs<'a> {
+    Tensor(&'a Tensor),
+    Packed(&'a PackedMatrix),
 }
 
 #[derive(Clone, Copy)]
 enum MatmulRhs<'a> {
     Tensor(&'a Tensor),
-    Packed(&'a PackedWeight),
+    Packed(&'a PackedMatrix),
+}
+
+enum MatmulResult {
+    Tensor(Tensor),
+    Packed(PackedMatrix),
+}
+
+impl MatmulResult {
+    fn into_tensor(self) -> Tensor {
+        match self {
+            MatmulResult::Tensor(t) => t,
+            MatmulResult::Packed(_) => unreachable!("asked for a tensor"),
+        }
+    }
 }
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -355,13 +421,20 @@ impl Tensor {
     /// [`Tensor::matmul`] with a fused epilogue: `act(alpha · self·other + bias) + residual`.
     pub fn matmul_with(&self, other: &Tensor, opts: &MatmulOptions<'_>) -> Result<Tensor> {
         self.same_device("matmul", other)?;
-        self.matmul_any(MatmulRhs::Tensor(other), opts)
+        let out = matmul_any(
+            &self.gpu,
+            MatmulLhs::Tensor(self),
+            MatmulRhs::Tensor(other),
+            opts,
+            false,
+        )?;
+        Ok(out.into_tensor())
     }
 
     /// A `[N, K]` weight (Linear layout) packed once for the texture matmul kernels that CPU
     /// drivers run, or `None` where this adapter's matmuls read buffers (packing would only
     /// cost memory).
-    pub fn pack_weight(&self) -> Result<Option<PackedWeight>> {
+    pub fn pack_weight(&self) -> Result<Option<PackedMatrix>> {
         if self.shape.len() != 2 {
             return Err(TensorError::Shape {
                 op: "pack_weight",
@@ -373,8 +446,8 @@ impl Tensor {
             return Ok(None);
         }
         let w = self.contiguous()?;
-        let packed = PackedB::pack(&self.gpu, self.dtype, &w.buffer, n, k)?;
-        Ok(Some(PackedWeight {
+        let packed = PackedRows::pack(&self.gpu, self.dtype, &w.buffer, n, k)?;
+        Ok(Some(PackedMatrix {
             packed: Arc::new(packed),
             gpu: self.gpu.clone(),
         }))
@@ -382,141 +455,214 @@ impl Tensor {
 
     /// `act(alpha · self·wᵀ + bias) + residual` with a packed `[N, K]` weight: `self`'s last
     /// axis is K.
-    pub fn matmul_packed(&self, w: &PackedWeight, opts: &MatmulOptions<'_>) -> Result<Tensor> {
+    pub fn matmul_packed(&self, w: &PackedMatrix, opts: &MatmulOptions<'_>) -> Result<Tensor> {
         if !Arc::ptr_eq(&self.gpu, &w.gpu) {
             return Err(TensorError::Device { op: "matmul" });
         }
-        self.matmul_any(MatmulRhs::Packed(w), opts)
+        let out = matmul_any(
+            &self.gpu,
+            MatmulLhs::Tensor(self),
+            MatmulRhs::Packed(w),
+            opts,
+            false,
+        )?;
+        Ok(out.into_tensor())
     }
 
-    fn matmul_any(&self, rhs: MatmulRhs<'_>, opts: &MatmulOptions<'_>) -> Result<Tensor> {
-        const OP: &str = "matmul";
-        let packed_shape;
-        let other_shape: &[usize] = match rhs {
-            MatmulRhs::Tensor(t) => &t.shape,
-            MatmulRhs::Packed(p) => {
-                let (n, k) = p.packed.shape();
-                packed_shape = [k, n];
-                &packed_shape
-            }
-        };
-        let (ra, rb) = (self.shape.len(), other_shape.len());
-        if ra < 2 || rb < 2 {
-            return Err(TensorError::Shape {
-                op: OP,
-                detail: format!(
-                    "both operands need at least 2 dimensions, got {:?} and {:?}",
-                    self.shape, other_shape
-                ),
-            });
+    /// [`Tensor::matmul_packed`] written as a packed `[rows, N]` matrix (the leading axes of
+    /// `self` flattened into rows) for a following [`PackedMatrix::matmul_packed`]: on CPU
+    /// drivers the product then never exists as a buffer and again as the next matmul's
+    /// staged copy. `None` where the rows do not fit one texture; call
+    /// [`Tensor::matmul_packed`] then.
+    pub fn matmul_packed_to_packed(
+        &self,
+        w: &PackedMatrix,
+        opts: &MatmulOptions<'_>,
+    ) -> Result<Option<PackedMatrix>> {
+        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
+            return Err(TensorError::Device { op: "matmul" });
         }
-        let (m, k) = (self.shape[ra - 2], self.shape[ra - 1]);
-        let (kb, n) = (other_shape[rb - 2], other_shape[rb - 1]);
-        if k != kb {
-            return Err(TensorError::Shape {
-                op: OP,
-                detail: format!(
-                    "inner dimensions differ: {:?} · {:?} ({k} vs {kb})",
-                    self.shape, other_shape
-                ),
-            });
+        let rows = self.numel() / self.shape.last().copied().unwrap_or(1).max(1);
+        if !PackedRows::fits(&self.gpu, rows, w.shape()[0]) {
+            return Ok(None);
         }
-        let lead_a = &self.shape[..ra - 2];
-        let lead_b = &other_shape[..rb - 2];
-        let batch_b: usize = lead_b.iter().product();
-        if batch_b != 1 && lead_a != lead_b {
-            return Err(TensorError::Shape {
-                op: OP,
-                detail: format!(
-                    "batch dimensions differ: {:?} · {:?}; B must have A's batch dimensions or none",
-                    self.shape, other_shape
-                ),
-            });
-        }
-        let batch_a: usize = lead_a.iter().product();
-        let mut out_shape = lead_a.to_vec();
-        out_shape.extend([m, n]);
-        if let Some(bias) = opts.bias {
-            self.same_device(OP, bias)?;
-            if bias.numel() != n || bias.shape.len() != 1 {
-                return Err(TensorError::Shape {
-                    op: OP,
-                    detail: format!("bias must be [{n}], got {:?}", bias.shape),
-                });
-            }
-        }
-        let mut broadcast_residual = false;
-        if let Some(res) = opts.residual {
-            self.same_device(OP, res)?;
-            broadcast_residual = res.shape != out_shape && res.shape == [m, n];
-            if res.shape != out_shape && !broadcast_residual {
-                return Err(TensorError::Shape {
-                    op: OP,
-                    detail: format!(
-                        "residual must be {out_shape:?} or [{m}, {n}], got {:?}",
-                        res.shape
-                    ),
-                });
-            }
-        }
-        let a = self.contiguous()?;
-        // B is read in place when it is row-major [.., K, N] or a transposed row-major [.., N, K].
-        let (b, trans_b) = match rhs {
-            MatmulRhs::Tensor(other) => {
-                let kn = contiguous_strides(&other.shape);
-                let mut nk_shape = other.shape.clone();
-                nk_shape.swap(rb - 2, rb - 1);
-                let mut nk = contiguous_strides(&nk_shape);
-                nk.swap(rb - 2, rb - 1);
-                if other.offset == 0 && other.strides == kn {
-                    (Some(other.clone()), false)
-                } else if other.offset == 0 && other.strides == nk {
-                    (Some(other.clone()), true)
-                } else {
-                    (Some(other.contiguous()?), false)
-                }
-            }
-            MatmulRhs::Packed(_) => (None, true),
-        };
-        let bias = opts.bias.map(Tensor::contiguous).transpose()?;
-        let residual = opts.residual.map(Tensor::contiguous).transpose()?;
-        // A shared B lets the whole batch run as one taller product.
-        let (batch, rows) = if batch_b == 1 && !broadcast_residual {
-            (1, batch_a * m)
-        } else {
-            (batch_a, m)
-        };
-        let spec = MatmulSpec {
-            batch,
-            m: rows,
-            n,
-            k,
-            trans_b,
-            broadcast_b: batch_b == 1,
-            broadcast_residual,
-            alpha: opts.alpha.unwrap_or(1.0),
-            activation: opts.activation,
-            dtype: self.dtype,
-            variant: opts.variant,
-        };
-        let out = Tensor::empty(&self.gpu, &out_shape, self.dtype)?;
-        matmul::matmul(
+        match matmul_any(
             &self.gpu,
-            &spec,
-            &MatmulArgs {
-                a: &a.buffer,
-                b: match (&b, rhs) {
-                    (Some(b), _) => MatmulB::Buffer(&b.buffer),
-                    (None, MatmulRhs::Packed(p)) => MatmulB::Packed(&p.packed),
-                    (None, MatmulRhs::Tensor(t)) => MatmulB::Buffer(&t.buffer),
-                },
-                bias: bias.as_ref().map(|t| &*t.buffer),
-                residual: residual.as_ref().map(|t| &*t.buffer),
-                out: &out.buffer,
-            },
-        )?;
-        Ok(out)
+            MatmulLhs::Tensor(self),
+            MatmulRhs::Packed(w),
+            opts,
+            true,
+        )? {
+            MatmulResult::Packed(p) => Ok(Some(p)),
+            MatmulResult::Tensor(_) => unreachable!("asked for a packed result"),
+        }
     }
+}
+
+fn matmul_any(
+    gpu: &Arc<Gpu>,
+    lhs: MatmulLhs<'_>,
+    rhs: MatmulRhs<'_>,
+    opts: &MatmulOptions<'_>,
+    packed_out: bool,
+) -> Result<MatmulResult> {
+    const OP: &str = "matmul";
+    let (lhs_shape, dtype) = match lhs {
+        MatmulLhs::Tensor(t) => (t.shape.clone(), t.dtype),
+        MatmulLhs::Packed(p) => (p.shape().to_vec(), p.dtype()),
+    };
+    let packed_shape;
+    let other_shape: &[usize] = match rhs {
+        MatmulRhs::Tensor(t) => &t.shape,
+        MatmulRhs::Packed(p) => {
+            let [n, k] = p.shape();
+            packed_shape = [k, n];
+            &packed_shape
+        }
+    };
+    let (ra, rb) = (lhs_shape.len(), other_shape.len());
+    if ra < 2 || rb < 2 {
+        return Err(TensorError::Shape {
+            op: OP,
+            detail: format!(
+                "both operands need at least 2 dimensions, got {lhs_shape:?} and {other_shape:?}"
+            ),
+        });
+    }
+    let (m, k) = (lhs_shape[ra - 2], lhs_shape[ra - 1]);
+    let (kb, n) = (other_shape[rb - 2], other_shape[rb - 1]);
+    if k != kb {
+        return Err(TensorError::Shape {
+            op: OP,
+            detail: format!(
+                "inner dimensions differ: {lhs_shape:?} · {other_shape:?} ({k} vs {kb})"
+            ),
+        });
+    }
+    let lead_a = &lhs_shape[..ra - 2];
+    let lead_b = &other_shape[..rb - 2];
+    let batch_b: usize = lead_b.iter().product();
+    if batch_b != 1 && lead_a != lead_b {
+        return Err(TensorError::Shape {
+            op: OP,
+            detail: format!(
+                "batch dimensions differ: {lhs_shape:?} · {other_shape:?}; B must have A's batch dimensions or none"
+            ),
+        });
+    }
+    let batch_a: usize = lead_a.iter().product();
+    let mut out_shape = lead_a.to_vec();
+    out_shape.extend([m, n]);
+    let same_device = |t: &Tensor| -> Result<()> {
+        if !Arc::ptr_eq(gpu, &t.gpu) {
+            return Err(TensorError::Device { op: OP });
+        }
+        if t.dtype != dtype {
+            return Err(TensorError::DType {
+                op: OP,
+                left: dtype,
+                right: t.dtype,
+            });
+        }
+        Ok(())
+    };
+    if let Some(bias) = opts.bias {
+        same_device(bias)?;
+        if bias.numel() != n || bias.shape.len() != 1 {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!("bias must be [{n}], got {:?}", bias.shape),
+            });
+        }
+    }
+    let mut broadcast_residual = false;
+    if let Some(res) = opts.residual {
+        same_device(res)?;
+        broadcast_residual = res.shape != out_shape && res.shape == [m, n];
+        if res.shape != out_shape && !broadcast_residual {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!(
+                    "residual must be {out_shape:?} or [{m}, {n}], got {:?}",
+                    res.shape
+                ),
+            });
+        }
+    }
+    let a = match lhs {
+        MatmulLhs::Tensor(t) => Some(t.contiguous()?),
+        MatmulLhs::Packed(_) => None,
+    };
+    // B is read in place when it is row-major [.., K, N] or a transposed row-major [.., N, K].
+    let (b, trans_b) = match rhs {
+        MatmulRhs::Tensor(other) => {
+            let kn = contiguous_strides(&other.shape);
+            let mut nk_shape = other.shape.clone();
+            nk_shape.swap(rb - 2, rb - 1);
+            let mut nk = contiguous_strides(&nk_shape);
+            nk.swap(rb - 2, rb - 1);
+            if other.offset == 0 && other.strides == kn {
+                (Some(other.clone()), false)
+            } else if other.offset == 0 && other.strides == nk {
+                (Some(other.clone()), true)
+            } else {
+                (Some(other.contiguous()?), false)
+            }
+        }
+        MatmulRhs::Packed(_) => (None, true),
+    };
+    let bias = opts.bias.map(Tensor::contiguous).transpose()?;
+    let residual = opts.residual.map(Tensor::contiguous).transpose()?;
+    // A shared B lets the whole batch run as one taller product.
+    let (batch, rows) = if batch_b == 1 && !broadcast_residual {
+        (1, batch_a * m)
+    } else {
+        (batch_a, m)
+    };
+    let spec = MatmulSpec {
+        batch,
+        m: rows,
+        n,
+        k,
+        trans_b,
+        broadcast_b: batch_b == 1,
+        broadcast_residual,
+        alpha: opts.alpha.unwrap_or(1.0),
+        activation: opts.activation,
+        dtype,
+        variant: opts.variant,
+    };
+    let out = if packed_out {
+        MatmulResult::Packed(PackedMatrix {
+            packed: Arc::new(PackedRows::empty(gpu, dtype, batch * rows, n)?),
+            gpu: gpu.clone(),
+        })
+    } else {
+        MatmulResult::Tensor(Tensor::empty(gpu, &out_shape, dtype)?)
+    };
+    matmul::matmul(
+        gpu,
+        &spec,
+        &MatmulArgs {
+            a: match (&a, lhs) {
+                (Some(a), _) => MatmulA::Buffer(&a.buffer),
+                (None, MatmulLhs::Packed(p)) => MatmulA::Packed(&p.packed),
+                (None, MatmulLhs::Tensor(t)) => MatmulA::Buffer(&t.buffer),
+            },
+            b: match (&b, rhs) {
+                (Some(b), _) => MatmulB::Buffer(&b.buffer),
+                (None, MatmulRhs::Packed(p)) => MatmulB::Packed(&p.packed),
+                (None, MatmulRhs::Tensor(t)) => MatmulB::Buffer(&t.buffer),
+            },
+            bias: bias.as_ref().map(|t| &*t.buffer),
+            residual: residual.as_ref().map(|t| &*t.buffer),
+            out: match &out {
+                MatmulResult::Tensor(t) => MatmulOut::Buffer(&t.buffer),
+                MatmulResult::Packed(p) => MatmulOut::Packed(&p.packed),
+            },
+        },
+    )?;
+    Ok(out)
 }
 
 impl fmt::Debug for Tensor {
