@@ -10,8 +10,8 @@
 //
 // Compiled after attention_common.wgsl (T, Params, overrides, shared bindings and helpers).
 
-@group(0) @binding(8) var tex_k: texture_2d_array<f32>;
-@group(0) @binding(9) var tex_v: texture_2d_array<f32>;
+@group(0) @binding(8) var tex_k: texture_storage_2d_array<rgba32float, read>;
+@group(0) @binding(9) var tex_v: texture_storage_2d_array<rgba32float, read>;
 
 fn dot8(x: vec4<f32>, kt: vec4<f32>) -> array<f32, 8> {
     return array<f32, 8>(
@@ -49,7 +49,7 @@ fn attention_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         let my_key = min(t0 + lane, p.k_len - 1u);
         var s = array<f32, 8>();
         for (var c = 0u; c < d4; c++) {
-            let part = dot8(qv[c], textureLoad(tex_k, vec2<u32>(c, my_key), layer, 0));
+            let part = dot8(qv[c], textureLoad(tex_k, vec2<u32>(c, my_key), layer));
             s[0] += part[0];
             s[1] += part[1];
             s[2] += part[2];
@@ -138,7 +138,7 @@ fn attention_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         run_sum = run_sum * correction + w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
         run_max = new_max;
         for (var c = 0u; c < d4; c++) {
-            let vt = textureLoad(tex_v, vec2<u32>(c, my_key), layer, 0);
+            let vt = textureLoad(tex_v, vec2<u32>(c, my_key), layer);
             acc[c] = acc[c] * correction
                 + w[0] * subgroupBroadcast(vt, 0u)
                 + w[1] * subgroupBroadcast(vt, 1u)

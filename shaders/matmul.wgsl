@@ -22,8 +22,8 @@
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(6) var tex_a: texture_2d<f32>;
-@group(0) @binding(7) var tex_b: texture_2d<f32>;
+@group(0) @binding(6) var tex_a: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var tex_b: texture_storage_2d<rgba32float, read>;
 
 fn store_block(batch: u32, row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
     for (var i = 0u; i < 4u; i++) {
@@ -150,18 +150,18 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var acc7 = vec4<f32>();
     let texels = (p.k + 3u) / 4u;
     for (var x = 0u; x < texels; x++) {
-        let y0 = textureLoad(tex_b, vec2<u32>(x, cols.x), 0);
-        let y1 = textureLoad(tex_b, vec2<u32>(x, cols.y), 0);
-        let y2 = textureLoad(tex_b, vec2<u32>(x, cols.z), 0);
-        let y3 = textureLoad(tex_b, vec2<u32>(x, cols.w), 0);
-        acc0 += dot4(textureLoad(tex_a, vec2<u32>(x, r0), 0), y0, y1, y2, y3);
-        acc1 += dot4(textureLoad(tex_a, vec2<u32>(x, r1), 0), y0, y1, y2, y3);
-        acc2 += dot4(textureLoad(tex_a, vec2<u32>(x, r2), 0), y0, y1, y2, y3);
-        acc3 += dot4(textureLoad(tex_a, vec2<u32>(x, r3), 0), y0, y1, y2, y3);
-        acc4 += dot4(textureLoad(tex_a, vec2<u32>(x, r4), 0), y0, y1, y2, y3);
-        acc5 += dot4(textureLoad(tex_a, vec2<u32>(x, r5), 0), y0, y1, y2, y3);
-        acc6 += dot4(textureLoad(tex_a, vec2<u32>(x, r6), 0), y0, y1, y2, y3);
-        acc7 += dot4(textureLoad(tex_a, vec2<u32>(x, r7), 0), y0, y1, y2, y3);
+        let y0 = textureLoad(tex_b, vec2<u32>(x, cols.x));
+        let y1 = textureLoad(tex_b, vec2<u32>(x, cols.y));
+        let y2 = textureLoad(tex_b, vec2<u32>(x, cols.z));
+        let y3 = textureLoad(tex_b, vec2<u32>(x, cols.w));
+        acc0 += dot4(textureLoad(tex_a, vec2<u32>(x, r0)), y0, y1, y2, y3);
+        acc1 += dot4(textureLoad(tex_a, vec2<u32>(x, r1)), y0, y1, y2, y3);
+        acc2 += dot4(textureLoad(tex_a, vec2<u32>(x, r2)), y0, y1, y2, y3);
+        acc3 += dot4(textureLoad(tex_a, vec2<u32>(x, r3)), y0, y1, y2, y3);
+        acc4 += dot4(textureLoad(tex_a, vec2<u32>(x, r4)), y0, y1, y2, y3);
+        acc5 += dot4(textureLoad(tex_a, vec2<u32>(x, r5)), y0, y1, y2, y3);
+        acc6 += dot4(textureLoad(tex_a, vec2<u32>(x, r6)), y0, y1, y2, y3);
+        acc7 += dot4(textureLoad(tex_a, vec2<u32>(x, r7)), y0, y1, y2, y3);
     }
     emit_row(batch, row0, col0, acc0);
     emit_row(batch, row0 + 1u, col0, acc1);

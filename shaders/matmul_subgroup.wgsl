@@ -10,8 +10,8 @@
 // Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
 // overrides and the epilogue.
 
-@group(0) @binding(6) var tex_a: texture_2d<f32>;
-@group(0) @binding(7) var tex_b: texture_2d<f32>;
+@group(0) @binding(6) var tex_a: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var tex_b: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(8, 4, 1)
 fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
@@ -45,12 +45,12 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     var acc15 = vec4<f32>();
     let texels = (p.k + 3u) / 4u;
     for (var x = 0u; x < texels; x++) {
-        let y0 = textureLoad(tex_b, vec2<u32>(x, cols.x), 0);
-        let y1 = textureLoad(tex_b, vec2<u32>(x, cols.y), 0);
-        let y2 = textureLoad(tex_b, vec2<u32>(x, cols.z), 0);
-        let y3 = textureLoad(tex_b, vec2<u32>(x, cols.w), 0);
-        let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a), 0);
-        let mine_b = textureLoad(tex_a, vec2<u32>(x, row_b), 0);
+        let y0 = textureLoad(tex_b, vec2<u32>(x, cols.x));
+        let y1 = textureLoad(tex_b, vec2<u32>(x, cols.y));
+        let y2 = textureLoad(tex_b, vec2<u32>(x, cols.z));
+        let y3 = textureLoad(tex_b, vec2<u32>(x, cols.w));
+        let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
+        let mine_b = textureLoad(tex_a, vec2<u32>(x, row_b));
         acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);
         acc1 += dot4(subgroupBroadcast(mine_a, 1u), y0, y1, y2, y3);
         acc2 += dot4(subgroupBroadcast(mine_a, 2u), y0, y1, y2, y3);

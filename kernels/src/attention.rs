@@ -335,8 +335,8 @@ const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
     (5, Binding::ReadWrite),
     (6, Binding::ReadWrite),
     (7, Binding::Params),
-    (8, Binding::TextureArray),
-    (9, Binding::TextureArray),
+    (8, Binding::ReadTextureArray),
+    (9, Binding::ReadTextureArray),
 ];
 
 /// The variant `Auto` resolves to: textures and subgroup broadcasts on CPU drivers with

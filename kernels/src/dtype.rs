@@ -68,7 +68,7 @@ pub fn specialize(source: &str, dtype: DType) -> String {
             "enable f16;\n{}",
             source
                 .replacen("alias T = f32;", "alias T = f16;", 1)
-                .replace("<rgba32float, write>", "<rgba16float, write>")
+                .replace("<rgba32float, ", "<rgba16float, ")
         ),
     }
 }

@@ -24,8 +24,8 @@ const TEXTURE_BINDINGS: &[(u32, Binding)] = &[
     (3, Binding::Read),
     (4, Binding::ReadWrite),
     (5, Binding::Params),
-    (6, Binding::Texture),
-    (7, Binding::Texture),
+    (6, Binding::ReadTexture),
+    (7, Binding::ReadTexture),
     (8, Binding::StorageTexture),
 ];
 

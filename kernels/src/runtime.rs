@@ -127,11 +127,15 @@ pub enum Binding {
     Read,
     /// `var<storage, read_write>` buffer.
     ReadWrite,
-    /// `texture_2d<f32>` read with `textureLoad` (unfilterable float).
-    Texture,
-    /// `texture_2d_array<f32>` read with `textureLoad` (unfilterable float).
-    TextureArray,
-    /// `texture_storage_2d_array<rgba32float, write>`.
+    /// `texture_storage_2d<rgba32float, read>` (rgba16float in f16 kernels), read with
+    /// `textureLoad`. Read-only storage textures rather than sampled ones: CPU drivers
+    /// (lavapipe) compile a sampled `textureLoad` into a call that works out mip-level sizes
+    /// lane by lane, an image load into a few inline instructions (the texture matmul runs
+    /// 1.4× faster for it).
+    ReadTexture,
+    /// `texture_storage_2d_array<rgba32float, read>` (rgba16float in f16 kernels).
+    ReadTextureArray,
+    /// `texture_storage_2d_array<rgba32float, write>` (rgba16float in f16 kernels).
     StorageTexture,
     /// The `var<uniform>` params struct passed to [`Gpu::dispatch`].
     Params,
@@ -668,15 +672,15 @@ impl Gpu {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
-                    Binding::Texture => wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    Binding::ReadTexture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::ReadOnly,
+                        format: key.dtype.texel_format(),
                         view_dimension: wgpu::TextureViewDimension::D2,
-                        multisampled: false,
                     },
-                    Binding::TextureArray => wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    Binding::ReadTextureArray => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::ReadOnly,
+                        format: key.dtype.texel_format(),
                         view_dimension: wgpu::TextureViewDimension::D2Array,
-                        multisampled: false,
                     },
                     Binding::StorageTexture => wgpu::BindingType::StorageTexture {
                         access: wgpu::StorageTextureAccess::WriteOnly,
