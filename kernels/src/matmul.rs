@@ -262,7 +262,11 @@ impl PackedRows {
     /// An unwritten `[rows, cols]` matrix, for a matmul to write ([`MatmulOut::Packed`]).
     pub fn empty(gpu: &Gpu, dtype: DType, rows: usize, cols: usize) -> Result<Self> {
         Self::check_fits(gpu, rows, cols)?;
-        let size = [cols.div_ceil(4) as u32, rows as u32, 1];
+        let size = [
+            crate::pack::padded_width(gpu, cols.div_ceil(4), dtype) as u32,
+            rows as u32,
+            1,
+        ];
         Ok(PackedRows {
             texture: gpu.texture("matmul", size, dtype.texel_format())?,
             rows,

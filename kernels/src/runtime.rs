@@ -847,15 +847,16 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.next_multiple_of(4));
     }
 
-    /// Records a copy of every layer's `texture.height()` rows of `bytes_per_row` bytes, packed
-    /// one after another from byte `offset` of `src`, into `texture` (a multiple of 256 bytes
-    /// per row, as wgpu requires).
+    /// Records a copy of `layers` layers of `height` rows of `width` texels, rows
+    /// `bytes_per_row` bytes apart (a multiple of 256, as wgpu requires) one after another from
+    /// byte `offset` of `src`, into the corner of `texture` (which may be wider).
     pub fn copy_to_texture(
         &self,
         src: &GpuBuffer,
         offset: u64,
         bytes_per_row: u32,
         texture: &PooledTexture,
+        [width, height, layers]: [u32; 3],
     ) {
         let mut rec = self.recording.lock().unwrap();
         let encoder = rec.encoder.get_or_insert_with(|| {
@@ -868,11 +869,15 @@ impl Gpu {
                 layout: wgpu::TexelCopyBufferLayout {
                     offset,
                     bytes_per_row: Some(bytes_per_row),
-                    rows_per_image: Some(texture.raw().height()),
+                    rows_per_image: Some(height),
                 },
             },
             texture.raw().as_image_copy(),
-            texture.raw().size(),
+            wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: layers,
+            },
         );
     }
 
