@@ -308,7 +308,11 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
             &resources,
             bytemuck::bytes_of(&params),
             [
-                q_len.div_ceil(QUERIES_PER_WORKGROUP) as u32,
+                q_len.div_ceil(if textured {
+                    2 * QUERIES_PER_WORKGROUP
+                } else {
+                    QUERIES_PER_WORKGROUP
+                }) as u32,
                 heads as u32,
                 batch as u32,
             ],
@@ -356,8 +360,11 @@ pub fn choose_variant(gpu: &Gpu, spec: &AttentionSpec) -> AttentionVariant {
 
 /// Keys one dispatch may cover. llvmpipe ends an invocation's loops after 65535 iterations in
 /// total, so on CPU drivers long sequences are split (about 34k iterations per dispatch: a
-/// 16-key tile of the tiled kernel costs two passes of head_dim/4 per key plus bookkeeping, an
-/// 8-key step of the subgroup kernel two passes of head_dim/4). GPUs take all keys.
+/// 16-key tile of the tiled kernel costs two passes of head_dim/4 per key plus bookkeeping).
+/// An 8-key step of the subgroup kernel is one iteration since its head-dim steps are
+/// unrolled; it keeps the bound it had with two loops of head_dim/4 per step (8000 keys per
+/// dispatch at head_dim 64), far below the limit and long enough that the split costs
+/// nothing. GPUs take all keys.
 pub fn keys_per_dispatch(gpu: &Gpu, variant: AttentionVariant, head_dim: usize) -> usize {
     if !gpu.is_cpu() {
         return usize::MAX;
