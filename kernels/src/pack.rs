@@ -173,16 +173,19 @@ pub fn pack_rows(
     Ok(texture)
 }
 
-/// The width of a texture holding rows of `width` texels of `dtype`: padded, where the limit
-/// allows, so that a row spans an odd number of 64-byte cache lines. Rows a power of two bytes
-/// apart (K = 1024 in f32 is 4 KiB) all map to one set of a CPU's L1 cache, and the texture
-/// matmul of CPU drivers, reading 48 rows at a time, thrashed it: 1024³ ran 15–20% slower than
-/// 1040³ before this. Kernels never read the padding.
+/// The width of a texture holding rows of `width` texels of `dtype`: one 64-byte cache line
+/// wider, where the limit allows, when a row is a multiple of 8 lines. Rows a large power of
+/// two bytes apart (K = 1024 in f32 is 4 KiB) map to a few sets of a CPU's L1 cache, and the
+/// texture matmul of CPU drivers, reading 48 rows at a time, thrashed it: 1024³ ran 15–20%
+/// slower than 1040³ before this. Shorter rows (attention's 64 dims) are left alone. Kernels
+/// never read the padding.
 pub(crate) fn padded_width(gpu: &Gpu, width: usize, dtype: DType) -> usize {
-    let texel = 4 * dtype.size();
-    let per_line = 64 / texel;
+    let per_line = 64 / (4 * dtype.size());
     let lines = width.div_ceil(per_line);
-    let padded = if lines % 2 == 0 { lines + 1 } else { lines } * per_line;
+    if lines % 8 != 0 {
+        return width;
+    }
+    let padded = (lines + 1) * per_line;
     if padded <= gpu.limits().max_texture_dimension_2d as usize {
         padded
     } else {
