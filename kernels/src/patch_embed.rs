@@ -69,26 +69,9 @@ pub fn patchify(
         });
     }
     let (grid, row_pitch) = gpu.grid_1d(total, 256);
-    let kernel = gpu.kernel(&KernelKey {
-        shader: "patch_embed",
-        source: crate::modules::PATCH_EMBED,
-        entry: "patchify",
-        dtype,
-        constants: vec![("U8", images.u8 as u32 as f64)],
-        bindings: &[
-            (0, Binding::Read),
-            (1, Binding::Read),
-            (2, Binding::ReadWrite),
-            (3, Binding::Params),
-        ],
-    })?;
+    let kernel = patch_kernel(gpu, dtype, images, false)?;
     let params = patch_params(images, pixels, norm, patch, row_pitch)?;
-    let dummy = gpu.dummy();
-    let (b8, b32) = if images.u8 {
-        (pixels, dummy)
-    } else {
-        (dummy, pixels)
-    };
+    let [b8, b32] = pixel_sources(gpu, images, pixels);
     gpu.dispatch(
         &kernel,
         &[b8.into(), b32.into(), cols.into()],
@@ -118,26 +101,9 @@ pub fn patchify_packed(
             ),
         });
     }
-    let kernel = gpu.kernel(&KernelKey {
-        shader: "patch_embed",
-        source: crate::modules::PATCH_EMBED,
-        entry: "patchify_packed",
-        dtype,
-        constants: vec![("U8", images.u8 as u32 as f64)],
-        bindings: &[
-            (0, Binding::Read),
-            (1, Binding::Read),
-            (3, Binding::Params),
-            (4, Binding::StorageTexture),
-        ],
-    })?;
+    let kernel = patch_kernel(gpu, dtype, images, true)?;
     let params = patch_params(images, pixels, norm, patch, 0)?;
-    let dummy = gpu.dummy();
-    let (b8, b32) = if images.u8 {
-        (pixels, dummy)
-    } else {
-        (dummy, pixels)
-    };
+    let [b8, b32] = pixel_sources(gpu, images, pixels);
     gpu.dispatch(
         &kernel,
         &[
@@ -152,6 +118,54 @@ pub fn patchify_packed(
             1,
         ],
     )
+}
+
+/// The patchify kernel writing a buffer, or with `packed` a packed texture.
+fn patch_kernel(
+    gpu: &Gpu,
+    dtype: DType,
+    images: &ImageBatch,
+    packed: bool,
+) -> Result<std::sync::Arc<crate::runtime::Kernel>> {
+    gpu.kernel(&KernelKey {
+        shader: "patch_embed",
+        source: crate::modules::PATCH_EMBED,
+        entry: if packed {
+            "patchify_packed"
+        } else {
+            "patchify"
+        },
+        dtype,
+        constants: vec![("U8", images.u8 as u32 as f64)],
+        bindings: if packed {
+            &[
+                (0, Binding::Read),
+                (1, Binding::Read),
+                (3, Binding::Params),
+                (4, Binding::StorageTexture),
+            ]
+        } else {
+            &[
+                (0, Binding::Read),
+                (1, Binding::Read),
+                (2, Binding::ReadWrite),
+                (3, Binding::Params),
+            ]
+        },
+    })
+}
+
+/// The kernel's 8-bit and float pixel bindings: `pixels` at the one the batch uses.
+fn pixel_sources<'a>(
+    gpu: &'a Gpu,
+    images: &ImageBatch,
+    pixels: &'a GpuBuffer,
+) -> [&'a GpuBuffer; 2] {
+    if images.u8 {
+        [pixels, gpu.dummy()]
+    } else {
+        [gpu.dummy(), pixels]
+    }
 }
 
 /// Rows per image (class slot + patches), after checking the sizes.

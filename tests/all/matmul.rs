@@ -11,6 +11,13 @@ const F32_TOL: f32 = 1e-4;
 /// the f64 reference on the same rounded inputs.
 const F16_TOL: f32 = 5e-3;
 
+fn tolerance(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => F32_TOL,
+        DType::F16 => F16_TOL,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check(
     batch: usize,
@@ -63,13 +70,8 @@ fn check(
     };
     let want = matmul_cpu(&spec, &a, &b, None, None);
     let err = rel_error(&got.to_vec().unwrap(), &want);
-    let tol = if dtype == DType::F32 {
-        F32_TOL
-    } else {
-        F16_TOL
-    };
     assert!(
-        err <= tol,
+        err <= tolerance(dtype),
         "{variant:?} {dtype} batch={batch} m={m} n={n} k={k} trans_b={trans_b} \
          broadcast={broadcast_b}: relative error {err}"
     );
@@ -625,13 +627,8 @@ fn packed_activations_feed_the_next_matmul() {
             };
             let want = matmul_cpu(&second, &want_h, &w2, Some(&b2), Some(&r));
             let err = rel_error(&got.to_vec().unwrap(), &want);
-            let tol = if dtype == DType::F32 {
-                F32_TOL
-            } else {
-                F16_TOL
-            };
             assert!(
-                err <= tol,
+                err <= tolerance(dtype),
                 "{dtype} {lead:?} k={k} hidden={hidden} n={n}: {err}"
             );
             // The packed activation's columns must be the next weight's K.

@@ -93,17 +93,7 @@ impl PackedMatrix {
     /// `act(alpha · self·wᵀ + bias) + residual` with this packed `[M, K]` matrix as A and a
     /// packed `[N, K]` weight: `[M, N]`.
     pub fn matmul_packed(&self, w: &PackedMatrix, opts: &MatmulOptions<'_>) -> Result<Tensor> {
-        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
-            return Err(TensorError::Device { op: "matmul" });
-        }
-        let out = matmul_any(
-            &self.gpu,
-            MatmulLhs::Packed(self),
-            MatmulRhs::Packed(w),
-            opts,
-            false,
-        )?;
-        Ok(out.into_tensor())
+        Ok(times_packed(&self.gpu, MatmulLhs::Packed(self), w, opts, false)?.into_tensor())
     }
 }
 
@@ -456,17 +446,7 @@ impl Tensor {
     /// `act(alpha · self·wᵀ + bias) + residual` with a packed `[N, K]` weight: `self`'s last
     /// axis is K.
     pub fn matmul_packed(&self, w: &PackedMatrix, opts: &MatmulOptions<'_>) -> Result<Tensor> {
-        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
-            return Err(TensorError::Device { op: "matmul" });
-        }
-        let out = matmul_any(
-            &self.gpu,
-            MatmulLhs::Tensor(self),
-            MatmulRhs::Packed(w),
-            opts,
-            false,
-        )?;
-        Ok(out.into_tensor())
+        Ok(times_packed(&self.gpu, MatmulLhs::Tensor(self), w, opts, false)?.into_tensor())
     }
 
     /// [`Tensor::matmul_packed`] written as a packed `[rows, N]` matrix (the leading axes of
@@ -479,24 +459,29 @@ impl Tensor {
         w: &PackedMatrix,
         opts: &MatmulOptions<'_>,
     ) -> Result<Option<PackedMatrix>> {
-        if !Arc::ptr_eq(&self.gpu, &w.gpu) {
-            return Err(TensorError::Device { op: "matmul" });
-        }
         let rows = self.numel() / self.shape.last().copied().unwrap_or(1).max(1);
         if !PackedRows::fits(&self.gpu, rows, w.shape()[0]) {
             return Ok(None);
         }
-        match matmul_any(
-            &self.gpu,
-            MatmulLhs::Tensor(self),
-            MatmulRhs::Packed(w),
-            opts,
-            true,
-        )? {
+        match times_packed(&self.gpu, MatmulLhs::Tensor(self), w, opts, true)? {
             MatmulResult::Packed(p) => Ok(Some(p)),
             MatmulResult::Tensor(_) => unreachable!("asked for a packed result"),
         }
     }
+}
+
+/// `lhs · wᵀ` for a packed weight `w` on `gpu`.
+fn times_packed(
+    gpu: &Arc<Gpu>,
+    lhs: MatmulLhs<'_>,
+    w: &PackedMatrix,
+    opts: &MatmulOptions<'_>,
+    packed_out: bool,
+) -> Result<MatmulResult> {
+    if !Arc::ptr_eq(gpu, &w.gpu) {
+        return Err(TensorError::Device { op: "matmul" });
+    }
+    matmul_any(gpu, lhs, MatmulRhs::Packed(w), opts, packed_out)
 }
 
 fn matmul_any(
