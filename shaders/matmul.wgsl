@@ -163,14 +163,15 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         acc6 += dot4(textureLoad(tex_a, vec2<u32>(x, r6)), y0, y1, y2, y3);
         acc7 += dot4(textureLoad(tex_a, vec2<u32>(x, r7)), y0, y1, y2, y3);
     }
-    emit_row(batch, row0, col0, acc0);
-    emit_row(batch, row0 + 1u, col0, acc1);
-    emit_row(batch, row0 + 2u, col0, acc2);
-    emit_row(batch, row0 + 3u, col0, acc3);
-    emit_row(batch, row0 + 4u, col0, acc4);
-    emit_row(batch, row0 + 5u, col0, acc5);
-    emit_row(batch, row0 + 6u, col0, acc6);
-    emit_row(batch, row0 + 7u, col0, acc7);
+    let b4 = bias4(col0);
+    emit_row(batch, row0, col0, acc0, b4);
+    emit_row(batch, row0 + 1u, col0, acc1, b4);
+    emit_row(batch, row0 + 2u, col0, acc2, b4);
+    emit_row(batch, row0 + 3u, col0, acc3, b4);
+    emit_row(batch, row0 + 4u, col0, acc4, b4);
+    emit_row(batch, row0 + 5u, col0, acc5, b4);
+    emit_row(batch, row0 + 6u, col0, acc6, b4);
+    emit_row(batch, row0 + 7u, col0, acc7, b4);
 }
 
 const TILE: u32 = 64u;

@@ -65,21 +65,48 @@ fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
     }
 }
 
-// Columns col0..col0+3 of a row of the texture kernels (col0 a multiple of 4), to C or, with
-// OUT_TEXTURE, as one texel of the packed output (the values rounded to T like C's).
-fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
-    if !OUT_TEXTURE {
-        store_row(batch, row, col0, acc);
+// The bias of columns col0..col0+3 (zero without one), which the texture kernels load once
+// per invocation rather than once per output: on CPU drivers every storage-buffer read is a
+// loop over the lanes.
+fn bias4(col0: u32) -> vec4<f32> {
+    if !HAS_BIAS {
+        return vec4<f32>();
+    }
+    let cols = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    return vec4<f32>(f32(bias[cols.x]), f32(bias[cols.y]), f32(bias[cols.z]), f32(bias[cols.w]));
+}
+
+// Columns col0..col0+3 of a row of the texture kernels (col0 a multiple of 4) with their bias
+// b: to C or, with OUT_TEXTURE, as one texel of the packed output (the values rounded to T
+// like C's, zero past column N).
+fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) {
+    if row >= p.m {
         return;
     }
-    if row < p.m {
-        var v = vec4<f32>();
-        for (var j = 0u; j < 4u; j++) {
-            if col0 + j < p.n {
-                v[j] = f32(T(epilogue(batch, row, col0 + j, acc[j])));
-            }
-        }
-        textureStore(out_tex, vec2<u32>(col0 / 4u, row), 0, v);
+    let pre = p.alpha * acc + b;
+    var v = vec4<f32>(activate(pre.x), activate(pre.y), activate(pre.z), activate(pre.w));
+    let cols = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let inside = cols < vec4<u32>(p.n);
+    if HAS_RESIDUAL {
+        let at = vec4<u32>(batch * p.r_stride + row * p.n) + min(cols, vec4<u32>(p.n - 1u));
+        v += vec4<f32>(f32(residual[at.x]), f32(residual[at.y]), f32(residual[at.z]),
+            f32(residual[at.w]));
+    }
+    if OUT_TEXTURE {
+        textureStore(out_tex, vec2<u32>(col0 / 4u, row), 0,
+            select(vec4<f32>(), vec4<f32>(vec4<T>(v)), inside));
+        return;
+    }
+    let at = batch * p.c_stride + row * p.n + col0;
+    c[at] = T(v.x);
+    if inside.y {
+        c[at + 1u] = T(v.y);
+    }
+    if inside.z {
+        c[at + 2u] = T(v.z);
+    }
+    if inside.w {
+        c[at + 3u] = T(v.w);
     }
 }
 

@@ -71,20 +71,21 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     if col0 >= p.n {
         return;
     }
-    emit_row(batch, row0, col0, acc0);
-    emit_row(batch, row0 + 1u, col0, acc1);
-    emit_row(batch, row0 + 2u, col0, acc2);
-    emit_row(batch, row0 + 3u, col0, acc3);
-    emit_row(batch, row0 + 4u, col0, acc4);
-    emit_row(batch, row0 + 5u, col0, acc5);
-    emit_row(batch, row0 + 6u, col0, acc6);
-    emit_row(batch, row0 + 7u, col0, acc7);
-    emit_row(batch, row0 + 8u, col0, acc8);
-    emit_row(batch, row0 + 9u, col0, acc9);
-    emit_row(batch, row0 + 10u, col0, acc10);
-    emit_row(batch, row0 + 11u, col0, acc11);
-    emit_row(batch, row0 + 12u, col0, acc12);
-    emit_row(batch, row0 + 13u, col0, acc13);
-    emit_row(batch, row0 + 14u, col0, acc14);
-    emit_row(batch, row0 + 15u, col0, acc15);
+    let b4 = bias4(col0);
+    emit_row(batch, row0, col0, acc0, b4);
+    emit_row(batch, row0 + 1u, col0, acc1, b4);
+    emit_row(batch, row0 + 2u, col0, acc2, b4);
+    emit_row(batch, row0 + 3u, col0, acc3, b4);
+    emit_row(batch, row0 + 4u, col0, acc4, b4);
+    emit_row(batch, row0 + 5u, col0, acc5, b4);
+    emit_row(batch, row0 + 6u, col0, acc6, b4);
+    emit_row(batch, row0 + 7u, col0, acc7, b4);
+    emit_row(batch, row0 + 8u, col0, acc8, b4);
+    emit_row(batch, row0 + 9u, col0, acc9, b4);
+    emit_row(batch, row0 + 10u, col0, acc10, b4);
+    emit_row(batch, row0 + 11u, col0, acc11, b4);
+    emit_row(batch, row0 + 12u, col0, acc12, b4);
+    emit_row(batch, row0 + 13u, col0, acc13, b4);
+    emit_row(batch, row0 + 14u, col0, acc14, b4);
+    emit_row(batch, row0 + 15u, col0, acc15, b4);
 }

@@ -12,7 +12,11 @@
 //
 // Entry points: norm_rows, one workgroup of 64 per row with reductions in workgroup memory
 // (GPUs, long rows); norm_rows_serial (SERIAL = true), one invocation per row and no barriers,
-// for CPU drivers, where barriers switch coroutines and short rows leave the workgroup idle.
+// for CPU drivers, where barriers switch coroutines and short rows leave the workgroup idle;
+// norm_rows_texels, the same reading x, residual, weight and bias from read-only storage
+// textures four columns at a time (rows packed by pack.wgsl, weight and bias as one row), for
+// CPU drivers, where an image load is a handful of vector instructions and a storage-buffer
+// read a loop over the lanes (no GroupNorm).
 
 alias T = f32;
 
@@ -41,6 +45,10 @@ override SERIAL: bool = false;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
 @group(0) @binding(5) var<storage, read_write> sum: array<T>;
 @group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(7) var x_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var residual_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(9) var weight_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(10) var bias_tex: texture_storage_2d<rgba32float, read>;
 
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, 64>;
@@ -170,5 +178,89 @@ fn normalize_row(row: u32, lid: u32) {
             v += f32(bias[a]);
         }
         out[base + j] = T(v);
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn norm_rows_texels(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = gid.y * p.row_pitch + gid.x;
+    if row >= p.rows {
+        return;
+    }
+    let n = p.cols;
+    let texels = (n + 3u) / 4u;
+    if KIND == 2u {
+        var m = -3.0e38;
+        for (var c = 0u; c < texels; c++) {
+            // Padding columns must not win the max.
+            let v = select(vec4<f32>(-3.0e38), p.scale * row_texel(row, c, true), valid_mask(c));
+            m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
+        }
+        var s = 0.0;
+        for (var c = 0u; c < texels; c++) {
+            s += dot(valid(c, exp(p.scale * row_texel(row, c, false) - m)), vec4<f32>(1.0));
+        }
+        let inv = 1.0 / s;
+        for (var c = 0u; c < texels; c++) {
+            store_texel(row, c, exp(p.scale * row_texel(row, c, false) - m) * inv);
+        }
+        return;
+    }
+    var mean = 0.0;
+    if KIND == 0u {
+        var s = vec4<f32>();
+        for (var c = 0u; c < texels; c++) {
+            s += row_texel(row, c, true);
+        }
+        mean = dot(s, vec4<f32>(1.0)) / f32(n);
+    }
+    var ss = vec4<f32>();
+    for (var c = 0u; c < texels; c++) {
+        let d = valid(c, row_texel(row, c, KIND != 0u) - vec4<f32>(mean));
+        ss += d * d;
+    }
+    let inv = inverseSqrt(dot(ss, vec4<f32>(1.0)) / f32(n) + p.eps);
+    for (var c = 0u; c < texels; c++) {
+        var v = (row_texel(row, c, false) - vec4<f32>(mean)) * inv;
+        if HAS_WEIGHT {
+            v *= textureLoad(weight_tex, vec2<u32>(c, 0u));
+        }
+        if HAS_BIAS {
+            v += textureLoad(bias_tex, vec2<u32>(c, 0u));
+        }
+        store_texel(row, c, v);
+    }
+}
+
+// Columns 4c..4c+3 of a row (zero past the last column), with the residual added; on the
+// first pass the sum is also stored.
+fn row_texel(row: u32, c: u32, first: bool) -> vec4<f32> {
+    var v = textureLoad(x_tex, vec2<u32>(c, row));
+    if HAS_RESIDUAL {
+        v += textureLoad(residual_tex, vec2<u32>(c, row));
+        if first {
+            for (var j = 0u; j < 4u; j++) {
+                if 4u * c + j < p.cols {
+                    sum[row * p.cols + 4u * c + j] = T(v[j]);
+                }
+            }
+        }
+    }
+    return v;
+}
+
+fn valid_mask(c: u32) -> vec4<bool> {
+    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cols);
+}
+
+fn valid(c: u32, v: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(), v, valid_mask(c));
+}
+
+fn store_texel(row: u32, c: u32, v: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if 4u * c + j < p.cols {
+            out[row * p.cols + 4u * c + j] = T(v[j]);
+        }
     }
 }
