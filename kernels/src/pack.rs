@@ -121,9 +121,9 @@ pub fn pack_rows(
         view.layers as u32,
     ];
     let row_bytes = view.cols * dtype.size();
-    let copyable = view.is_dense()
-        && row_bytes % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
-        && (view.offset * dtype.size()) % (4 * dtype.size()) == 0;
+    let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize;
+    let texel_aligned = |elements: usize| (elements * dtype.size()) % (4 * dtype.size()) == 0;
+    let copyable = view.is_dense() && row_bytes % align == 0 && texel_aligned(view.offset);
     if copyable {
         let texture = gpu.texture("pack", size, dtype.texel_format())?;
         gpu.copy_to_texture(
@@ -132,7 +132,28 @@ pub fn pack_rows(
             row_bytes as u32,
             &texture,
             [width as u32, view.rows as u32, view.layers as u32],
+            0,
         );
+        return Ok(texture);
+    }
+    // Whole-texel rows 256-byte multiples apart (attention's heads sliced out of the fused
+    // q/k/v buffer): one copy per layer, no shader reading the buffer lane by lane.
+    let strided = view.col_stride == 1
+        && view.cols % 4 == 0
+        && (view.row_stride * dtype.size()) % align == 0
+        && (0..view.layers).all(|z| texel_aligned(view.at(z, 0, 0)));
+    if strided {
+        let texture = gpu.texture("pack", size, dtype.texel_format())?;
+        for z in 0..view.layers {
+            gpu.copy_to_texture(
+                src,
+                (view.at(z, 0, 0) * dtype.size()) as u64,
+                (view.row_stride * dtype.size()) as u32,
+                &texture,
+                [width as u32, view.rows as u32, 1],
+                z as u32,
+            );
+        }
         return Ok(texture);
     }
     let texture = gpu.texture("pack", size, dtype.texel_format())?;

@@ -849,7 +849,8 @@ impl Gpu {
 
     /// Records a copy of `layers` layers of `height` rows of `width` texels, rows
     /// `bytes_per_row` bytes apart (a multiple of 256, as wgpu requires) one after another from
-    /// byte `offset` of `src`, into the corner of `texture` (which may be wider).
+    /// byte `offset` of `src`, into the corner of `texture` (which may be wider) from layer
+    /// `first_layer` on.
     pub fn copy_to_texture(
         &self,
         src: &GpuBuffer,
@@ -857,6 +858,7 @@ impl Gpu {
         bytes_per_row: u32,
         texture: &PooledTexture,
         [width, height, layers]: [u32; 3],
+        first_layer: u32,
     ) {
         let mut rec = self.recording.lock().unwrap();
         let encoder = rec.encoder.get_or_insert_with(|| {
@@ -872,7 +874,14 @@ impl Gpu {
                     rows_per_image: Some(height),
                 },
             },
-            texture.raw().as_image_copy(),
+            wgpu::TexelCopyTextureInfo {
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: 0,
+                    z: first_layer,
+                },
+                ..texture.raw().as_image_copy()
+            },
             wgpu::Extent3d {
                 width,
                 height,
