@@ -278,9 +278,5 @@ fn gemv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             brow += p.n;
         }
     }
-    for (var j = 0u; j < 4u; j++) {
-        if col0 + j < p.n {
-            store(batch, 0u, col0 + j, acc[j]);
-        }
-    }
+    store_row(batch, 0u, col0, acc);
 }

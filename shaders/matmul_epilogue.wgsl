@@ -37,37 +37,9 @@ override OUT_TEXTURE: bool = false;
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(8) var out_tex: texture_storage_2d_array<rgba32float, write>;
 
-// The epilogue of one accumulated value.
-fn epilogue(batch: u32, row: u32, col: u32, acc: f32) -> f32 {
-    var v = p.alpha * acc;
-    if HAS_BIAS {
-        v += f32(bias[col]);
-    }
-    v = activate(v);
-    if HAS_RESIDUAL {
-        v += f32(residual[batch * p.r_stride + row * p.n + col]);
-    }
-    return v;
-}
-
-// Applies the epilogue to one accumulated value and stores it.
-fn store(batch: u32, row: u32, col: u32, acc: f32) {
-    c[batch * p.c_stride + row * p.n + col] = T(epilogue(batch, row, col, acc));
-}
-
-fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
-    if row < p.m {
-        for (var j = 0u; j < 4u; j++) {
-            if col0 + j < p.n {
-                store(batch, row, col0 + j, acc[j]);
-            }
-        }
-    }
-}
-
-// The bias of columns col0..col0+3 (zero without one), which the texture kernels load once
-// per invocation rather than once per output: on CPU drivers every storage-buffer read is a
-// loop over the lanes.
+// The bias of columns col0..col0+3 (zero without one). The texture kernels load it once per
+// invocation rather than once per output: on CPU drivers every storage-buffer read is a loop
+// over the lanes.
 fn bias4(col0: u32) -> vec4<f32> {
     if !HAS_BIAS {
         return vec4<f32>();
@@ -76,38 +48,56 @@ fn bias4(col0: u32) -> vec4<f32> {
     return vec4<f32>(f32(bias[cols.x]), f32(bias[cols.y]), f32(bias[cols.z]), f32(bias[cols.w]));
 }
 
-// Columns col0..col0+3 of a row of the texture kernels (col0 a multiple of 4) with their bias
-// b: to C or, with OUT_TEXTURE, as one texel of the packed output (the values rounded to T
-// like C's, zero past column N).
+// The epilogue of columns col0..col0+3 (col0 a multiple of 4) of one row, with their bias b.
+fn epilogue4(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let pre = p.alpha * acc + b;
+    var v = vec4<f32>(activate(pre.x), activate(pre.y), activate(pre.z), activate(pre.w));
+    if HAS_RESIDUAL {
+        let cols = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+        let at = vec4<u32>(batch * p.r_stride + row * p.n) + cols;
+        v += vec4<f32>(f32(residual[at.x]), f32(residual[at.y]), f32(residual[at.z]),
+            f32(residual[at.w]));
+    }
+    return v;
+}
+
+// Stores columns col0..col0+3 of a row of C, those below N.
+fn store4(batch: u32, row: u32, col0: u32, v: vec4<f32>) {
+    let at = batch * p.c_stride + row * p.n + col0;
+    c[at] = T(v.x);
+    if col0 + 1u < p.n {
+        c[at + 1u] = T(v.y);
+    }
+    if col0 + 2u < p.n {
+        c[at + 2u] = T(v.z);
+    }
+    if col0 + 3u < p.n {
+        c[at + 3u] = T(v.w);
+    }
+}
+
+// Columns col0..col0+3 of a row of the buffer kernels, if inside C.
+fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
+    if row < p.m && col0 < p.n {
+        store4(batch, row, col0, epilogue4(batch, row, col0, acc, bias4(col0)));
+    }
+}
+
+// Columns col0..col0+3 (col0 < N) of a row of the texture kernels with their bias b: to C or,
+// with OUT_TEXTURE, as one texel of the packed output (the values rounded to T like C's, zero
+// past column N).
 fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) {
     if row >= p.m {
         return;
     }
-    let pre = p.alpha * acc + b;
-    var v = vec4<f32>(activate(pre.x), activate(pre.y), activate(pre.z), activate(pre.w));
-    let cols = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let inside = cols < vec4<u32>(p.n);
-    if HAS_RESIDUAL {
-        let at = vec4<u32>(batch * p.r_stride + row * p.n) + min(cols, vec4<u32>(p.n - 1u));
-        v += vec4<f32>(f32(residual[at.x]), f32(residual[at.y]), f32(residual[at.z]),
-            f32(residual[at.w]));
-    }
+    let v = epilogue4(batch, row, col0, acc, b);
     if OUT_TEXTURE {
+        let inside = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
         textureStore(out_tex, vec2<u32>(col0 / 4u, row), 0,
             select(vec4<f32>(), vec4<f32>(vec4<T>(v)), inside));
         return;
     }
-    let at = batch * p.c_stride + row * p.n + col0;
-    c[at] = T(v.x);
-    if inside.y {
-        c[at + 1u] = T(v.y);
-    }
-    if inside.z {
-        c[at + 2u] = T(v.z);
-    }
-    if inside.w {
-        c[at + 3u] = T(v.w);
-    }
+    store4(batch, row, col0, v);
 }
 
 fn dot4(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {

@@ -185,6 +185,7 @@ pub fn im2col_packed(
     )
 }
 
+/// The kernel's params for a checked `spec`, after checking the input's size.
 fn im2col_params(
     dtype: DType,
     spec: &ConvSpec,
@@ -192,7 +193,6 @@ fn im2col_params(
     total: usize,
     row_pitch: u32,
 ) -> Result<Params> {
-    spec.check()?;
     let (out_h, out_w) = spec.out_size();
     let need_in = spec.n * spec.channels * spec.height * spec.width;
     if ((need_in * dtype.size()) as u64) > input.len_bytes() {

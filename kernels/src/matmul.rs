@@ -598,7 +598,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         let out_tex = match args.out {
             MatmulOut::Buffer(buffer) => {
                 c = buffer;
-                dummy_tex = gpu.texture("matmul", [1, 1, 1], spec.dtype.texel_format())?;
+                dummy_tex = gpu.dummy_texture(spec.dtype)?;
                 &dummy_tex
             }
             MatmulOut::Packed(p) => {

@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::matmul::PackedRows;
+use crate::pack::{copies_as_is, PackView};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
@@ -134,7 +135,7 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
     // them: about 4× faster than storage-buffer reads on lavapipe.
     let texels = serial
         && hw == 0
-        && (cols * dtype.size()) % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
+        && copies_as_is(&PackView::matrix(rows, cols, cols, 1, 0), dtype)
         && PackedRows::fits(gpu, rows, cols);
     let kernel = gpu.kernel(&KernelKey {
         shader: "norm",
@@ -173,7 +174,7 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
         let residual = args.residual.map(|(r, _)| pack(r, rows)).transpose()?;
         let weight = args.weight.map(|w| pack(w, 1)).transpose()?;
         let bias = args.bias.map(|b| pack(b, 1)).transpose()?;
-        let none = gpu.texture("norm", [1, 1, 1], dtype.texel_format())?;
+        let none = gpu.dummy_texture(dtype)?;
         fn view<'a>(t: &'a Option<PackedRows>, none: &'a PooledTexture) -> Resource<'a> {
             Resource::Texture(t.as_ref().map_or(none, PackedRows::texture).view())
         }

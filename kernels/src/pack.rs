@@ -92,9 +92,9 @@ impl PackView {
 
 /// Records the packing of `view` of `src` into a new `ceil(cols/4) × rows × layers` texture.
 ///
-/// The texture's format is [`DType::texel_format`]. Dense views whose rows fill whole 256-byte
-/// copy rows are copied as they are, with no shader reading the buffer; others go through the
-/// `pack_rows` kernel.
+/// The texture's format is [`DType::texel_format`]. Views whose rows are whole texels starting
+/// 256-byte multiples apart are copied as they are ([`copies_as_is`]), with no shader reading
+/// the buffer; others go through the `pack_rows` kernel.
 pub fn pack_rows(
     gpu: &Gpu,
     dtype: DType,
@@ -120,43 +120,27 @@ pub fn pack_rows(
         view.rows as u32,
         view.layers as u32,
     ];
-    let row_bytes = view.cols * dtype.size();
-    let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize;
-    let texel_aligned = |elements: usize| (elements * dtype.size()) % (4 * dtype.size()) == 0;
-    let copyable = view.is_dense() && row_bytes % align == 0 && texel_aligned(view.offset);
-    if copyable {
-        let texture = gpu.texture("pack", size, dtype.texel_format())?;
-        gpu.copy_to_texture(
-            src,
-            (view.offset * dtype.size()) as u64,
-            row_bytes as u32,
-            &texture,
-            [width as u32, view.rows as u32, view.layers as u32],
-            0,
-        );
-        return Ok(texture);
-    }
-    // Whole-texel rows 256-byte multiples apart (attention's heads sliced out of the fused
-    // q/k/v buffer): one copy per layer, no shader reading the buffer lane by lane.
-    let strided = view.col_stride == 1
-        && view.cols % 4 == 0
-        && (view.row_stride * dtype.size()) % align == 0
-        && (0..view.layers).all(|z| texel_aligned(view.at(z, 0, 0)));
-    if strided {
-        let texture = gpu.texture("pack", size, dtype.texel_format())?;
-        for z in 0..view.layers {
+    let texture = gpu.texture("pack", size, dtype.texel_format())?;
+    if copies_as_is(view, dtype) {
+        // Layers back to back go in one copy; others (attention's heads sliced out of the
+        // fused q/k/v buffer) one copy each.
+        let (copies, layers) = if view.is_dense() {
+            (1, view.layers)
+        } else {
+            (view.layers, 1)
+        };
+        for z in 0..copies {
             gpu.copy_to_texture(
                 src,
                 (view.at(z, 0, 0) * dtype.size()) as u64,
                 (view.row_stride * dtype.size()) as u32,
                 &texture,
-                [width as u32, view.rows as u32, 1],
+                [width as u32, view.rows as u32, layers as u32],
                 z as u32,
             );
         }
         return Ok(texture);
     }
-    let texture = gpu.texture("pack", size, dtype.texel_format())?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "pack",
         source: crate::modules::PACK,
@@ -192,6 +176,17 @@ pub fn pack_rows(
         ],
     )?;
     Ok(texture)
+}
+
+/// Whether [`pack_rows`] copies `view` into its texture instead of running a kernel: rows of
+/// whole texels, contiguous, starting 256-byte multiples apart (what texture copies take) on
+/// texel boundaries.
+pub(crate) fn copies_as_is(view: &PackView, dtype: DType) -> bool {
+    let texel_aligned = |elements: usize| (elements * dtype.size()) % (4 * dtype.size()) == 0;
+    view.col_stride == 1
+        && view.cols % 4 == 0
+        && (view.row_stride * dtype.size()) % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize == 0
+        && (0..view.layers).all(|z| texel_aligned(view.at(z, 0, 0)))
 }
 
 /// The width of a texture holding rows of `width` texels of `dtype`: one 64-byte cache line

@@ -259,6 +259,12 @@ pub struct Gpu {
 
 static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
 
+/// Whether the adapter `info` describes runs on the CPU (lavapipe, llvmpipe, WARP,
+/// SwiftShader).
+fn runs_on_cpu(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu || info.name.to_lowercase().contains("llvmpipe")
+}
+
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -361,10 +367,8 @@ impl Gpu {
         };
         let dummy = small("tessera-dummy");
         let dummy_rw = small("tessera-dummy-rw");
-        let cpu_driver = info.device_type == wgpu::DeviceType::Cpu
-            || info.name.to_lowercase().contains("llvmpipe");
         let cpu_kernels = match options.kernels {
-            KernelFamily::Auto => cpu_driver,
+            KernelFamily::Auto => runs_on_cpu(&info),
             KernelFamily::Gpu => false,
             KernelFamily::Cpu => true,
         };
@@ -446,8 +450,7 @@ impl Gpu {
     /// Whether this adapter runs on the CPU (lavapipe, llvmpipe, WARP, SwiftShader): its
     /// limits (llvmpipe's cap on loop iterations) apply whatever kernels run.
     pub fn is_cpu(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
-            || self.info.name.to_lowercase().contains("llvmpipe")
+        runs_on_cpu(&self.info)
     }
 
     /// Whether `Auto` picks the CPU family of kernel variants (textures, subgroup broadcasts,
@@ -603,6 +606,12 @@ impl Gpu {
     /// for reading cannot also be bound for writing in one dispatch).
     pub fn dummy_rw(&self) -> &GpuBuffer {
         &self.dummy_rw
+    }
+
+    /// A 1×1 texture of `dtype`'s texel format to bind where a kernel's optional texture is
+    /// switched off (pooled, so only the first call creates one).
+    pub fn dummy_texture(&self, dtype: DType) -> Result<PooledTexture> {
+        self.texture("dummy", [1, 1, 1], dtype.texel_format())
     }
 
     fn module(&self, key: &KernelKey) -> Result<wgpu::ShaderModule> {

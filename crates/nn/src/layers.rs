@@ -73,16 +73,60 @@ impl Linear {
         activation: Activation,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let opts = MatmulOptions {
-            bias: self.bias.as_ref(),
-            residual,
-            activation,
-            ..MatmulOptions::default()
-        };
+        let opts = self.options(activation, residual);
         Ok(match &self.weight {
             LinearWeight::Plain(w) => x.matmul_with(&w.t()?, &opts)?,
             LinearWeight::Packed(w) => x.matmul_packed(w, &opts)?,
         })
+    }
+
+    /// `act(x · weightᵀ + bias)` written packed (`[rows, out]`, the leading axes of `x`
+    /// flattened) for another packed layer to read ([`Linear::forward_packed`]); `None` where
+    /// this layer's weight is not packed or the rows do not fit one texture.
+    pub fn forward_to_packed(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+    ) -> Result<Option<PackedMatrix>> {
+        match &self.weight {
+            LinearWeight::Packed(w) => {
+                Ok(x.matmul_packed_to_packed(w, &self.options(activation, None))?)
+            }
+            LinearWeight::Plain(_) => Ok(None),
+        }
+    }
+
+    /// `x · weightᵀ + bias + residual` for a packed `[rows, in]` input; the residual is
+    /// `[rows, out]`. Needs a packed weight ([`Linear::is_packed`]).
+    pub fn forward_packed(&self, x: &PackedMatrix, residual: Option<&Tensor>) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Packed(w) => {
+                Ok(x.matmul_packed(w, &self.options(Activation::None, residual))?)
+            }
+            LinearWeight::Plain(_) => Err(TensorError::Shape {
+                op: "linear",
+                detail: "a packed input needs a packed weight".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// Whether the weight is packed for the texture matmuls (CPU drivers).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.weight, LinearWeight::Packed(_))
+    }
+
+    fn options<'a>(
+        &'a self,
+        activation: Activation,
+        residual: Option<&'a Tensor>,
+    ) -> MatmulOptions<'a> {
+        MatmulOptions {
+            bias: self.bias.as_ref(),
+            residual,
+            activation,
+            ..MatmulOptions::default()
+        }
     }
 
     /// Output features.
@@ -223,15 +267,8 @@ impl Mlp {
     /// largest of a transformer layer, packed for `fc2` to read: it never exists as a buffer
     /// and again as `fc2`'s staged copy.
     pub fn forward(&self, x: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        if let (LinearWeight::Packed(w1), LinearWeight::Packed(w2)) =
-            (&self.fc1.weight, &self.fc2.weight)
-        {
-            let opts = MatmulOptions {
-                bias: self.fc1.bias.as_ref(),
-                activation: self.activation,
-                ..MatmulOptions::default()
-            };
-            if let Some(h) = x.matmul_packed_to_packed(w1, &opts)? {
+        if self.fc2.is_packed() {
+            if let Some(h) = self.fc1.forward_to_packed(&x, self.activation)? {
                 let mut shape = x.shape().to_vec();
                 drop(x);
                 *shape
@@ -241,12 +278,10 @@ impl Mlp {
                 let residual = residual
                     .map(|r| r.reshape(&[rows, self.fc2.out_dim]))
                     .transpose()?;
-                let opts = MatmulOptions {
-                    bias: self.fc2.bias.as_ref(),
-                    residual: residual.as_ref(),
-                    ..MatmulOptions::default()
-                };
-                return Ok(h.matmul_packed(w2, &opts)?.reshape(&shape)?);
+                return Ok(self
+                    .fc2
+                    .forward_packed(&h, residual.as_ref())?
+                    .reshape(&shape)?);
             }
         }
         let h = self.fc1.forward_with(&x, self.activation, None)?;

@@ -100,13 +100,13 @@ impl Tensor {
         };
         // Where matmuls run on packed operands (CPU drivers), one group's columns are written
         // packed: the im2col matrix, often the largest activation of a stem, then exists once.
-        let packed = match g {
-            1 => match weight.reshape(&[og, patch])?.pack_weight()? {
-                Some(w) => PackedMatrix::empty(self.gpu(), self.dtype(), rows, patch)?
-                    .map(|cols| (cols, w)),
-                None => None,
-            },
+        let packed_weight = match g {
+            1 => weight.reshape(&[og, patch])?.pack_weight()?,
             _ => None,
+        };
+        let packed = match packed_weight {
+            Some(w) => PackedMatrix::empty(self.gpu(), self.dtype(), rows, patch)?.map(|c| (c, w)),
+            None => None,
         };
         let product = if let Some((cols, w)) = packed {
             im2col_packed(self.gpu(), self.dtype(), &spec, input.buffer(), cols.rows())?;
