@@ -5,6 +5,8 @@
 //                         + r·row_stride + (4x + j)·col_stride] for j in 0..4)
 //
 // (A layer index z = b·heads + h splits into two strides, so [B, S, H, D] views pack too.)
+// With quads set, rows go in groups of four interleaved texel by texel: texel(x, r, z) is
+// stored at (4x + r % 4, r / 4), the layout the texture matmuls read op(B) in.
 // Texture reads are vectorised gathers on CPU drivers such as lavapipe, where storage-buffer
 // reads go lane by lane; the texture matmuls and attention read their operands through this.
 
@@ -20,7 +22,7 @@ struct Params {
     layer_div: u32,
     outer_stride: u32,
     inner_stride: u32,
-    _pad0: u32,
+    quads: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -46,5 +48,28 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
             v[j] = f32(src[base + col * p.col_stride]);
         }
     }
-    textureStore(dst, vec2<u32>(x, r), z, v);
+    if p.quads != 0u {
+        textureStore(dst, vec2<u32>(4u * x + r % 4u, r / 4u), z, v);
+    } else {
+        textureStore(dst, vec2<u32>(x, r), z, v);
+    }
+}
+
+@group(0) @binding(3) var rows_tex: texture_storage_2d_array<rgba32float, read>;
+
+// The quads layout of a texture packed as rows (pack_rows without quads, or a copy of whole
+// rows): on CPU drivers a buffer copy and this texel shuffle are several times faster than
+// pack_rows reading the buffer element by element.
+@compute @workgroup_size(64, 4, 1)
+fn quads_from_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x = gid.x;
+    let q = gid.y;
+    if x >= p.width || 4u * q >= p.rows {
+        return;
+    }
+    let last = p.rows - 1u;
+    for (var j = 0u; j < 4u; j++) {
+        textureStore(dst, vec2<u32>(4u * x + j, q), gid.z,
+            textureLoad(rows_tex, vec2<u32>(x, min(4u * q + j, last)), gid.z));
+    }
 }

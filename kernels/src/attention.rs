@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::pack::{pack_rows, PackView};
+use crate::pack::{pack_rows, PackLayout, PackView};
 use crate::pool::GpuBuffer;
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
@@ -225,6 +225,7 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
                 outer_stride: view.batch,
                 inner_stride: view.head,
             },
+            PackLayout::Rows,
         )
     };
     let textures = if textured {

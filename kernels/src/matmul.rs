@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::pack::{pack_rows, PackView};
+use crate::pack::{pack_rows, PackLayout, PackView};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
@@ -226,67 +226,73 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// A `[rows, cols]` matrix in the layout the texture kernels read: `rows` texel rows of
-/// `ceil(cols / 4)` texels, four consecutive columns per texel, zero past the last column
-/// ([`DType::texel_format`]). A weight `[N, K]` packed once at load ([`PackedRows::pack`]) is
+/// A `[rows, cols]` matrix in the layout the texture kernels read: four consecutive columns
+/// per texel, zero past the last column ([`DType::texel_format`]), rows as [`PackLayout`] says.
+/// A weight `[N, K]` packed once at load ([`PackedRows::pack`] with [`PackLayout::Quads`]) is
 /// op(B) of every later call, so CPU drivers do not pack it again each time; an activation a
-/// matmul writes in this form ([`MatmulOut::Packed`]) is the next matmul's A with no buffer
-/// copy of it ever existing.
+/// matmul writes in this form ([`MatmulOut::Packed`], [`PackLayout::Rows`]) is the next
+/// matmul's A with no buffer copy of it ever existing.
 pub struct PackedRows {
     texture: PooledTexture,
     rows: usize,
     cols: usize,
     dtype: DType,
+    layout: PackLayout,
 }
 
 impl PackedRows {
-    /// Packs `src`, holding `[rows, cols]` row-major `dtype` elements.
+    /// Packs `src`, holding `[rows, cols]` row-major `dtype` elements, in `layout`: `Quads` for
+    /// a matmul's B, `Rows` for its A.
     pub fn pack(
         gpu: &Gpu,
         dtype: DType,
         src: &GpuBuffer,
         rows: usize,
         cols: usize,
+        layout: PackLayout,
     ) -> Result<Self> {
         src.check_holds("matmul", "packed matrix", rows * cols, dtype)?;
-        Self::check_fits(gpu, rows, cols)?;
-        let texture = pack_rows(gpu, dtype, src, &PackView::matrix(rows, cols, cols, 1, 0))?;
+        Self::check_fits(gpu, rows, cols, layout)?;
+        let view = PackView::matrix(rows, cols, cols, 1, 0);
+        let texture = pack_rows(gpu, dtype, src, &view, layout)?;
         Ok(PackedRows {
             texture,
             rows,
             cols,
             dtype,
+            layout,
         })
     }
 
-    /// An unwritten `[rows, cols]` matrix, for a matmul to write ([`MatmulOut::Packed`]).
+    /// An unwritten `[rows, cols]` matrix in [`PackLayout::Rows`], for a matmul to write
+    /// ([`MatmulOut::Packed`]) and a later one to read as A.
     pub fn empty(gpu: &Gpu, dtype: DType, rows: usize, cols: usize) -> Result<Self> {
-        Self::check_fits(gpu, rows, cols)?;
-        let size = [
-            crate::pack::padded_width(gpu, cols.div_ceil(4), dtype) as u32,
-            rows as u32,
-            1,
-        ];
+        let layout = PackLayout::Rows;
+        Self::check_fits(gpu, rows, cols, layout)?;
+        let size = layout.size(gpu, dtype, rows, cols, 1);
         Ok(PackedRows {
             texture: gpu.texture("matmul", size, dtype.texel_format())?,
             rows,
             cols,
             dtype,
+            layout,
         })
     }
 
-    /// Whether a `[rows, cols]` matrix fits one texture on `gpu`.
-    pub fn fits(gpu: &Gpu, rows: usize, cols: usize) -> bool {
-        Self::check_fits(gpu, rows, cols).is_ok()
+    /// Whether a `[rows, cols]` matrix in `layout` fits one texture on `gpu`.
+    pub fn fits(gpu: &Gpu, rows: usize, cols: usize, layout: PackLayout) -> bool {
+        Self::check_fits(gpu, rows, cols, layout).is_ok()
     }
 
-    fn check_fits(gpu: &Gpu, rows: usize, cols: usize) -> Result<()> {
+    fn check_fits(gpu: &Gpu, rows: usize, cols: usize, layout: PackLayout) -> Result<()> {
         let max = gpu.limits().max_texture_dimension_2d as usize;
-        if rows == 0 || cols == 0 || cols.div_ceil(4) > max || rows > max {
+        let [width, height] = layout.extent(rows, cols);
+        if rows == 0 || cols == 0 || width > max || height > max {
             return Err(KernelError::Shape {
                 op: "matmul",
                 detail: format!(
-                    "a [{rows}, {cols}] matrix does not fit one texture of {max}×{max} texels"
+                    "a [{rows}, {cols}] matrix ({layout:?}) does not fit one texture of \
+                     {max}×{max} texels"
                 ),
             });
         }
@@ -296,6 +302,11 @@ impl PackedRows {
     /// `(rows, cols)`.
     pub fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
+    }
+
+    /// How the rows sit in the texture.
+    pub fn layout(&self) -> PackLayout {
+        self.layout
     }
 
     /// The texture, for kernels that write the packed form directly.
@@ -313,8 +324,8 @@ impl std::fmt::Debug for PackedRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "PackedRows([{}, {}], {})",
-            self.rows, self.cols, self.dtype
+            "PackedRows([{}, {}], {}, {:?})",
+            self.rows, self.cols, self.dtype, self.layout
         )
     }
 }
@@ -322,8 +333,7 @@ impl std::fmt::Debug for PackedRows {
 /// Whether matmuls with an `[n, k]` weight run on the texture kernels on `gpu` (CPU drivers),
 /// so that packing the weight once at load pays.
 pub fn prefers_packed_b(gpu: &Gpu, n: usize, k: usize) -> bool {
-    let max = gpu.limits().max_texture_dimension_2d as usize;
-    gpu.cpu_kernels() && n >= 1 && k >= 1 && k.div_ceil(4) <= max && n <= max
+    gpu.cpu_kernels() && PackedRows::fits(gpu, n, k, PackLayout::Quads)
 }
 
 /// The B operand of a matmul.
@@ -331,7 +341,8 @@ pub fn prefers_packed_b(gpu: &Gpu, n: usize, k: usize) -> bool {
 pub enum MatmulB<'a> {
     /// `[batch or 1, N, K]` if `trans_b`, else `[batch or 1, K, N]`.
     Buffer(&'a GpuBuffer),
-    /// Packed `[N, K]`: `trans_b` and shared by the batch; runs the texture kernels.
+    /// Packed `[N, K]` in [`PackLayout::Quads`]: `trans_b` and shared by the batch; runs the
+    /// texture kernels.
     Packed(&'a PackedRows),
 }
 
@@ -340,7 +351,7 @@ pub enum MatmulB<'a> {
 pub enum MatmulA<'a> {
     /// `[batch, M, K]`.
     Buffer(&'a GpuBuffer),
-    /// Packed `[M, K]` (batch 1); runs the texture kernels.
+    /// Packed `[M, K]` (batch 1) in [`PackLayout::Rows`]; runs the texture kernels.
     Packed(&'a PackedRows),
 }
 
@@ -349,7 +360,8 @@ pub enum MatmulA<'a> {
 pub enum MatmulOut<'a> {
     /// `[batch, M, N]`.
     Buffer(&'a GpuBuffer),
-    /// Packed `[M, N]` (batch 1), for a later matmul's A; runs the texture kernels.
+    /// Packed `[M, N]` (batch 1) in [`PackLayout::Rows`], for a later matmul's A; runs the
+    /// texture kernels.
     Packed(&'a PackedRows),
 }
 
@@ -396,11 +408,11 @@ pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     }
 }
 
-/// Whether the texture kernels take `spec`: K/4 and N within one texture; M too, or a single
-/// product whose rows are split into texture-sized slabs.
+/// Whether the texture kernels take `spec`: op(B) in one texture; A too, or a single product
+/// whose rows are split into texture-sized slabs.
 fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
     let max = gpu.limits().max_texture_dimension_2d as usize;
-    spec.k.div_ceil(4) <= max && spec.n <= max && (spec.m <= max || spec.batch == 1)
+    PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads) && (spec.m <= max || spec.batch == 1)
 }
 
 /// Records the matmul described by `spec` on `args`.
@@ -416,13 +428,16 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     }
     gpu.check_dtype("matmul", spec.dtype)?;
     let check_packed = |what: &str, p: &PackedRows, shape: (usize, usize)| {
-        if p.shape() != shape || p.dtype != spec.dtype || batch > 1 {
+        if p.shape() != shape || p.dtype != spec.dtype || batch > 1 || p.layout != PackLayout::Rows
+        {
             return Err(KernelError::Shape {
                 op: "matmul",
                 detail: format!(
-                    "packed {what} is {} {:?} but the product needs {} {:?} in one batch (got {batch})",
+                    "packed {what} is {} {:?} in {:?} but the product needs {} {:?} in Rows, \
+                     in one batch (got {batch})",
                     p.dtype,
                     p.shape(),
+                    p.layout,
                     spec.dtype,
                     shape
                 ),
@@ -437,13 +452,19 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     match args.b {
         MatmulB::Buffer(b) => b.check_holds("matmul", "B", spec.b_len(), spec.dtype)?,
         MatmulB::Packed(p) => {
-            if p.shape() != (n, k) || p.dtype != spec.dtype || !spec.trans_b {
+            if p.shape() != (n, k)
+                || p.dtype != spec.dtype
+                || !spec.trans_b
+                || p.layout != PackLayout::Quads
+            {
                 return Err(KernelError::Shape {
                     op: "matmul",
                     detail: format!(
-                        "packed B is {} {:?} but the product needs {} [{n}, {k}] in Linear layout",
+                        "packed B is {} {:?} in {:?} but the product needs {} [{n}, {k}] in \
+                         Linear layout, packed in Quads",
                         p.dtype,
                         p.shape(),
+                        p.layout,
                         spec.dtype
                     ),
                 });
@@ -579,10 +600,13 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                 if spec.broadcast_b { 0 } else { bi * n * k },
             )
         };
+        let pack_b = |b: &GpuBuffer, bi: usize| {
+            pack_rows(gpu, spec.dtype, b, &b_view(bi), PackLayout::Quads)
+        };
         let mut repacked = None;
         let tex_b: &PooledTexture = match args.b {
             MatmulB::Packed(p) => &p.texture,
-            MatmulB::Buffer(b) => repacked.insert(pack_rows(gpu, spec.dtype, b, &b_view(0))?),
+            MatmulB::Buffer(b) => repacked.insert(pack_b(b, 0)?),
         };
         let mut tex_b = tex_b;
         // Rows beyond one texture's height go in slabs, each dispatched as its own "batch
@@ -608,7 +632,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         };
         for bi in 0..batch {
             if let (MatmulB::Buffer(b), true) = (args.b, bi > 0 && !spec.broadcast_b) {
-                tex_b = repacked.insert(pack_rows(gpu, spec.dtype, b, &b_view(bi))?);
+                tex_b = repacked.insert(pack_b(b, bi)?);
             }
             for (si, r0) in (0..m).step_by(slab).enumerate() {
                 let rows = slab.min(m - r0);
@@ -617,7 +641,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                     MatmulA::Packed(p) => &p.texture,
                     MatmulA::Buffer(a) => {
                         let a_view = PackView::matrix(rows, k, k, 1, bi * m * k + r0 * k);
-                        packed_here = pack_rows(gpu, spec.dtype, a, &a_view)?;
+                        packed_here = pack_rows(gpu, spec.dtype, a, &a_view, PackLayout::Rows)?;
                         &packed_here
                     }
                 };

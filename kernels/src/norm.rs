@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::matmul::PackedRows;
-use crate::pack::{copies_as_is, PackView};
+use crate::pack::{copies_as_is, PackLayout, PackView};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
 
@@ -136,7 +136,7 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
     let texels = serial
         && hw == 0
         && copies_as_is(&PackView::matrix(rows, cols, cols, 1, 0), dtype)
-        && PackedRows::fits(gpu, rows, cols);
+        && PackedRows::fits(gpu, rows, cols, PackLayout::Rows);
     let kernel = gpu.kernel(&KernelKey {
         shader: "norm",
         source: crate::modules::NORM,
@@ -169,7 +169,9 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
     let dummy = gpu.dummy();
     let (residual, sum) = args.residual.unwrap_or((dummy, gpu.dummy_rw()));
     if texels {
-        let pack = |b: &GpuBuffer, rows: usize| PackedRows::pack(gpu, dtype, b, rows, cols);
+        let pack = |b: &GpuBuffer, rows: usize| {
+            PackedRows::pack(gpu, dtype, b, rows, cols, PackLayout::Rows)
+        };
         let x = pack(args.x, rows)?;
         let residual = args.residual.map(|(r, _)| pack(r, rows)).transpose()?;
         let weight = args.weight.map(|w| pack(w, 1)).transpose()?;

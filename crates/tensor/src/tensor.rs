@@ -9,6 +9,7 @@ use tessera_kernels::matmul::{
     self, Activation, MatmulA, MatmulArgs, MatmulB, MatmulOut, MatmulSpec, MatmulVariant,
     PackedRows,
 };
+use tessera_kernels::pack::PackLayout;
 use tessera_kernels::{DType, Gpu, GpuBuffer};
 
 use crate::error::{Result, TensorError};
@@ -77,7 +78,7 @@ impl PackedMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<Option<PackedMatrix>> {
-        if !PackedRows::fits(gpu, rows, cols) {
+        if !PackedRows::fits(gpu, rows, cols, PackLayout::Rows) {
             return Ok(None);
         }
         Ok(Some(PackedMatrix {
@@ -436,7 +437,7 @@ impl Tensor {
             return Ok(None);
         }
         let w = self.contiguous()?;
-        let packed = PackedRows::pack(&self.gpu, self.dtype, &w.buffer, n, k)?;
+        let packed = PackedRows::pack(&self.gpu, self.dtype, &w.buffer, n, k, PackLayout::Quads)?;
         Ok(Some(PackedMatrix {
             packed: Arc::new(packed),
             gpu: self.gpu.clone(),
@@ -460,7 +461,7 @@ impl Tensor {
         opts: &MatmulOptions<'_>,
     ) -> Result<Option<PackedMatrix>> {
         let rows = self.numel() / self.shape.last().copied().unwrap_or(1).max(1);
-        if !PackedRows::fits(&self.gpu, rows, w.shape()[0]) {
+        if !PackedRows::fits(&self.gpu, rows, w.shape()[0], PackLayout::Rows) {
             return Ok(None);
         }
         match times_packed(&self.gpu, MatmulLhs::Tensor(self), w, opts, true)? {
