@@ -141,9 +141,12 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let r5 = min(row0 + 5u, last_row);
     let r6 = min(row0 + 6u, last_row);
     let r7 = min(row0 + 7u, last_row);
-    // op(B) is packed in quads of rows (pack.wgsl): this invocation's four columns at step x
-    // are texels 4x..4x+3 of texture row col0 / 4.
-    let quad = min(col0, p.n - 1u) / 4u;
+    // This invocation's four op(B) columns; in quads (B_GROUP 4) their texels at one step of
+    // k are one 64-byte line.
+    let b0 = b_texel(col0);
+    let b1 = b_texel(col0 + 1u);
+    let b2 = b_texel(col0 + 2u);
+    let b3 = b_texel(col0 + 3u);
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
@@ -154,10 +157,11 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var acc7 = vec4<f32>();
     let texels = (p.k + 3u) / 4u;
     for (var x = 0u; x < texels; x++) {
-        let y0 = textureLoad(tex_b, vec2<u32>(4u * x, quad));
-        let y1 = textureLoad(tex_b, vec2<u32>(4u * x + 1u, quad));
-        let y2 = textureLoad(tex_b, vec2<u32>(4u * x + 2u, quad));
-        let y3 = textureLoad(tex_b, vec2<u32>(4u * x + 3u, quad));
+        let step = vec2<u32>(B_GROUP * x, 0u);
+        let y0 = textureLoad(tex_b, b0 + step);
+        let y1 = textureLoad(tex_b, b1 + step);
+        let y2 = textureLoad(tex_b, b2 + step);
+        let y3 = textureLoad(tex_b, b3 + step);
         acc0 += dot4(textureLoad(tex_a, vec2<u32>(x, r0)), y0, y1, y2, y3);
         acc1 += dot4(textureLoad(tex_a, vec2<u32>(x, r1)), y0, y1, y2, y3);
         acc2 += dot4(textureLoad(tex_a, vec2<u32>(x, r2)), y0, y1, y2, y3);

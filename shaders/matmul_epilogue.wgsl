@@ -30,6 +30,8 @@ override TRANS_B: bool = true;
 override HAS_BIAS: bool = false;
 override HAS_RESIDUAL: bool = false;
 override OUT_TEXTURE: bool = false;
+// Rows of the texture kernels' packed op(B) per texture row (pack.wgsl): 4 (quads) or 1.
+override B_GROUP: u32 = 4u;
 
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read> residual: array<T>;
@@ -98,6 +100,13 @@ fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) {
         return;
     }
     store4(batch, row, col0, v);
+}
+
+// Where the texture kernels' packed op(B) holds column col's first texel (col clamped to the
+// last column); its texel at step x of k is B_GROUP·x further along the texture row.
+fn b_texel(col: u32) -> vec2<u32> {
+    let c = min(col, p.n - 1u);
+    return vec2<u32>(c % B_GROUP, c / B_GROUP);
 }
 
 fn dot4(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {

@@ -228,7 +228,7 @@ struct Params {
 
 /// A `[rows, cols]` matrix in the layout the texture kernels read: four consecutive columns
 /// per texel, zero past the last column ([`DType::texel_format`]), rows as [`PackLayout`] says.
-/// A weight `[N, K]` packed once at load ([`PackedRows::pack`] with [`PackLayout::Quads`]) is
+/// A weight `[N, K]` packed once at load ([`PackedRows::pack`], [`PackLayout::Quads`]) is
 /// op(B) of every later call, so CPU drivers do not pack it again each time; an activation a
 /// matmul writes in this form ([`MatmulOut::Packed`], [`PackLayout::Rows`]) is the next
 /// matmul's A with no buffer copy of it ever existing.
@@ -241,8 +241,8 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
-    /// Packs `src`, holding `[rows, cols]` row-major `dtype` elements, in `layout`: `Quads` for
-    /// a matmul's B, `Rows` for its A.
+    /// Packs `src`, holding `[rows, cols]` row-major `dtype` elements, in `layout`: A is read
+    /// in `Rows`, B in either (`Quads` is faster to read, slower to pack).
     pub fn pack(
         gpu: &Gpu,
         dtype: DType,
@@ -341,8 +341,7 @@ pub fn prefers_packed_b(gpu: &Gpu, n: usize, k: usize) -> bool {
 pub enum MatmulB<'a> {
     /// `[batch or 1, N, K]` if `trans_b`, else `[batch or 1, K, N]`.
     Buffer(&'a GpuBuffer),
-    /// Packed `[N, K]` in [`PackLayout::Quads`]: `trans_b` and shared by the batch; runs the
-    /// texture kernels.
+    /// Packed `[N, K]`: `trans_b` and shared by the batch; runs the texture kernels.
     Packed(&'a PackedRows),
 }
 
@@ -412,7 +411,22 @@ pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
 /// whose rows are split into texture-sized slabs.
 fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
     let max = gpu.limits().max_texture_dimension_2d as usize;
-    PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads) && (spec.m <= max || spec.batch == 1)
+    PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Rows) && (spec.m <= max || spec.batch == 1)
+}
+
+/// Rows of A from which a B packed per call is interleaved into [`PackLayout::Quads`]: on
+/// lavapipe interleaving costs about as much as the faster reads save at ~600 rows (a copy
+/// into [`PackLayout::Rows`] 0.3 ms, the interleaving pass 4.5 ms per million elements; the
+/// kernel ~12% faster on quads).
+const QUADS_FROM_ROWS: usize = 512;
+
+/// The layout a B packed for this call is read in.
+fn per_call_b_layout(gpu: &Gpu, spec: &MatmulSpec) -> PackLayout {
+    if spec.m >= QUADS_FROM_ROWS && PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads) {
+        PackLayout::Quads
+    } else {
+        PackLayout::Rows
+    }
 }
 
 /// Records the matmul described by `spec` on `args`.
@@ -452,19 +466,13 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
     match args.b {
         MatmulB::Buffer(b) => b.check_holds("matmul", "B", spec.b_len(), spec.dtype)?,
         MatmulB::Packed(p) => {
-            if p.shape() != (n, k)
-                || p.dtype != spec.dtype
-                || !spec.trans_b
-                || p.layout != PackLayout::Quads
-            {
+            if p.shape() != (n, k) || p.dtype != spec.dtype || !spec.trans_b {
                 return Err(KernelError::Shape {
                     op: "matmul",
                     detail: format!(
-                        "packed B is {} {:?} in {:?} but the product needs {} [{n}, {k}] in \
-                         Linear layout, packed in Quads",
+                        "packed B is {} {:?} but the product needs {} [{n}, {k}] in Linear layout",
                         p.dtype,
                         p.shape(),
-                        p.layout,
                         spec.dtype
                     ),
                 });
@@ -543,6 +551,10 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         _ => ("gemv", n.div_ceil(256), 1),
     };
     let subgroup = variant == MatmulVariant::TextureSubgroup;
+    let b_layout = match args.b {
+        MatmulB::Packed(p) => p.layout,
+        MatmulB::Buffer(_) => per_call_b_layout(gpu, spec),
+    };
     let key = KernelKey {
         shader: if subgroup {
             "matmul_subgroup"
@@ -562,6 +574,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             ("HAS_RESIDUAL", args.residual.is_some() as u32 as f64),
             ("ACT", spec.activation.code() as f64),
             ("OUT_TEXTURE", packed_out as u32 as f64),
+            ("B_GROUP", b_layout.group() as f64),
         ],
         bindings: if textured {
             TEXTURE_BINDINGS
@@ -601,9 +614,8 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                 if spec.broadcast_b { 0 } else { bi * n * k },
             )
         };
-        let pack_b = |b: &GpuBuffer, bi: usize| {
-            pack_rows(gpu, spec.dtype, b, &b_view(bi), PackLayout::Quads)
-        };
+        let pack_b =
+            |b: &GpuBuffer, bi: usize| pack_rows(gpu, spec.dtype, b, &b_view(bi), b_layout);
         let mut repacked = None;
         let tex_b: &PooledTexture = match args.b {
             MatmulB::Packed(p) => &p.texture,

@@ -99,19 +99,26 @@ pub enum PackLayout {
     Rows,
     /// Rows in groups of four interleaved texel by texel: texture row q holds rows 4q..4q+3,
     /// its texel 4x + j being texel x of row 4q + j (`4·ceil(cols/4) × ceil(rows/4)` texels).
-    /// The texture matmuls read op(B) this way: an invocation's four columns at one step of k
-    /// are one 64-byte line, and a subgroup's 32 columns come from 8 texture rows instead of
-    /// 32 (on lavapipe, 1024³ in f32 with a packed weight: 28–31 → 33–34 GFLOP/s).
+    /// The texture matmuls read packed weights (op(B)) this way: an invocation's four columns
+    /// at one step of k are one 64-byte line, and a subgroup's 32 columns come from 8 texture
+    /// rows instead of 32 (on lavapipe, 1024³ in f32 with a packed weight: 28–31 → 33–34
+    /// GFLOP/s). Interleaving costs a kernel pass where `Rows` costs a buffer copy, so a B
+    /// packed per call is interleaved only for products with many rows.
     Quads,
 }
 
 impl PackLayout {
     /// The texture extent `[width, height]` (before padding) of `rows × cols`.
     pub fn extent(self, rows: usize, cols: usize) -> [usize; 2] {
-        let width = cols.div_ceil(4);
+        let g = self.group();
+        [g * cols.div_ceil(4), rows.div_ceil(g)]
+    }
+
+    /// Rows per texture row.
+    pub fn group(self) -> usize {
         match self {
-            PackLayout::Rows => [width, rows],
-            PackLayout::Quads => [4 * width, rows.div_ceil(4)],
+            PackLayout::Rows => 1,
+            PackLayout::Quads => 4,
         }
     }
 
