@@ -26,8 +26,8 @@ pub use dtype::{specialize, DType};
 pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
 pub use runtime::{
-    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelFamily, KernelKey, Resource,
-    IN_OUT_BINDINGS,
+    AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelFamily, KernelKey, KernelTime,
+    Resource, IN_OUT_BINDINGS,
 };
 pub use wgpu;
 

@@ -206,6 +206,20 @@ pub struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     bindings: &'static [(u32, Binding)],
+    /// `shader::entry`, for profiles.
+    label: String,
+}
+
+/// Wall time spent in one kernel (or, as `(transfers)`, in the copies and uploads recorded
+/// between kernels) while profiling ([`Gpu::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// `shader::entry`.
+    pub kernel: String,
+    /// Dispatches.
+    pub calls: u64,
+    /// Total wall time of submit + run + wait, seconds.
+    pub seconds: f64,
 }
 
 struct Arena {
@@ -255,6 +269,7 @@ pub struct Gpu {
     dummy: GpuBuffer,
     dummy_rw: GpuBuffer,
     cpu_kernels: bool,
+    profile: Mutex<Option<HashMap<String, (u64, std::time::Duration)>>>,
 }
 
 static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
@@ -374,6 +389,7 @@ impl Gpu {
         };
         Ok(Gpu {
             cpu_kernels,
+            profile: Mutex::new(None),
             _instance: instance,
             adapter,
             device,
@@ -737,6 +753,7 @@ impl Gpu {
             pipeline,
             layout,
             bindings: key.bindings,
+            label: format!("{}::{}", key.shader, key.entry),
         });
         self.kernels.lock().unwrap().insert(name, kernel.clone());
         Ok(kernel)
@@ -769,6 +786,63 @@ impl Gpu {
         if groups.contains(&0) {
             return Ok(());
         }
+        let profiling = self.profile.lock().unwrap().is_some();
+        if profiling {
+            // What was recorded before this kernel (copies, uploads) is timed on its own.
+            self.timed("(transfers)", Gpu::sync)?;
+        }
+        self.record_dispatch(kernel, resources, params, groups)?;
+        if profiling {
+            self.timed(&kernel.label, Gpu::sync)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `step`, adding its wall time to `label` in the profile.
+    fn timed(&self, label: &str, step: impl FnOnce(&Gpu) -> Result<()>) -> Result<()> {
+        let start = std::time::Instant::now();
+        step(self)?;
+        let elapsed = start.elapsed();
+        if let Some(profile) = self.profile.lock().unwrap().as_mut() {
+            let entry = profile.entry(label.to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += elapsed;
+        }
+        Ok(())
+    }
+
+    /// Profiling on: from now on every dispatch is submitted and waited for on its own and its
+    /// wall time added to its kernel's ([`Gpu::take_profile`]). Slows everything down by the
+    /// lost batching; for finding where a model's time goes. Off: back to batched submits.
+    pub fn set_profiling(&self, on: bool) {
+        *self.profile.lock().unwrap() = on.then(HashMap::new);
+    }
+
+    /// The times gathered since profiling was turned on or last taken, slowest first.
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let mut profile = self.profile.lock().unwrap();
+        let Some(times) = profile.as_mut() else {
+            return Vec::new();
+        };
+        let mut out: Vec<KernelTime> = times
+            .drain()
+            .map(|(kernel, (calls, t))| KernelTime {
+                kernel,
+                calls,
+                seconds: t.as_secs_f64(),
+            })
+            .collect();
+        out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        out
+    }
+
+    fn record_dispatch(
+        &self,
+        kernel: &Kernel,
+        resources: &[Resource<'_>],
+        params: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let align = self.limits.min_uniform_buffer_offset_alignment as usize;
         let slot = params.len().max(16).next_multiple_of(align);
         let mut rec = self.recording.lock().unwrap();

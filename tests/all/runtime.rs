@@ -92,6 +92,60 @@ fn pool_reuses_released_buffers() {
 }
 
 #[test]
+fn profiling_times_each_kernel_and_leaves_results_alone() {
+    // A private device: the profile would also gather other tests' kernels.
+    let gpu = std::sync::Arc::new(Gpu::new(&GpuOptions::from_env().unwrap()).unwrap());
+    let (m, n, k) = (5, 6, 7);
+    let a = values(m * k, 51);
+    let w = values(n * k, 52);
+    let ta = Tensor::from_slice(&gpu, &a, &[m, k], DType::F32).unwrap();
+    let tw = Tensor::from_slice(&gpu, &w, &[n, k], DType::F32).unwrap();
+    assert!(gpu.take_profile().is_empty(), "profiling starts off");
+    gpu.set_profiling(true);
+    let got = ta
+        .linear(&tw, None)
+        .unwrap()
+        .activation(tessera::Activation::Relu)
+        .unwrap();
+    assert_eq!(
+        gpu.pending_dispatches(),
+        0,
+        "each kernel is waited for while profiling"
+    );
+    let times = gpu.take_profile();
+    let matmul = times
+        .iter()
+        .find(|t| t.kernel.starts_with("matmul"))
+        .unwrap_or_else(|| panic!("no matmul in {times:?}"));
+    assert_eq!(matmul.calls, 1);
+    assert!(matmul.seconds > 0.0);
+    assert!(
+        times.iter().any(|t| t.kernel.ends_with("::unary")),
+        "{times:?}"
+    );
+    assert!(
+        times.windows(2).all(|p| p[0].seconds >= p[1].seconds),
+        "slowest first: {times:?}"
+    );
+    gpu.set_profiling(false);
+    ta.linear(&tw, None).unwrap();
+    assert!(
+        gpu.take_profile().is_empty(),
+        "profiling off gathers nothing"
+    );
+    assert!(gpu.pending_dispatches() >= 1, "batched again");
+    let spec = MatmulSpec {
+        trans_b: true,
+        ..MatmulSpec::new(m, n, k)
+    };
+    let want: Vec<f32> = matmul_cpu(&spec, &a, &w, None, None)
+        .into_iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    assert!(rel_error(&got.to_vec().unwrap(), &want) <= 1e-4);
+}
+
+#[test]
 fn many_dispatches_go_in_one_submit() {
     // A private device: other tests' read-backs would submit the shared one's recording.
     let gpu = std::sync::Arc::new(Gpu::new(&GpuOptions::from_env().unwrap()).unwrap());

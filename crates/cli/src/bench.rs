@@ -42,6 +42,10 @@ pub enum BenchCommand {
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also run each model once more waiting for every kernel, and print where the time
+        /// went, kernel by kernel, to stderr.
+        #[arg(long)]
+        profile: bool,
     },
     /// Fused attention against matmul → softmax → matmul, for each shape BxHxSxD.
     Attention {
@@ -244,7 +248,8 @@ pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
             dtype,
             models,
             json,
-        } => crate::bench_models::run(&gpu, dtype, &models, json)?,
+            profile,
+        } => crate::bench_models::run(&gpu, dtype, &models, json, profile)?,
         BenchCommand::Attention {
             dtype,
             shapes,

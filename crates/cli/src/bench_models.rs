@@ -28,7 +28,13 @@ struct Row {
 
 const MB: f64 = 1024.0 * 1024.0;
 
-pub fn run(gpu: &Arc<Gpu>, dtype: DType, models: &[String], json: bool) -> Result<(), BoxError> {
+pub fn run(
+    gpu: &Arc<Gpu>,
+    dtype: DType,
+    models: &[String],
+    json: bool,
+    profile: bool,
+) -> Result<(), BoxError> {
     gpu.check_dtype("bench models", dtype)?;
     if let Some(bad) = models.iter().find(|m| !MODELS.contains(&m.as_str())) {
         return Err(format!("unknown model '{bad}': choose from {}", MODELS.join(", ")).into());
@@ -73,6 +79,9 @@ pub fn run(gpu: &Arc<Gpu>, dtype: DType, models: &[String], json: bool) -> Resul
             largest_activation_mb: bench.largest_activation_bytes as f64 / MB,
             activation_peak_ratio: (peak - weights) as f64 / bench.largest_activation_bytes as f64,
         });
+        if profile {
+            print_profile(gpu, &bench, secs)?;
+        }
         drop(bench);
     }
     if json {
@@ -108,6 +117,42 @@ pub fn run(gpu: &Arc<Gpu>, dtype: DType, models: &[String], json: bool) -> Resul
             r.weights_mb,
             r.peak_mb,
             r.activation_peak_ratio
+        );
+    }
+    Ok(())
+}
+
+/// One more forward pass of `bench` with every kernel waited for, as a table on stderr: where
+/// the time goes (each dispatch's wall time includes its submit and wait, so the total exceeds
+/// the batched run's `batched_secs`).
+fn print_profile(gpu: &Gpu, bench: &ModelBench, batched_secs: f64) -> Result<(), BoxError> {
+    gpu.sync()?;
+    gpu.set_profiling(true);
+    let run = bench
+        .run()
+        .map_err(|e| e.to_string())
+        .and_then(|_| gpu.sync().map_err(|e| e.to_string()));
+    let times = gpu.take_profile();
+    gpu.set_profiling(false);
+    run?;
+    let total: f64 = times.iter().map(|t| t.seconds).sum();
+    eprintln!(
+        "{}: {:.1} ms with every kernel waited for ({:.1} ms batched)",
+        bench.name,
+        total * 1e3,
+        batched_secs * 1e3
+    );
+    eprintln!(
+        "  {:<40} {:>6} {:>10} {:>6}",
+        "kernel", "calls", "ms", "share"
+    );
+    for t in &times {
+        eprintln!(
+            "  {:<40} {:>6} {:>10.1} {:>5.1}%",
+            t.kernel,
+            t.calls,
+            t.seconds * 1e3,
+            100.0 * t.seconds / total
         );
     }
     Ok(())
