@@ -124,10 +124,9 @@ fn mm_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 @compute @workgroup_size(8, 8, 1)
 fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z + p.batch_base;
-    // Row blocks along the grid's x, column blocks along y (see matmul.rs: threads of CPU
-    // drivers take contiguous runs of workgroups, so each then gets every row block).
-    let row0 = (wid.x * 8u + lid.y) * 8u;
-    let col0 = (wid.y * 8u + lid.x) * 4u;
+    let block = blocks(wid);
+    let row0 = (block.x * 8u + lid.y) * 8u;
+    let col0 = (block.y * 8u + lid.x) * 4u;
     if row0 >= p.m || col0 >= p.n {
         return;
     }

@@ -32,6 +32,9 @@ override HAS_RESIDUAL: bool = false;
 override OUT_TEXTURE: bool = false;
 // Rows of the texture kernels' packed op(B) per texture row (pack.wgsl): 4 (quads) or 1.
 override B_GROUP: u32 = 4u;
+// The texture kernels' grid: row blocks along x and column blocks along y, or the other way
+// round (see matmul.rs, rows_along_x).
+override ROWS_ALONG_X: bool = false;
 
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read> residual: array<T>;
@@ -107,6 +110,11 @@ fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) {
 fn b_texel(col: u32) -> vec2<u32> {
     let c = min(col, p.n - 1u);
     return vec2<u32>(c % B_GROUP, c / B_GROUP);
+}
+
+// The texture kernels' (row block, column block) of workgroup wid.
+fn blocks(wid: vec3<u32>) -> vec2<u32> {
+    return select(wid.yx, wid.xy, ROWS_ALONG_X);
 }
 
 fn dot4(x: vec4<f32>, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) -> vec4<f32> {

@@ -17,14 +17,13 @@
 fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z + p.batch_base;
-    // Row blocks along the grid's x, column blocks along y (see matmul.rs: threads of CPU
-    // drivers take contiguous runs of workgroups, so each then gets every row block).
-    let row0 = (wid.x * 4u + lid.y) * 16u;
+    let block = blocks(wid);
+    let row0 = (block.x * 4u + lid.y) * 16u;
     // Uniform across the subgroup, which shares lid.y: no broadcast loses a participant.
     if row0 >= p.m {
         return;
     }
-    let col0 = (wid.y * 8u + lid.x) * 4u;
+    let col0 = (block.y * 8u + lid.x) * 4u;
     // Edge rows and columns are clamped: their loads stay in bounds, their results are not stored.
     let row_a = min(row0 + lid.x, p.m - 1u);
     let row_b = min(row0 + 8u + lid.x, p.m - 1u);

@@ -420,6 +420,10 @@ fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
 /// kernel ~12% faster on quads).
 const QUADS_FROM_ROWS: usize = 512;
 
+/// Products of at most this many rows run the texture kernels with row blocks along the grid's
+/// x (see `matmul`): four row blocks or fewer.
+const ROWS_ALONG_X_MAX: usize = 256;
+
 /// The layout a B packed for this call is read in.
 fn per_call_b_layout(gpu: &Gpu, spec: &MatmulSpec) -> PackLayout {
     if spec.m >= QUADS_FROM_ROWS && PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads) {
@@ -545,12 +549,20 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             } else {
                 "mm_tex_subgroup"
             };
-            // Row blocks along x (set per slab below), column blocks along y.
-            (entry, m.div_ceil(64), n.div_ceil(32))
+            // Column blocks, row blocks (per slab, below).
+            (entry, n.div_ceil(32), m.div_ceil(64))
         }
         _ => ("gemv", n.div_ceil(256), 1),
     };
     let subgroup = variant == MatmulVariant::TextureSubgroup;
+    // The texture kernels' grid order. CPU drivers (llvmpipe) hand each thread one contiguous
+    // run of workgroup indices, x fastest. With column blocks along x, consecutive workgroups
+    // share their 64 rows of A (kept in cache), but with few row blocks the one holding the
+    // ragged last rows has fewer subgroups at work and its thread finishes early (M = 197: one
+    // thread 128 rows, the other 80). Row blocks along x give every thread every row block.
+    // Measured on lavapipe: M = 77 15 → 24 GFLOP/s and M = 197 27 → 33 with row blocks along
+    // x; M = 1024 and 1500 ~10% faster with column blocks along x.
+    let rows_along_x = m <= ROWS_ALONG_X_MAX;
     let b_layout = match args.b {
         MatmulB::Packed(p) => p.layout,
         MatmulB::Buffer(_) => per_call_b_layout(gpu, spec),
@@ -575,6 +587,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             ("ACT", spec.activation.code() as f64),
             ("OUT_TEXTURE", packed_out as u32 as f64),
             ("B_GROUP", b_layout.group() as f64),
+            ("ROWS_ALONG_X", rows_along_x as u32 as f64),
         ],
         bindings: if textured {
             TEXTURE_BINDINGS
@@ -675,12 +688,11 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                         Resource::Texture(out_tex.array_view()),
                     ],
                     bytemuck::bytes_of(&p),
-                    // Row blocks run along x: CPU drivers (llvmpipe) hand each thread one
-                    // contiguous run of workgroup indices, and with the rows' ragged last
-                    // block along y the thread holding it had less work (M = 197: one
-                    // thread 128 rows, the other 80; 197×3072×768 went 27 → 33 GFLOP/s
-                    // with row blocks along x, every thread getting every row block).
-                    [to_u32("grid x", rows.div_ceil(64))?, grid[1], 1],
+                    if rows_along_x {
+                        [to_u32("grid x", rows.div_ceil(64))?, grid[0], 1]
+                    } else {
+                        [grid[0], to_u32("grid y", rows.div_ceil(64))?, 1]
+                    },
                 )?;
             }
         }
