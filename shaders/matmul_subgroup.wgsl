@@ -50,30 +50,53 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     var acc14 = vec4<f32>();
     var acc15 = vec4<f32>();
     let texels = (p.k + 3u) / 4u;
-    for (var x = 0u; x < texels; x++) {
-        let step = vec2<u32>(B_GROUP * x, 0u);
-        let y0 = textureLoad(tex_b, b0 + step);
-        let y1 = textureLoad(tex_b, b1 + step);
-        let y2 = textureLoad(tex_b, b2 + step);
-        let y3 = textureLoad(tex_b, b3 + step);
-        let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
-        let mine_b = textureLoad(tex_a, vec2<u32>(x, row_b));
-        acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);
-        acc1 += dot4(subgroupBroadcast(mine_a, 1u), y0, y1, y2, y3);
-        acc2 += dot4(subgroupBroadcast(mine_a, 2u), y0, y1, y2, y3);
-        acc3 += dot4(subgroupBroadcast(mine_a, 3u), y0, y1, y2, y3);
-        acc4 += dot4(subgroupBroadcast(mine_a, 4u), y0, y1, y2, y3);
-        acc5 += dot4(subgroupBroadcast(mine_a, 5u), y0, y1, y2, y3);
-        acc6 += dot4(subgroupBroadcast(mine_a, 6u), y0, y1, y2, y3);
-        acc7 += dot4(subgroupBroadcast(mine_a, 7u), y0, y1, y2, y3);
-        acc8 += dot4(subgroupBroadcast(mine_b, 0u), y0, y1, y2, y3);
-        acc9 += dot4(subgroupBroadcast(mine_b, 1u), y0, y1, y2, y3);
-        acc10 += dot4(subgroupBroadcast(mine_b, 2u), y0, y1, y2, y3);
-        acc11 += dot4(subgroupBroadcast(mine_b, 3u), y0, y1, y2, y3);
-        acc12 += dot4(subgroupBroadcast(mine_b, 4u), y0, y1, y2, y3);
-        acc13 += dot4(subgroupBroadcast(mine_b, 5u), y0, y1, y2, y3);
-        acc14 += dot4(subgroupBroadcast(mine_b, 6u), y0, y1, y2, y3);
-        acc15 += dot4(subgroupBroadcast(mine_b, 7u), y0, y1, y2, y3);
+    // A block with at most 8 of its rows inside A (the last of M = 50 or 197) runs the first
+    // half alone: one A load per step instead of two, half the accumulators (lavapipe: CLIP's
+    // image tower, 50 rows, 6% faster). The condition is uniform across the subgroup, so a
+    // CPU driver runs one of the two loops; rows past M are not stored either way.
+    if row0 + 8u >= p.m {
+        for (var x = 0u; x < texels; x++) {
+            let step = vec2<u32>(B_GROUP * x, 0u);
+            let y0 = textureLoad(tex_b, b0 + step);
+            let y1 = textureLoad(tex_b, b1 + step);
+            let y2 = textureLoad(tex_b, b2 + step);
+            let y3 = textureLoad(tex_b, b3 + step);
+            let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
+            acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);
+            acc1 += dot4(subgroupBroadcast(mine_a, 1u), y0, y1, y2, y3);
+            acc2 += dot4(subgroupBroadcast(mine_a, 2u), y0, y1, y2, y3);
+            acc3 += dot4(subgroupBroadcast(mine_a, 3u), y0, y1, y2, y3);
+            acc4 += dot4(subgroupBroadcast(mine_a, 4u), y0, y1, y2, y3);
+            acc5 += dot4(subgroupBroadcast(mine_a, 5u), y0, y1, y2, y3);
+            acc6 += dot4(subgroupBroadcast(mine_a, 6u), y0, y1, y2, y3);
+            acc7 += dot4(subgroupBroadcast(mine_a, 7u), y0, y1, y2, y3);
+        }
+    } else {
+        for (var x = 0u; x < texels; x++) {
+            let step = vec2<u32>(B_GROUP * x, 0u);
+            let y0 = textureLoad(tex_b, b0 + step);
+            let y1 = textureLoad(tex_b, b1 + step);
+            let y2 = textureLoad(tex_b, b2 + step);
+            let y3 = textureLoad(tex_b, b3 + step);
+            let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
+            let mine_b = textureLoad(tex_a, vec2<u32>(x, row_b));
+            acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);
+            acc1 += dot4(subgroupBroadcast(mine_a, 1u), y0, y1, y2, y3);
+            acc2 += dot4(subgroupBroadcast(mine_a, 2u), y0, y1, y2, y3);
+            acc3 += dot4(subgroupBroadcast(mine_a, 3u), y0, y1, y2, y3);
+            acc4 += dot4(subgroupBroadcast(mine_a, 4u), y0, y1, y2, y3);
+            acc5 += dot4(subgroupBroadcast(mine_a, 5u), y0, y1, y2, y3);
+            acc6 += dot4(subgroupBroadcast(mine_a, 6u), y0, y1, y2, y3);
+            acc7 += dot4(subgroupBroadcast(mine_a, 7u), y0, y1, y2, y3);
+            acc8 += dot4(subgroupBroadcast(mine_b, 0u), y0, y1, y2, y3);
+            acc9 += dot4(subgroupBroadcast(mine_b, 1u), y0, y1, y2, y3);
+            acc10 += dot4(subgroupBroadcast(mine_b, 2u), y0, y1, y2, y3);
+            acc11 += dot4(subgroupBroadcast(mine_b, 3u), y0, y1, y2, y3);
+            acc12 += dot4(subgroupBroadcast(mine_b, 4u), y0, y1, y2, y3);
+            acc13 += dot4(subgroupBroadcast(mine_b, 5u), y0, y1, y2, y3);
+            acc14 += dot4(subgroupBroadcast(mine_b, 6u), y0, y1, y2, y3);
+            acc15 += dot4(subgroupBroadcast(mine_b, 7u), y0, y1, y2, y3);
+        }
     }
     if col0 >= p.n {
         return;

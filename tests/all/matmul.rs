@@ -164,8 +164,9 @@ fn texture_subgroup_kernel_matches_reference_on_awkward_shapes() {
             );
         }
     }
-    // Row counts around the 16-row subgroup block and the 64-row workgroup.
-    for m in [15, 16, 17, 63, 64, 65, 129] {
+    // Row counts around the 16-row subgroup block, its 8-row half (a last block of at most 8
+    // rows runs a loop of its own) and the 64-row workgroup.
+    for m in [8, 9, 15, 16, 17, 24, 25, 63, 64, 65, 129, 264, 300] {
         check(
             1,
             m,
