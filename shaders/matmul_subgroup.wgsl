@@ -1,8 +1,8 @@
 // Texture matmul sharing A through subgroup broadcasts, for CPU drivers (lavapipe) with
 // subgroups of exactly 8 invocations.
 //
-// Operands are packed into rgba32float textures by pack.wgsl: A as M rows of K, op(B) as N rows
-// of K, four k per texel. A subgroup (the 8 invocations along x) owns 16 rows and 32 columns of
+// Operands are packed into rgba32float textures by pack.wgsl, four k per texel: A as M rows of
+// K, op(B) as N rows of K, in quads of rows for packed weights (B_GROUP). A subgroup (the 8 invocations along x) owns 16 rows and 32 columns of
 // C; each invocation owns 4 columns. Each invocation reads one A texel per 8 rows and the
 // subgroup broadcasts it, so a texel read (a vector gather, the expensive step on CPU drivers)
 // feeds 8 invocations instead of 1. Measured on lavapipe: about 2x mm_tex.
@@ -52,7 +52,7 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let texels = (p.k + 3u) / 4u;
     // A block with at most 8 of its rows inside A (the last of M = 50 or 197) runs the first
     // half alone: one A load per step instead of two, half the accumulators (lavapipe: CLIP's
-    // image tower, 50 rows, 6% faster). The condition is uniform across the subgroup, so a
+    // image tower, 50 rows, ~8% faster). The condition is uniform across the subgroup, so a
     // CPU driver runs one of the two loops; rows past M are not stored either way.
     if row0 + 8u >= p.m {
         for (var x = 0u; x < texels; x++) {
