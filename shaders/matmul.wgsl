@@ -18,12 +18,10 @@
 //   gemv      M = 1: each invocation owns 4 outputs.
 //
 // Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
-// overrides and the epilogue.
+// overrides, the texture kernels' operand textures and the epilogue.
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(6) var tex_a: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(7) var tex_b: texture_storage_2d<rgba32float, read>;
 
 fn store_block(batch: u32, row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
     for (var i = 0u; i < 4u; i++) {
@@ -156,11 +154,10 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var acc7 = vec4<f32>();
     let texels = (p.k + 3u) / 4u;
     for (var x = 0u; x < texels; x++) {
-        let step = vec2<u32>(B_GROUP * x, 0u);
-        let y0 = textureLoad(tex_b, b0 + step);
-        let y1 = textureLoad(tex_b, b1 + step);
-        let y2 = textureLoad(tex_b, b2 + step);
-        let y3 = textureLoad(tex_b, b3 + step);
+        let y0 = load_b(b0, x);
+        let y1 = load_b(b1, x);
+        let y2 = load_b(b2, x);
+        let y3 = load_b(b3, x);
         acc0 += dot4(textureLoad(tex_a, vec2<u32>(x, r0)), y0, y1, y2, y3);
         acc1 += dot4(textureLoad(tex_a, vec2<u32>(x, r1)), y0, y1, y2, y3);
         acc2 += dot4(textureLoad(tex_a, vec2<u32>(x, r2)), y0, y1, y2, y3);

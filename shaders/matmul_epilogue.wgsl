@@ -41,6 +41,10 @@ override ROWS_ALONG_X: bool = false;
 @group(0) @binding(4) var<storage, read_write> c: array<T>;
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(8) var out_tex: texture_storage_2d_array<rgba32float, write>;
+// The texture kernels' packed operands (pack.wgsl): A as M rows of K, op(B) as N rows of K in
+// B_GROUP-row groups, four k per texel.
+@group(0) @binding(6) var tex_a: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var tex_b: texture_storage_2d<rgba32float, read>;
 
 // The bias of columns col0..col0+3 (zero without one). The texture kernels load it once per
 // invocation rather than once per output: on CPU drivers every storage-buffer read is a loop
@@ -106,10 +110,14 @@ fn emit_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>, b: vec4<f32>) {
 }
 
 // Where the texture kernels' packed op(B) holds column col's first texel (col clamped to the
-// last column); its texel at step x of k is B_GROUP·x further along the texture row.
+// last column); load_b reads its texel at step x of k, B_GROUP·x further along the row.
 fn b_texel(col: u32) -> vec2<u32> {
     let c = min(col, p.n - 1u);
     return vec2<u32>(c % B_GROUP, c / B_GROUP);
+}
+
+fn load_b(first: vec2<u32>, x: u32) -> vec4<f32> {
+    return textureLoad(tex_b, first + vec2<u32>(B_GROUP * x, 0u));
 }
 
 // The texture kernels' (row block, column block) of workgroup wid.

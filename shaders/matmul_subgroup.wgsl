@@ -2,16 +2,14 @@
 // subgroups of exactly 8 invocations.
 //
 // Operands are packed into rgba32float textures by pack.wgsl, four k per texel: A as M rows of
-// K, op(B) as N rows of K, in quads of rows for packed weights (B_GROUP). A subgroup (the 8 invocations along x) owns 16 rows and 32 columns of
-// C; each invocation owns 4 columns. Each invocation reads one A texel per 8 rows and the
-// subgroup broadcasts it, so a texel read (a vector gather, the expensive step on CPU drivers)
-// feeds 8 invocations instead of 1. Measured on lavapipe: about 2x mm_tex.
+// K, op(B) as N rows of K, in quads of rows for packed weights (B_GROUP). A subgroup (the 8
+// invocations along x) owns 16 rows and 32 columns of C; each invocation owns 4 columns. Each
+// invocation reads one A texel per 8 rows and the subgroup broadcasts it, so a texel read (a
+// vector gather, the expensive step on CPU drivers) feeds 8 invocations instead of 1. Measured
+// on lavapipe: about 2x mm_tex.
 //
 // Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
-// overrides and the epilogue.
-
-@group(0) @binding(6) var tex_a: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(7) var tex_b: texture_storage_2d<rgba32float, read>;
+// overrides, the operand textures and the epilogue.
 
 @compute @workgroup_size(8, 4, 1)
 fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
@@ -56,11 +54,10 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     // CPU driver runs one of the two loops; rows past M are not stored either way.
     if row0 + 8u >= p.m {
         for (var x = 0u; x < texels; x++) {
-            let step = vec2<u32>(B_GROUP * x, 0u);
-            let y0 = textureLoad(tex_b, b0 + step);
-            let y1 = textureLoad(tex_b, b1 + step);
-            let y2 = textureLoad(tex_b, b2 + step);
-            let y3 = textureLoad(tex_b, b3 + step);
+            let y0 = load_b(b0, x);
+            let y1 = load_b(b1, x);
+            let y2 = load_b(b2, x);
+            let y3 = load_b(b3, x);
             let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
             acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);
             acc1 += dot4(subgroupBroadcast(mine_a, 1u), y0, y1, y2, y3);
@@ -73,11 +70,10 @@ fn mm_tex_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         }
     } else {
         for (var x = 0u; x < texels; x++) {
-            let step = vec2<u32>(B_GROUP * x, 0u);
-            let y0 = textureLoad(tex_b, b0 + step);
-            let y1 = textureLoad(tex_b, b1 + step);
-            let y2 = textureLoad(tex_b, b2 + step);
-            let y3 = textureLoad(tex_b, b3 + step);
+            let y0 = load_b(b0, x);
+            let y1 = load_b(b1, x);
+            let y2 = load_b(b2, x);
+            let y3 = load_b(b3, x);
             let mine_a = textureLoad(tex_a, vec2<u32>(x, row_a));
             let mine_b = textureLoad(tex_a, vec2<u32>(x, row_b));
             acc0 += dot4(subgroupBroadcast(mine_a, 0u), y0, y1, y2, y3);

@@ -168,12 +168,14 @@ pub fn pack_rows(
         });
     }
     let size = layout.size(gpu, dtype, view.rows, view.cols, view.layers);
-    if layout == PackLayout::Quads && copies_as_is(view, dtype) {
+    let copyable = copies_as_is(view, dtype);
+    if copyable && layout == PackLayout::Quads {
+        // Copied as rows, then interleaved texture to texture.
         let rows = pack_rows(gpu, dtype, src, view, PackLayout::Rows)?;
         return quads_from_rows(gpu, dtype, &rows, view, size);
     }
     let texture = gpu.texture("pack", size, dtype.texel_format())?;
-    if layout == PackLayout::Rows && copies_as_is(view, dtype) {
+    if copyable {
         // Layers back to back go in one copy; others (attention's heads sliced out of the
         // fused q/k/v buffer) one copy each.
         let (copies, layers) = if view.is_dense() {

@@ -789,19 +789,19 @@ impl Gpu {
         let profiling = self.profile.lock().unwrap().is_some();
         if profiling {
             // What was recorded before this kernel (copies, uploads) is timed on its own.
-            self.timed("(transfers)", Gpu::sync)?;
+            self.sync_timed("(transfers)")?;
         }
         self.record_dispatch(kernel, resources, params, groups)?;
         if profiling {
-            self.timed(&kernel.label, Gpu::sync)?;
+            self.sync_timed(&kernel.label)?;
         }
         Ok(())
     }
 
-    /// Runs `step`, adding its wall time to `label` in the profile.
-    fn timed(&self, label: &str, step: impl FnOnce(&Gpu) -> Result<()>) -> Result<()> {
+    /// [`Gpu::sync`], adding its wall time to `label` in the profile.
+    fn sync_timed(&self, label: &str) -> Result<()> {
         let start = std::time::Instant::now();
-        step(self)?;
+        self.sync()?;
         let elapsed = start.elapsed();
         if let Some(profile) = self.profile.lock().unwrap().as_mut() {
             let entry = profile.entry(label.to_string()).or_default();
