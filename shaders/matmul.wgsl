@@ -12,10 +12,13 @@
 //             Fast where workgroup memory and barriers are slow (lavapipe and other CPU drivers).
 //   mm_tiled  64x64 tiles staged through workgroup memory, 256 invocations each computing 4x4.
 //             For discrete and integrated GPUs.
+//   mm_tiled_large  128x128 tiles, 8x8 per invocation: the same for products with enough
+//             tiles to fill a large GPU.
 //   mm_tex    register-blocked over operands packed into rgba32float textures (by pack.wgsl),
 //             A rows and op(B) columns along x: each invocation owns an 8x4 block of C. Texture
 //             reads are vector gathers on CPU drivers, storage reads are not.
-//   gemv      M = 1: each invocation owns 4 outputs.
+//   gemv_t    M = 1 with B as [N, K]: 32 invocations per output, summed in workgroup memory.
+//   gemv      M = 1 with B as [K, N] (or N past gemv_t's grid): each invocation owns 4 outputs.
 //
 // Compiled after activation.wgsl and matmul_epilogue.wgsl, which declare T, Params, the
 // overrides, the texture kernels' operand textures and the epilogue.
@@ -178,76 +181,260 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     emit_row(batch, row0 + 7u, col0, acc7, b4);
 }
 
-const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-// Staged as [k][row] and [k][col] so the inner loop reads 4 consecutive values.
-var<workgroup> tile_a: array<f32, 1024>;
-var<workgroup> tile_b: array<f32, 1024>;
+// The tiled kernels stage a step of K of both operands in workgroup memory as [k][row / 4]
+// vec4s (rows of A, columns of op(B)), so an invocation's four rows or columns at one k are one
+// 16-byte load, and read the next step from memory into registers while they compute this one.
+var<workgroup> tile_a: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 256>;
 
+// How many of lo..lo+3 are below hi.
+fn count4(lo: u32, hi: u32) -> u32 {
+    return min(select(0u, hi - lo, lo < hi), 4u);
+}
+
+// a[at..at+3] with the values from `valid` on zeroed (reads past the buffer are clamped by
+// the bounds checks WGSL guarantees, and zeroed here).
+fn a_k4(at: u32, valid: u32) -> vec4<f32> {
+    let v = vec4<f32>(f32(a[at]), f32(a[at + 1u]), f32(a[at + 2u]), f32(a[at + 3u]));
+    return select(vec4<f32>(), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
+}
+
+fn b_k4(at: u32, valid: u32) -> vec4<f32> {
+    let v = vec4<f32>(f32(b[at]), f32(b[at + 1u]), f32(b[at + 2u]), f32(b[at + 3u]));
+    return select(vec4<f32>(), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
+}
+
+// Four consecutive k from k0 of row `row` of A (rows M, row-major [M, K]).
+fn stage_a(a_base: u32, row: u32, k0: u32) -> vec4<f32> {
+    let valid = select(0u, count4(k0, p.k), row < p.m);
+    return a_k4(a_base + min(row, p.m - 1u) * p.k + k0, valid);
+}
+
+// TRANS_B: four consecutive k from k0 of row `col` of B ([N, K]). Otherwise: columns
+// col..col+3 of row k0 of B ([K, N]).
+fn stage_b(b_base: u32, col: u32, k0: u32) -> vec4<f32> {
+    if TRANS_B {
+        let valid = select(0u, count4(k0, p.k), col < p.n);
+        return b_k4(b_base + min(col, p.n - 1u) * p.k + k0, valid);
+    }
+    let valid = select(0u, count4(col, p.n), k0 < p.k);
+    return b_k4(b_base + min(k0, p.k - 1u) * p.n + col, valid);
+}
+
+// Writes four k (kq..kq+3) of row or column `r` of a tile as [k][r / 4] (stride vec4s per k).
+fn put_a(kq: u32, r: u32, stride: u32, v: vec4<f32>) {
+    tile_a[kq * stride + r / 4u][r % 4u] = v.x;
+    tile_a[(kq + 1u) * stride + r / 4u][r % 4u] = v.y;
+    tile_a[(kq + 2u) * stride + r / 4u][r % 4u] = v.z;
+    tile_a[(kq + 3u) * stride + r / 4u][r % 4u] = v.w;
+}
+
+fn put_b(kq: u32, r: u32, stride: u32, v: vec4<f32>) {
+    tile_b[kq * stride + r / 4u][r % 4u] = v.x;
+    tile_b[(kq + 1u) * stride + r / 4u][r % 4u] = v.y;
+    tile_b[(kq + 2u) * stride + r / 4u][r % 4u] = v.z;
+    tile_b[(kq + 3u) * stride + r / 4u][r % 4u] = v.w;
+}
+
+// mm_tiled: 64x64 tiles of C, 256 invocations each computing 4x4 (rows 4ty.., columns 4tx..),
+// K in steps of 16. Each invocation stages four k of one row of A and of op(B) (B's row when
+// TRANS_B, else four columns of one k).
 @compute @workgroup_size(16, 16, 1)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32) {
     let batch = wid.z + p.batch_base;
-    let tile_row = wid.y * TILE;
-    let tile_col = wid.x * TILE;
+    let tile_row = wid.y * 64u;
+    let tile_col = wid.x * 64u;
     let a_base = batch * p.a_stride;
     let b_base = batch * p.b_stride;
-    let m = p.m;
-    let n = p.n;
-    let k = p.k;
-    var acc = array<vec4<f32>, 4>();
-    for (var k0 = 0u; k0 < k; k0 += TILE_K) {
-        // 256 invocations load 64x16 values of A and of B, 4 each; out-of-range values are 0.
-        for (var s = 0u; s < 4u; s++) {
-            // e -> (r, kk) with kk fastest, so consecutive invocations read consecutive k.
-            let e = li + s * 256u;
-            let r = e / TILE_K;
-            let kk = e % TILE_K;
-            let gk = k0 + kk;
-            var va = 0.0;
-            if tile_row + r < m && gk < k {
-                va = f32(a[a_base + (tile_row + r) * k + gk]);
-            }
-            tile_a[kk * TILE + r] = va;
-        }
+    let sr = li / 4u;
+    let sk = (li % 4u) * 4u;
+    let bk = li / 16u;
+    let bc = (li % 16u) * 4u;
+    var next_a = stage_a(a_base, tile_row + sr, sk);
+    var next_b: vec4<f32>;
+    if TRANS_B {
+        next_b = stage_b(b_base, tile_col + sr, sk);
+    } else {
+        next_b = stage_b(b_base, tile_col + bc, bk);
+    }
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    let tx = lid.x;
+    let ty = lid.y;
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        put_a(sk, sr, 16u, next_a);
         if TRANS_B {
-            for (var s = 0u; s < 4u; s++) {
-                let e = li + s * 256u;
-                let r = e / TILE_K;
-                let kk = e % TILE_K;
-                var vb = 0.0;
-                if tile_col + r < n && k0 + kk < k {
-                    vb = f32(b[b_base + (tile_col + r) * k + k0 + kk]);
-                }
-                tile_b[kk * TILE + r] = vb;
-            }
+            put_b(sk, sr, 16u, next_b);
         } else {
-            for (var s = 0u; s < 4u; s++) {
-                // e -> (kk, col) with col fastest: consecutive invocations read along a row of B.
-                let e = li + s * 256u;
-                let kk = e / TILE;
-                let col = e % TILE;
-                var vb = 0.0;
-                if tile_col + col < n && k0 + kk < k {
-                    vb = f32(b[b_base + (k0 + kk) * n + tile_col + col]);
-                }
-                tile_b[kk * TILE + col] = vb;
-            }
+            tile_b[bk * 16u + bc / 4u] = next_b;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let x = vec4<f32>(tile_a[kk * TILE + lid.y * 4u], tile_a[kk * TILE + lid.y * 4u + 1u],
-                tile_a[kk * TILE + lid.y * 4u + 2u], tile_a[kk * TILE + lid.y * 4u + 3u]);
-            let y = vec4<f32>(tile_b[kk * TILE + lid.x * 4u], tile_b[kk * TILE + lid.x * 4u + 1u],
-                tile_b[kk * TILE + lid.x * 4u + 2u], tile_b[kk * TILE + lid.x * 4u + 3u]);
-            acc[0] += x.x * y;
-            acc[1] += x.y * y;
-            acc[2] += x.z * y;
-            acc[3] += x.w * y;
+        let k1 = k0 + 16u;
+        if k1 < p.k {
+            next_a = stage_a(a_base, tile_row + sr, k1 + sk);
+            if TRANS_B {
+                next_b = stage_b(b_base, tile_col + sr, k1 + sk);
+            } else {
+                next_b = stage_b(b_base, tile_col + bc, k1 + bk);
+            }
+        }
+        for (var kk = 0u; kk < 16u; kk++) {
+            let x = tile_a[kk * 16u + ty];
+            let y = tile_b[kk * 16u + tx];
+            acc0 += x.x * y;
+            acc1 += x.y * y;
+            acc2 += x.z * y;
+            acc3 += x.w * y;
         }
         workgroupBarrier();
     }
-    store_block(batch, tile_row + lid.y * 4u, tile_col + lid.x * 4u, acc);
+    let row = tile_row + ty * 4u;
+    let col = tile_col + tx * 4u;
+    store_row(batch, row, col, acc0);
+    store_row(batch, row + 1u, col, acc1);
+    store_row(batch, row + 2u, col, acc2);
+    store_row(batch, row + 3u, col, acc3);
+}
+
+// mm_tiled_large: 128x128 tiles of C, 256 invocations each computing 8x8 (rows 4ty.. and
+// 64+4ty.., columns 4tx.. and 64+4tx..), K in steps of 8: for products with enough tiles to
+// fill a large GPU, twice the arithmetic per value staged.
+@compute @workgroup_size(16, 16, 1)
+fn mm_tiled_large(@builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let batch = wid.z + p.batch_base;
+    let tile_row = wid.y * 128u;
+    let tile_col = wid.x * 128u;
+    let a_base = batch * p.a_stride;
+    let b_base = batch * p.b_stride;
+    let sr = li / 2u;
+    let sk = (li % 2u) * 4u;
+    let bk = li / 32u;
+    let bc = (li % 32u) * 4u;
+    var next_a = stage_a(a_base, tile_row + sr, sk);
+    var next_b: vec4<f32>;
+    if TRANS_B {
+        next_b = stage_b(b_base, tile_col + sr, sk);
+    } else {
+        next_b = stage_b(b_base, tile_col + bc, bk);
+    }
+    var c00 = vec4<f32>();
+    var c01 = vec4<f32>();
+    var c02 = vec4<f32>();
+    var c03 = vec4<f32>();
+    var c10 = vec4<f32>();
+    var c11 = vec4<f32>();
+    var c12 = vec4<f32>();
+    var c13 = vec4<f32>();
+    var c20 = vec4<f32>();
+    var c21 = vec4<f32>();
+    var c22 = vec4<f32>();
+    var c23 = vec4<f32>();
+    var c30 = vec4<f32>();
+    var c31 = vec4<f32>();
+    var c32 = vec4<f32>();
+    var c33 = vec4<f32>();
+    let tx = lid.x;
+    let ty = lid.y;
+    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
+        put_a(sk, sr, 32u, next_a);
+        if TRANS_B {
+            put_b(sk, sr, 32u, next_b);
+        } else {
+            tile_b[bk * 32u + bc / 4u] = next_b;
+        }
+        workgroupBarrier();
+        let k1 = k0 + 8u;
+        if k1 < p.k {
+            next_a = stage_a(a_base, tile_row + sr, k1 + sk);
+            if TRANS_B {
+                next_b = stage_b(b_base, tile_col + sr, k1 + sk);
+            } else {
+                next_b = stage_b(b_base, tile_col + bc, k1 + bk);
+            }
+        }
+        for (var kk = 0u; kk < 8u; kk++) {
+            // cRC: rows 4ty.. (R = 0, 1) or 64+4ty.. (R = 2, 3) by halves, columns y0 or y1.
+            let x0 = tile_a[kk * 32u + ty];
+            let x1 = tile_a[kk * 32u + 16u + ty];
+            let y0 = tile_b[kk * 32u + tx];
+            let y1 = tile_b[kk * 32u + 16u + tx];
+            c00 += x0.x * y0;
+            c01 += x0.y * y0;
+            c02 += x0.z * y0;
+            c03 += x0.w * y0;
+            c10 += x0.x * y1;
+            c11 += x0.y * y1;
+            c12 += x0.z * y1;
+            c13 += x0.w * y1;
+            c20 += x1.x * y0;
+            c21 += x1.y * y0;
+            c22 += x1.z * y0;
+            c23 += x1.w * y0;
+            c30 += x1.x * y1;
+            c31 += x1.y * y1;
+            c32 += x1.z * y1;
+            c33 += x1.w * y1;
+        }
+        workgroupBarrier();
+    }
+    let r0 = tile_row + ty * 4u;
+    let r1 = r0 + 64u;
+    let col0 = tile_col + tx * 4u;
+    let col1 = col0 + 64u;
+    store_row(batch, r0, col0, c00);
+    store_row(batch, r0 + 1u, col0, c01);
+    store_row(batch, r0 + 2u, col0, c02);
+    store_row(batch, r0 + 3u, col0, c03);
+    store_row(batch, r0, col1, c10);
+    store_row(batch, r0 + 1u, col1, c11);
+    store_row(batch, r0 + 2u, col1, c12);
+    store_row(batch, r0 + 3u, col1, c13);
+    store_row(batch, r1, col0, c20);
+    store_row(batch, r1 + 1u, col0, c21);
+    store_row(batch, r1 + 2u, col0, c22);
+    store_row(batch, r1 + 3u, col0, c23);
+    store_row(batch, r1, col1, c30);
+    store_row(batch, r1 + 1u, col1, c31);
+    store_row(batch, r1 + 2u, col1, c32);
+    store_row(batch, r1 + 3u, col1, c33);
+}
+
+// gemv_t: M = 1 with TRANS_B, 8 columns per workgroup, 32 invocations per column, each
+// summing every 32nd group of four k, then a tree sum over the 32 in workgroup memory. Every
+// B row is read by consecutive invocations in 512-byte runs, and N = 4096 makes 512 workgroups.
+var<workgroup> gemv_part: array<f32, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn gemv_t(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let batch = wid.z + p.batch_base;
+    let lane = li % 32u;
+    let col = wid.x * 8u + li / 32u;
+    let k = p.k;
+    let a_base = batch * p.a_stride;
+    let b_row = batch * p.b_stride + min(col, p.n - 1u) * k;
+    var acc = 0.0;
+    for (var k0 = lane * 4u; k0 < k; k0 += 128u) {
+        let valid = count4(k0, k);
+        acc += dot(a_k4(a_base + k0, valid), b_k4(b_row + k0, valid));
+    }
+    gemv_part[li] = acc;
+    workgroupBarrier();
+    for (var s = 16u; s > 0u; s >>= 1u) {
+        if lane < s {
+            gemv_part[li] += gemv_part[li + s];
+        }
+        workgroupBarrier();
+    }
+    if li < 2u {
+        let first = li * 128u;
+        let v = vec4<f32>(gemv_part[first], gemv_part[first + 32u], gemv_part[first + 64u],
+            gemv_part[first + 96u]);
+        store_row(batch, 0u, wid.x * 8u + li * 4u, v);
+    }
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -112,7 +112,9 @@ fn register_kernel_matches_reference_on_awkward_shapes() {
 fn tiled_kernel_matches_reference_on_awkward_shapes() {
     for &(m, n, k) in AWKWARD {
         for trans_b in [true, false] {
-            check(1, m, n, k, trans_b, true, MatmulVariant::Tiled, DType::F32);
+            for variant in [MatmulVariant::Tiled, MatmulVariant::TiledLarge] {
+                check(1, m, n, k, trans_b, true, variant, DType::F32);
+            }
         }
     }
 }
@@ -241,6 +243,7 @@ fn batched_and_broadcast() {
     for variant in [
         MatmulVariant::Register,
         MatmulVariant::Tiled,
+        MatmulVariant::TiledLarge,
         MatmulVariant::Texture,
     ]
     .into_iter()
@@ -265,6 +268,7 @@ fn f16_storage_matches_reference() {
     for variant in [
         MatmulVariant::Register,
         MatmulVariant::Tiled,
+        MatmulVariant::TiledLarge,
         MatmulVariant::Texture,
     ]
     .into_iter()
@@ -321,6 +325,7 @@ fn fused_epilogue_bias_activation_residual_scale() {
         for variant in [
             MatmulVariant::Register,
             MatmulVariant::Tiled,
+            MatmulVariant::TiledLarge,
             MatmulVariant::Texture,
         ]
         .into_iter()

@@ -90,6 +90,7 @@ pub enum Variant {
     Auto,
     Register,
     Tiled,
+    TiledLarge,
     Texture,
     TextureSubgroup,
     Gemv,
@@ -101,6 +102,7 @@ impl From<Variant> for MatmulVariant {
             Variant::Auto => MatmulVariant::Auto,
             Variant::Register => MatmulVariant::Register,
             Variant::Tiled => MatmulVariant::Tiled,
+            Variant::TiledLarge => MatmulVariant::TiledLarge,
             Variant::Texture => MatmulVariant::Texture,
             Variant::TextureSubgroup => MatmulVariant::TextureSubgroup,
             Variant::Gemv => MatmulVariant::Gemv,
@@ -140,12 +142,14 @@ fn parse_shapes(s: &str) -> Result<Vec<[usize; 3]>, BoxError> {
 }
 
 /// Runs `step` (which records work) until enough samples are taken; returns the median time
-/// of record + submit + wait.
+/// of record + submit + wait per step. Steps shorter than [`SHORT_STEP`] (fast GPUs) are
+/// recorded several to a sample, so the figure is the step's own time and not the ~50–100 µs
+/// of one submit and wait.
 pub fn median_time(
     gpu: &Gpu,
     mut step: impl FnMut() -> Result<(), BoxError>,
 ) -> Result<Duration, BoxError> {
-    // One warm-up builds the pipelines and fills the pools.
+    // One warm-up builds the pipelines and fills the pools; a second tells how long a step is.
     let warm = Instant::now();
     step()?;
     gpu.sync()?;
@@ -155,19 +159,34 @@ pub fn median_time(
     } else {
         3
     };
+    let one = Instant::now();
+    step()?;
+    gpu.sync()?;
+    let one = one.elapsed();
+    let per_sample = if one < SHORT_STEP {
+        (SHORT_STEP.as_secs_f64() / one.as_secs_f64().max(1e-6)).ceil() as u32
+    } else {
+        1
+    }
+    .min(100);
     let mut samples = Vec::new();
     let start = Instant::now();
     while samples.len() < min_samples
         || (start.elapsed() < Duration::from_secs(2) && samples.len() < 50)
     {
         let t = Instant::now();
-        step()?;
+        for _ in 0..per_sample {
+            step()?;
+        }
         gpu.sync()?;
-        samples.push(t.elapsed());
+        samples.push(t.elapsed() / per_sample);
     }
     samples.sort();
     Ok(samples[samples.len() / 2])
 }
+
+/// Steps shorter than this are timed several to a sample.
+const SHORT_STEP: Duration = Duration::from_millis(2);
 
 pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(2654435761).max(1);
