@@ -279,6 +279,59 @@ fn fused_qkv_slices_are_read_in_place() {
     }
 }
 
+/// Views whose offset and row stride are not multiples of 4 elements: the buffer kernel reads
+/// K and V four at a time and copies such views first.
+#[test]
+fn unaligned_views_match_the_reference() {
+    let gpu = gpu();
+    let (b, s, h, d) = (2, 9, 2, 16);
+    let width = 3 * h * d + 3;
+    let data = values(b * s * width, 12);
+    let t = Tensor::from_slice(&gpu, &data, &[b, s, width], DType::F32).unwrap();
+    let split = |i: usize| {
+        t.narrow(2, 1 + i * h * d, h * d)
+            .unwrap()
+            .unflatten(2, &[h, d])
+            .unwrap()
+    };
+    let view = |i: usize| HeadView {
+        offset: 1 + i * h * d,
+        batch: s * width,
+        head: d,
+        seq: width,
+    };
+    let spec = AttentionSpec {
+        batch: b,
+        heads: h,
+        q_len: s,
+        k_len: s,
+        head_dim: d,
+        scale: 1.0 / (d as f32).sqrt(),
+        causal: false,
+        dtype: DType::F32,
+        variant: AttentionVariant::Auto,
+    };
+    let want = attention_cpu(
+        &spec,
+        (&data, view(0)),
+        (&data, view(1)),
+        (&data, view(2)),
+        None,
+        None,
+    );
+    for variant in [AttentionVariant::Tiled, AttentionVariant::Auto] {
+        let opts = AttentionOptions {
+            variant,
+            ..AttentionOptions::default()
+        };
+        let got = Tensor::attention(&split(0), &split(1), &split(2), &opts)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert!(rel_error(&got, &want) <= TOL, "{variant:?}");
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let gpu = gpu();
