@@ -236,9 +236,48 @@ fn put_b(kq: u32, r: u32, stride: u32, v: vec4<f32>) {
     tile_b[(kq + 3u) * stride + r / 4u][r % 4u] = v.w;
 }
 
+// What one invocation stages of a tile `size` rows and columns wide and `depth` k deep: four k
+// (from k) of row `row` of A, and of op(B) four k of B's row `row` (TRANS_B) or four columns
+// (from col) of B's row `b_k`.
+struct Slot {
+    row: u32,
+    k: u32,
+    b_k: u32,
+    col: u32,
+}
+
+fn slot(li: u32, size: u32, depth: u32) -> Slot {
+    let groups = depth / 4u;
+    let quads = size / 4u;
+    return Slot(li / groups, (li % groups) * 4u, li / quads, (li % quads) * 4u);
+}
+
+struct Staged {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// Reads a slot's values for the step of K from k0, of the tile at (tile_row, tile_col).
+fn stage(s: Slot, a_base: u32, b_base: u32, tile_row: u32, tile_col: u32, k0: u32) -> Staged {
+    let x = stage_a(a_base, tile_row + s.row, k0 + s.k);
+    if TRANS_B {
+        return Staged(x, stage_b(b_base, tile_col + s.row, k0 + s.k));
+    }
+    return Staged(x, stage_b(b_base, tile_col + s.col, k0 + s.b_k));
+}
+
+// Writes a slot's values into the tiles (size / 4 vec4s per k).
+fn put(s: Slot, quads: u32, v: Staged) {
+    put_a(s.k, s.row, quads, v.a);
+    if TRANS_B {
+        put_b(s.k, s.row, quads, v.b);
+    } else {
+        tile_b[s.b_k * quads + s.col / 4u] = v.b;
+    }
+}
+
 // mm_tiled: 64x64 tiles of C, 256 invocations each computing 4x4 (rows 4ty.., columns 4tx..),
-// K in steps of 16. Each invocation stages four k of one row of A and of op(B) (B's row when
-// TRANS_B, else four columns of one k).
+// K in steps of 16.
 @compute @workgroup_size(16, 16, 1)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32) {
@@ -247,17 +286,8 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let tile_col = wid.x * 64u;
     let a_base = batch * p.a_stride;
     let b_base = batch * p.b_stride;
-    let sr = li / 4u;
-    let sk = (li % 4u) * 4u;
-    let bk = li / 16u;
-    let bc = (li % 16u) * 4u;
-    var next_a = stage_a(a_base, tile_row + sr, sk);
-    var next_b: vec4<f32>;
-    if TRANS_B {
-        next_b = stage_b(b_base, tile_col + sr, sk);
-    } else {
-        next_b = stage_b(b_base, tile_col + bc, bk);
-    }
+    let s = slot(li, 64u, 16u);
+    var next = stage(s, a_base, b_base, tile_row, tile_col, 0u);
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
@@ -265,21 +295,10 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let tx = lid.x;
     let ty = lid.y;
     for (var k0 = 0u; k0 < p.k; k0 += 16u) {
-        put_a(sk, sr, 16u, next_a);
-        if TRANS_B {
-            put_b(sk, sr, 16u, next_b);
-        } else {
-            tile_b[bk * 16u + bc / 4u] = next_b;
-        }
+        put(s, 16u, next);
         workgroupBarrier();
-        let k1 = k0 + 16u;
-        if k1 < p.k {
-            next_a = stage_a(a_base, tile_row + sr, k1 + sk);
-            if TRANS_B {
-                next_b = stage_b(b_base, tile_col + sr, k1 + sk);
-            } else {
-                next_b = stage_b(b_base, tile_col + bc, k1 + bk);
-            }
+        if k0 + 16u < p.k {
+            next = stage(s, a_base, b_base, tile_row, tile_col, k0 + 16u);
         }
         for (var kk = 0u; kk < 16u; kk++) {
             let x = tile_a[kk * 16u + ty];
@@ -310,17 +329,8 @@ fn mm_tiled_large(@builtin(workgroup_id) wid: vec3<u32>,
     let tile_col = wid.x * 128u;
     let a_base = batch * p.a_stride;
     let b_base = batch * p.b_stride;
-    let sr = li / 2u;
-    let sk = (li % 2u) * 4u;
-    let bk = li / 32u;
-    let bc = (li % 32u) * 4u;
-    var next_a = stage_a(a_base, tile_row + sr, sk);
-    var next_b: vec4<f32>;
-    if TRANS_B {
-        next_b = stage_b(b_base, tile_col + sr, sk);
-    } else {
-        next_b = stage_b(b_base, tile_col + bc, bk);
-    }
+    let s = slot(li, 128u, 8u);
+    var next = stage(s, a_base, b_base, tile_row, tile_col, 0u);
     var c00 = vec4<f32>();
     var c01 = vec4<f32>();
     var c02 = vec4<f32>();
@@ -340,21 +350,10 @@ fn mm_tiled_large(@builtin(workgroup_id) wid: vec3<u32>,
     let tx = lid.x;
     let ty = lid.y;
     for (var k0 = 0u; k0 < p.k; k0 += 8u) {
-        put_a(sk, sr, 32u, next_a);
-        if TRANS_B {
-            put_b(sk, sr, 32u, next_b);
-        } else {
-            tile_b[bk * 32u + bc / 4u] = next_b;
-        }
+        put(s, 32u, next);
         workgroupBarrier();
-        let k1 = k0 + 8u;
-        if k1 < p.k {
-            next_a = stage_a(a_base, tile_row + sr, k1 + sk);
-            if TRANS_B {
-                next_b = stage_b(b_base, tile_col + sr, k1 + sk);
-            } else {
-                next_b = stage_b(b_base, tile_col + bc, k1 + bk);
-            }
+        if k0 + 8u < p.k {
+            next = stage(s, a_base, b_base, tile_row, tile_col, k0 + 8u);
         }
         for (var kk = 0u; kk < 8u; kk++) {
             // cRC: rows 4ty.. (R = 0, 1) or 64+4ty.. (R = 2, 3) by halves, columns y0 or y1.

@@ -227,6 +227,34 @@ fn f16_storage() {
     .run();
 }
 
+/// The CPU reference of unmasked self-attention over Q, K and V in one buffer, `view(i)`
+/// placing the i-th of them, for `[batch, seq, heads, head_dim]`.
+fn self_attention_cpu(
+    data: &[f32],
+    [b, s, h, d]: [usize; 4],
+    view: impl Fn(usize) -> HeadView,
+) -> Vec<f32> {
+    let spec = AttentionSpec {
+        batch: b,
+        heads: h,
+        q_len: s,
+        k_len: s,
+        head_dim: d,
+        scale: 1.0 / (d as f32).sqrt(),
+        causal: false,
+        dtype: DType::F32,
+        variant: AttentionVariant::Auto,
+    };
+    attention_cpu(
+        &spec,
+        (data, view(0)),
+        (data, view(1)),
+        (data, view(2)),
+        None,
+        None,
+    )
+}
+
 #[test]
 fn fused_qkv_slices_are_read_in_place() {
     let gpu = gpu();
@@ -250,31 +278,12 @@ fn fused_qkv_slices_are_read_in_place() {
         .unwrap()
         .to_vec()
         .unwrap();
-        let view = |i: usize| HeadView {
+        let want = self_attention_cpu(&qkv, [b, s, h, d], |i| HeadView {
             offset: i * h * d,
             batch: s * 3 * h * d,
             head: d,
             seq: 3 * h * d,
-        };
-        let spec = AttentionSpec {
-            batch: b,
-            heads: h,
-            q_len: s,
-            k_len: s,
-            head_dim: d,
-            scale: 1.0 / (d as f32).sqrt(),
-            causal: false,
-            dtype: DType::F32,
-            variant: AttentionVariant::Auto,
-        };
-        let want = attention_cpu(
-            &spec,
-            (&qkv, view(0)),
-            (&qkv, view(1)),
-            (&qkv, view(2)),
-            None,
-            None,
-        );
+        });
         assert!(rel_error(&got, &want) <= TOL, "{h} heads of {d}");
     }
 }
@@ -294,31 +303,12 @@ fn unaligned_views_match_the_reference() {
             .unflatten(2, &[h, d])
             .unwrap()
     };
-    let view = |i: usize| HeadView {
+    let want = self_attention_cpu(&data, [b, s, h, d], |i| HeadView {
         offset: 1 + i * h * d,
         batch: s * width,
         head: d,
         seq: width,
-    };
-    let spec = AttentionSpec {
-        batch: b,
-        heads: h,
-        q_len: s,
-        k_len: s,
-        head_dim: d,
-        scale: 1.0 / (d as f32).sqrt(),
-        causal: false,
-        dtype: DType::F32,
-        variant: AttentionVariant::Auto,
-    };
-    let want = attention_cpu(
-        &spec,
-        (&data, view(0)),
-        (&data, view(1)),
-        (&data, view(2)),
-        None,
-        None,
-    );
+    });
     for variant in [AttentionVariant::Tiled, AttentionVariant::Auto] {
         let opts = AttentionOptions {
             variant,
