@@ -214,6 +214,15 @@ fn additive_bias_broadcasts() {
     }
 }
 
+/// Many (batch, head) pairs with few queries: 4, 8 and 16 invocations per query (the split
+/// counts of real model shapes on GPUs), each split taking several groups of keys.
+#[test]
+fn split_counts() {
+    for q in [64, 32, 16] {
+        Case::new(16, 16, q, 100, 8).run();
+    }
+}
+
 #[test]
 fn f16_storage() {
     if !f16_or_clear_error(&gpu()) {
