@@ -192,16 +192,14 @@ fn count4(lo: u32, hi: u32) -> u32 {
     return min(select(0u, hi - lo, lo < hi), 4u);
 }
 
-// a[at..at+3] with the values from `valid` on zeroed (reads past the buffer are clamped by
-// the bounds checks WGSL guarantees, and zeroed here).
+// a[at..at+3] (a4) with the values from `valid` on zeroed (reads past the buffer are clamped
+// by the bounds checks WGSL guarantees, and zeroed here).
 fn a_k4(at: u32, valid: u32) -> vec4<f32> {
-    let v = vec4<f32>(f32(a[at]), f32(a[at + 1u]), f32(a[at + 2u]), f32(a[at + 3u]));
-    return select(vec4<f32>(), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
+    return select(vec4<f32>(), a4(at), vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
 }
 
 fn b_k4(at: u32, valid: u32) -> vec4<f32> {
-    let v = vec4<f32>(f32(b[at]), f32(b[at + 1u]), f32(b[at + 2u]), f32(b[at + 3u]));
-    return select(vec4<f32>(), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
+    return select(vec4<f32>(), b4(at), vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
 }
 
 // Four consecutive k from k0 of row `row` of A (rows M, row-major [M, K]).

@@ -288,12 +288,7 @@ pub fn attention(gpu: &Gpu, spec: &AttentionSpec, args: &AttentionArgs<'_>) -> R
         )?;
         Ok(Some(copy))
     };
-    let contiguous = HeadView {
-        offset: 0,
-        batch: heads * k_len * head_dim,
-        head: k_len * head_dim,
-        seq: head_dim,
-    };
+    let contiguous = HeadView::bhsd(k_len, heads, head_dim);
     let k_copy = aligned_copy(args.k)?;
     let v_copy = aligned_copy(args.v)?;
     let k_arg = k_copy.as_ref().map_or(args.k, |c| (c, contiguous));
