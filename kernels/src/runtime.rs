@@ -83,11 +83,15 @@ pub struct GpuOptions {
     /// Kernel variants; `Auto` by the adapter. Forcing the GPU family on a CPU driver runs (and
     /// tests) the GPU code paths there, slowly.
     pub kernels: KernelFamily,
+    /// Read each kernel's WGSL files from this folder (named as in `shaders/`) when its module
+    /// is first built, instead of the copies compiled in: kernel work iterates on shaders without
+    /// rebuilding, and `tessera bench compare` runs two folders side by side.
+    pub shader_dir: Option<std::path::PathBuf>,
 }
 
 impl GpuOptions {
-    /// Options from `TESSERA_BACKEND=vulkan|metal|dx12|gl`, `TESSERA_ADAPTER=<name part>` and
-    /// `TESSERA_KERNELS=auto|gpu|cpu`.
+    /// Options from `TESSERA_BACKEND=vulkan|metal|dx12|gl`, `TESSERA_ADAPTER=<name part>`,
+    /// `TESSERA_KERNELS=auto|gpu|cpu` and `TESSERA_SHADER_DIR=<folder>`.
     pub fn from_env() -> Result<Self> {
         let backend = match std::env::var("TESSERA_BACKEND") {
             Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| KernelError::BadEnv {
@@ -112,10 +116,14 @@ impl GpuOptions {
                 })
             }
         };
+        let shader_dir = std::env::var_os("TESSERA_SHADER_DIR")
+            .filter(|d| !d.is_empty())
+            .map(Into::into);
         Ok(GpuOptions {
             backend,
             adapter_name,
             kernels,
+            shader_dir,
         })
     }
 }
@@ -269,6 +277,7 @@ pub struct Gpu {
     dummy: GpuBuffer,
     dummy_rw: GpuBuffer,
     cpu_kernels: bool,
+    shader_dir: Option<std::path::PathBuf>,
     profile: Mutex<Option<HashMap<String, (u64, std::time::Duration)>>>,
 }
 
@@ -389,6 +398,7 @@ impl Gpu {
         };
         Ok(Gpu {
             cpu_kernels,
+            shader_dir: options.shader_dir.clone(),
             profile: Mutex::new(None),
             _instance: instance,
             adapter,
@@ -635,16 +645,14 @@ impl Gpu {
         if let Some(m) = modules.get(&(key.shader, key.dtype)) {
             return Ok(m.clone());
         }
-        // TESSERA_SHADER_DIR lets kernel work iterate on WGSL files without rebuilding.
-        let dir = std::env::var_os("TESSERA_SHADER_DIR");
         let mut text = String::new();
         for (file, embedded) in key.source {
-            match &dir {
+            match &self.shader_dir {
                 Some(dir) => {
                     let path = std::path::Path::new(dir).join(format!("{file}.wgsl"));
                     let read = std::fs::read_to_string(&path).map_err(|e| KernelError::Shader {
                         shader: key.shader.to_string(),
-                        reason: format!("cannot read {} (TESSERA_SHADER_DIR): {e}", path.display()),
+                        reason: format!("cannot read {} (the shader folder): {e}", path.display()),
                     })?;
                     text.push_str(&read);
                 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 use tessera::kernels::matmul::{choose_variant, MatmulSpec, MatmulVariant};
-use tessera::{DType, Gpu, MatmulOptions, Tensor};
+use tessera::{DType, Gpu, GpuOptions, MatmulOptions, Tensor};
 
 const DEFAULT_SHAPES: &str =
     "1024x1024x1024,2048x2048x2048,197x3072x768,1500x1536x384,77x2048x512,1x4096x4096";
@@ -73,6 +73,27 @@ pub enum BenchCommand {
         /// Kernel variant; auto picks by adapter and shape.
         #[arg(long, value_enum, default_value = "auto")]
         variant: Variant,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two shader folders side by side: one device each, their matmul calls alternated, so
+    /// both see the same moments of a busy machine. Prints each folder's median per shape and
+    /// the median (and quartiles) of the per-round ratio of their times.
+    Compare {
+        /// Two comma-separated folders of WGSL files named as in `shaders/`; `builtin` is the
+        /// copies compiled in.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        shaders: Vec<String>,
+        /// Storage type.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+        /// Comma-separated MxNxK shapes (C = A·Bᵀ, B in Linear layout).
+        #[arg(long, default_value = "1024x1024x1024")]
+        shapes: String,
+        /// Calls of each folder per shape, alternated.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -254,8 +275,138 @@ fn print_table(gpu: &Gpu, rows: &[Row]) {
     }
 }
 
+/// One shape of `tessera bench compare`: times of the second shader folder over the first.
+#[derive(Serialize)]
+pub(crate) struct CompareRow {
+    m: usize,
+    n: usize,
+    k: usize,
+    dtype: String,
+    shaders: [String; 2],
+    median_ms: [f64; 2],
+    /// Median of the per-round ratios (second folder's time over the first's).
+    ratio: f64,
+    ratio_q1: f64,
+    ratio_q3: f64,
+}
+
+/// `tessera bench compare`: on a machine whose speed drifts (a shared CPU running lavapipe
+/// varies by 10–30% from minute to minute), medians taken one after the other can differ by
+/// more than the change being measured; calls alternated round by round, and the ratio taken
+/// within each round, see the same moments.
+pub(crate) fn bench_compare(
+    shaders: &[String],
+    dtype: DType,
+    shapes: &[[usize; 3]],
+    rounds: usize,
+) -> Result<Vec<CompareRow>, BoxError> {
+    let [first, second] = shaders else {
+        return Err(format!("--shaders takes two folders, got {}", shaders.len()).into());
+    };
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let options = GpuOptions::from_env()?;
+    let mut gpus = Vec::new();
+    for dir in [first, second] {
+        let shader_dir = (dir != "builtin").then(|| std::path::PathBuf::from(dir));
+        if let Some(d) = shader_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(format!("shader folder {} does not exist", d.display()).into());
+        }
+        let gpu = Arc::new(Gpu::new(&GpuOptions {
+            shader_dir,
+            ..options.clone()
+        })?);
+        gpu.check_dtype("bench compare", dtype)?;
+        gpus.push(gpu);
+    }
+    let opts = MatmulOptions::default();
+    let mut rows = Vec::new();
+    for &[m, n, k] in shapes {
+        let mut operands = Vec::new();
+        for gpu in &gpus {
+            let a = Tensor::from_slice(gpu, &pseudo_random(m * k, 1), &[m, k], dtype)?;
+            let b = Tensor::from_slice(gpu, &pseudo_random(n * k, 2), &[n, k], dtype)?.t()?;
+            // The first call builds the pipelines (from this device's folder) and fills the pools.
+            a.matmul_with(&b, &opts)?;
+            gpu.sync()?;
+            operands.push((a, b));
+        }
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (i, (gpu, (a, b))) in gpus.iter().zip(&operands).enumerate() {
+                let t = Instant::now();
+                a.matmul_with(b, &opts)?;
+                gpu.sync()?;
+                times[i].push(t.elapsed().as_secs_f64());
+            }
+        }
+        let mut ratios: Vec<f64> = times[1].iter().zip(&times[0]).map(|(b, a)| b / a).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        rows.push(CompareRow {
+            m,
+            n,
+            k,
+            dtype: dtype.to_string(),
+            shaders: [first.clone(), second.clone()],
+            median_ms: [median(&times[0]) * 1e3, median(&times[1]) * 1e3],
+            ratio: ratios[ratios.len() / 2],
+            ratio_q1: ratios[ratios.len() / 4],
+            ratio_q3: ratios[3 * ratios.len() / 4],
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs `tessera bench compare` and prints its rows.
+fn print_compare(
+    shaders: &[String],
+    dtype: DType,
+    shapes: &str,
+    rounds: usize,
+    json: bool,
+) -> Result<(), BoxError> {
+    let rows = bench_compare(shaders, dtype, &parse_shapes(shapes)?, rounds)?;
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        println!(
+            "{:>16} {:>5} {:>12} {:>12} {:>22}",
+            "MxNxK", "dtype", "first ms", "second ms", "second/first (q1-q3)"
+        );
+        for r in &rows {
+            println!(
+                "{:>16} {:>5} {:>12.3} {:>12.3} {:>8.3} ({:.3}-{:.3})",
+                format!("{}x{}x{}", r.m, r.n, r.k),
+                r.dtype,
+                r.median_ms[0],
+                r.median_ms[1],
+                r.ratio,
+                r.ratio_q1,
+                r.ratio_q3
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs one `tessera bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
+    if let BenchCommand::Compare {
+        shaders,
+        dtype,
+        shapes,
+        rounds,
+        json,
+    } = &cmd
+    {
+        return print_compare(shaders, *dtype, shapes, *rounds, *json);
+    }
     let gpu = Gpu::shared()?;
     match cmd {
         BenchCommand::Mel {
@@ -290,6 +441,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
                 print_table(&gpu, &rows);
             }
         }
+        BenchCommand::Compare { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -75,6 +75,70 @@ fn bench_matmul_json_has_the_documented_keys() {
 }
 
 #[test]
+fn bench_compare_alternates_two_shader_folders() {
+    let repo_shaders = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders");
+    let o = tessera(
+        &[
+            "bench",
+            "compare",
+            "--shaders",
+            &format!("builtin,{repo_shaders}"),
+            "--shapes",
+            "40x24x16",
+            "--rounds",
+            "3",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["shaders"][0], "builtin");
+    assert_eq!(row["shaders"][1], repo_shaders);
+    assert_eq!(
+        (row["m"].as_u64(), row["n"].as_u64(), row["k"].as_u64()),
+        (Some(40), Some(24), Some(16))
+    );
+    for i in 0..2 {
+        assert!(row["median_ms"][i].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let (q1, r, q3) = (
+        row["ratio_q1"].as_f64().unwrap(),
+        row["ratio"].as_f64().unwrap(),
+        row["ratio_q3"].as_f64().unwrap(),
+    );
+    assert!(0.0 < q1 && q1 <= r && r <= q3 && q3.is_finite(), "{row}");
+
+    // A folder without the shader files is an error naming the file, not a fallback to the
+    // compiled-in copies.
+    let empty = std::env::temp_dir().join(format!("tessera-cli-{}-no-shaders", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = tessera(
+        &[
+            "bench",
+            "compare",
+            "--shaders",
+            &format!("builtin,{}", empty.display()),
+            "--shapes",
+            "8x8x8",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let line = error_line(&o);
+    assert!(
+        line.contains("cannot read") && line.contains(&*empty.to_string_lossy()),
+        "{line}"
+    );
+    let o = tessera(&["bench", "compare", "--shaders", "builtin"], &[]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("two folders"));
+}
+
+#[test]
 fn bench_matmul_table_in_f16() {
     let info = tessera(&["info", "--json"], &[]);
     let info: serde_json::Value = serde_json::from_str(stdout(&info).trim()).unwrap();
