@@ -133,6 +133,7 @@ fn bench_compare_alternates_two_shader_folders() {
         line.contains("cannot read") && line.contains(&*empty.to_string_lossy()),
         "{line}"
     );
+    std::fs::remove_dir(&empty).ok();
     let o = tessera(&["bench", "compare", "--shaders", "builtin"], &[]);
     assert!(!o.status.success());
     assert!(error_line(&o).contains("two folders"));
