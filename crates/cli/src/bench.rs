@@ -397,34 +397,32 @@ fn print_compare(
 
 /// Runs one `tessera bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
-    if let BenchCommand::Compare {
-        shaders,
-        dtype,
-        shapes,
-        rounds,
-        json,
-    } = &cmd
-    {
-        return print_compare(shaders, *dtype, shapes, *rounds, *json);
-    }
-    let gpu = Gpu::shared()?;
+    // `compare` opens a device per shader folder; the others share the process-wide one.
+    let gpu = Gpu::shared;
     match cmd {
+        BenchCommand::Compare {
+            shaders,
+            dtype,
+            shapes,
+            rounds,
+            json,
+        } => print_compare(&shaders, dtype, &shapes, rounds, json)?,
         BenchCommand::Mel {
             seconds,
             n_mels,
             json,
-        } => crate::bench_mel::run(&gpu, &seconds, n_mels, json)?,
+        } => crate::bench_mel::run(&gpu()?, &seconds, n_mels, json)?,
         BenchCommand::Models {
             dtype,
             models,
             json,
             profile,
-        } => crate::bench_models::run(&gpu, dtype, &models, json, profile)?,
+        } => crate::bench_models::run(&gpu()?, dtype, &models, json, profile)?,
         BenchCommand::Attention {
             dtype,
             shapes,
             json,
-        } => crate::bench_attention::run(&gpu, dtype, &shapes, json)?,
+        } => crate::bench_attention::run(&gpu()?, dtype, &shapes, json)?,
         BenchCommand::Matmul {
             dtype,
             shapes,
@@ -432,6 +430,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
             variant,
             json,
         } => {
+            let gpu = gpu()?;
             let shapes = parse_shapes(&shapes)?;
             gpu.check_dtype("bench matmul", dtype)?;
             let rows = bench_matmul(&gpu, dtype, &shapes, layout, variant.into())?;
@@ -441,7 +440,6 @@ pub fn run(cmd: BenchCommand) -> Result<(), BoxError> {
                 print_table(&gpu, &rows);
             }
         }
-        BenchCommand::Compare { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
