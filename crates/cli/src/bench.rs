@@ -284,6 +284,9 @@ pub(crate) struct CompareRow {
     dtype: String,
     shaders: [String; 2],
     median_ms: [f64; 2],
+    /// Largest difference between the two folders' products, relative to the first's largest
+    /// magnitude.
+    max_rel_diff: f64,
     /// Median of the per-round ratios (second folder's time over the first's).
     ratio: f64,
     ratio_q1: f64,
@@ -324,13 +327,23 @@ pub(crate) fn bench_compare(
     let mut rows = Vec::new();
     for &[m, n, k] in shapes {
         let mut operands = Vec::new();
+        let mut products = Vec::new();
         for gpu in &gpus {
             let a = Tensor::from_slice(gpu, &pseudo_random(m * k, 1), &[m, k], dtype)?;
             let b = Tensor::from_slice(gpu, &pseudo_random(n * k, 2), &[n, k], dtype)?.t()?;
             // The first call builds the pipelines (from this device's folder) and fills the pools.
-            a.matmul_with(&b, &opts)?;
-            gpu.sync()?;
+            products.push(a.matmul_with(&b, &opts)?.to_vec()?);
             operands.push((a, b));
+        }
+        let max_rel_diff = relative_difference(&products[0], &products[1]);
+        let tolerance = if dtype == DType::F16 { 2e-2 } else { 1e-4 };
+        if !(max_rel_diff <= tolerance) {
+            return Err(format!(
+                "{m}x{n}x{k}: the product from {second} differs from the one from {first} by \
+                 {max_rel_diff:.2e} of its largest entry (tolerance {tolerance:.0e}); \
+                 a wrong kernel is not timed"
+            )
+            .into());
         }
         let mut times = [Vec::new(), Vec::new()];
         for _ in 0..rounds {
@@ -355,12 +368,29 @@ pub(crate) fn bench_compare(
             dtype: dtype.to_string(),
             shaders: [first.clone(), second.clone()],
             median_ms: [median(&times[0]) * 1e3, median(&times[1]) * 1e3],
+            max_rel_diff,
             ratio: ratios[ratios.len() / 2],
             ratio_q1: ratios[ratios.len() / 4],
             ratio_q3: ratios[3 * ratios.len() / 4],
         });
     }
     Ok(rows)
+}
+
+/// The largest |x - y| over the largest |x| (NaN or infinity where either holds one).
+fn relative_difference(x: &[f32], y: &[f32]) -> f64 {
+    if x.len() != y.len() {
+        return f64::INFINITY;
+    }
+    let scale = x.iter().fold(0f64, |s, v| s.max(v.abs() as f64));
+    let diff = x
+        .iter()
+        .zip(y)
+        .fold(0f64, |d, (a, b)| d.max((*a as f64 - *b as f64).abs()));
+    if x.iter().chain(y).any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
+    diff / scale.max(f64::MIN_POSITIVE)
 }
 
 /// Runs `tessera bench compare` and prints its rows.
@@ -376,19 +406,20 @@ fn print_compare(
         println!("{}", serde_json::to_string(&rows)?);
     } else {
         println!(
-            "{:>16} {:>5} {:>12} {:>12} {:>22}",
-            "MxNxK", "dtype", "first ms", "second ms", "second/first (q1-q3)"
+            "{:>16} {:>5} {:>12} {:>12} {:>22} {:>10}",
+            "MxNxK", "dtype", "first ms", "second ms", "second/first (q1-q3)", "max diff"
         );
         for r in &rows {
             println!(
-                "{:>16} {:>5} {:>12.3} {:>12.3} {:>8.3} ({:.3}-{:.3})",
+                "{:>16} {:>5} {:>12.3} {:>12.3} {:>8.3} ({:.3}-{:.3}) {:>10.1e}",
                 format!("{}x{}x{}", r.m, r.n, r.k),
                 r.dtype,
                 r.median_ms[0],
                 r.median_ms[1],
                 r.ratio,
                 r.ratio_q1,
-                r.ratio_q3
+                r.ratio_q3,
+                r.max_rel_diff
             );
         }
     }

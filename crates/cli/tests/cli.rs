@@ -111,6 +111,45 @@ fn bench_compare_alternates_two_shader_folders() {
         row["ratio_q3"].as_f64().unwrap(),
     );
     assert!(0.0 < q1 && q1 <= r && r <= q3 && q3.is_finite(), "{row}");
+    // The same kernels from the two folders give the same product.
+    let diff = row["max_rel_diff"].as_f64().unwrap();
+    assert!((0.0..=1e-4).contains(&diff), "{row}");
+
+    // A folder whose epilogue is off by one is refused before anything is timed.
+    let broken =
+        std::env::temp_dir().join(format!("tessera-cli-{}-broken-shaders", std::process::id()));
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(repo_shaders).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("matmul_epilogue.wgsl") {
+            let line = "let pre = p.alpha * acc + b;";
+            assert!(
+                text.contains(line),
+                "the epilogue changed: update this test"
+            );
+            text = text.replace(line, "let pre = p.alpha * acc + b + 1.0;");
+        }
+        std::fs::write(broken.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let o = tessera(
+        &[
+            "bench",
+            "compare",
+            "--shaders",
+            &format!("builtin,{}", broken.display()),
+            "--shapes",
+            "40x24x16",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let line = error_line(&o);
+    assert!(
+        line.contains("differs") && line.contains("40x24x16"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(&broken).ok();
 
     // A folder without the shader files is an error naming the file, not a fallback to the
     // compiled-in copies.
