@@ -337,7 +337,7 @@ pub(crate) fn bench_compare(
         }
         let max_rel_diff = relative_difference(&products[0], &products[1]);
         let tolerance = if dtype == DType::F16 { 2e-2 } else { 1e-4 };
-        if !(max_rel_diff <= tolerance) {
+        if max_rel_diff.is_nan() || max_rel_diff > tolerance {
             return Err(format!(
                 "{m}x{n}x{k}: the product from {second} differs from the one from {first} by \
                  {max_rel_diff:.2e} of its largest entry (tolerance {tolerance:.0e}); \
