@@ -74,6 +74,18 @@ fn bench_matmul_json_has_the_documented_keys() {
     }
 }
 
+/// `tessera bench compare` of the compiled-in shaders against `dir` on one shape, which must
+/// fail: its one-line error.
+fn compare_fails(dir: &std::path::Path, shape: &str) -> String {
+    let shaders = format!("builtin,{}", dir.display());
+    let o = tessera(
+        &["bench", "compare", "--shaders", &shaders, "--shapes", shape],
+        &[],
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    error_line(&o)
+}
+
 #[test]
 fn bench_compare_alternates_two_shader_folders() {
     let repo_shaders = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders");
@@ -132,19 +144,7 @@ fn bench_compare_alternates_two_shader_folders() {
         }
         std::fs::write(broken.join(path.file_name().unwrap()), text).unwrap();
     }
-    let o = tessera(
-        &[
-            "bench",
-            "compare",
-            "--shaders",
-            &format!("builtin,{}", broken.display()),
-            "--shapes",
-            "40x24x16",
-        ],
-        &[],
-    );
-    assert!(!o.status.success());
-    let line = error_line(&o);
+    let line = compare_fails(&broken, "40x24x16");
     assert!(
         line.contains("differs") && line.contains("40x24x16"),
         "{line}"
@@ -155,19 +155,7 @@ fn bench_compare_alternates_two_shader_folders() {
     // compiled-in copies.
     let empty = std::env::temp_dir().join(format!("tessera-cli-{}-no-shaders", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let o = tessera(
-        &[
-            "bench",
-            "compare",
-            "--shaders",
-            &format!("builtin,{}", empty.display()),
-            "--shapes",
-            "8x8x8",
-        ],
-        &[],
-    );
-    assert!(!o.status.success());
-    let line = error_line(&o);
+    let line = compare_fails(&empty, "8x8x8");
     assert!(
         line.contains("cannot read") && line.contains(&*empty.to_string_lossy()),
         "{line}"
