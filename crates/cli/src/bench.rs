@@ -382,14 +382,14 @@ fn relative_difference(x: &[f32], y: &[f32]) -> f64 {
     if x.len() != y.len() {
         return f64::INFINITY;
     }
+    if x.iter().chain(y).any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
     let scale = x.iter().fold(0f64, |s, v| s.max(v.abs() as f64));
     let diff = x
         .iter()
         .zip(y)
         .fold(0f64, |d, (a, b)| d.max((*a as f64 - *b as f64).abs()));
-    if x.iter().chain(y).any(|v| !v.is_finite()) {
-        return f64::NAN;
-    }
     diff / scale.max(f64::MIN_POSITIVE)
 }
 
