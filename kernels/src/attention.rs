@@ -508,7 +508,7 @@ mod tests {
     /// The split counts `tests/all/attention.rs` (`split_counts`) runs, and the real shapes.
     #[test]
     fn splits_fill_the_target_or_the_queries() {
-        assert_eq!(tiled_splits(16, 16, 64,), 4);
+        assert_eq!(tiled_splits(16, 16, 64), 4);
         assert_eq!(tiled_splits(16, 16, 32), 8);
         assert_eq!(tiled_splits(16, 16, 16), 16);
         // Whisper (1500 queries, 6 and 8 heads), ViT-B/16 (197, 12), CLIP text (8 × 77, 8).
