@@ -211,5 +211,47 @@ fn unreadable_files_are_clear_errors() {
     std::fs::write(&junk, b"RIFF\x10\x00\x00\x00WAVEjunkjunk").unwrap();
     let err = tessera::audio::decode_file(&junk).unwrap_err().to_string();
     assert!(err.contains("junk.wav"), "{err}");
+
+    // Headers and samples that decode but cannot be used: a sample rate of 1 Hz would resample
+    // into billions of samples, one of 352 MHz would take minutes, and a NaN sample would stop
+    // the resampler's FFT.
+    let wav = std::fs::read(format!("{FILES}/tone_f32.wav")).unwrap();
+    assert_eq!(&wav[12..16], b"fmt ");
+    let patched = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = wav.clone();
+        edit(&mut bytes);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        tessera::audio::load_16k(&path).unwrap_err().to_string()
+    };
+    for rate in [1u32, 352_844_100] {
+        let err = patched("rate.wav", &|b| {
+            b[24..28].copy_from_slice(&rate.to_le_bytes())
+        });
+        assert!(
+            err.contains("rate.wav") && err.contains(&format!("sample rate {rate} Hz")),
+            "{err}"
+        );
+    }
+    let data = wav.windows(4).position(|w| w == b"data").unwrap() + 8;
+    let err = patched("nan.wav", &|b| {
+        b[data + 40..data + 44].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    assert!(
+        err.contains("nan.wav") && err.contains("sample 10 is NaN"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+
+    // The same checks on samples given directly.
+    let mut samples = vec![0.25f32; 4000];
+    samples[7] = f32::INFINITY;
+    let err = tessera::audio::resample(&samples, 8000, 16000)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sample 7") && err.contains("inf"), "{err}");
+    let err = tessera::audio::resample(&samples[..5], 1, 16000)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 Hz to 16000 Hz"), "{err}");
 }

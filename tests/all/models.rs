@@ -418,6 +418,22 @@ fn bad_model_folders_give_clear_errors() {
         .to_string();
     assert!(e.contains("model_type") && e.contains("vit"), "{e}");
 
+    // Preprocessor sizes past what one image can sensibly take: refused at load, and a
+    // shortest-edge resize of a very long image refused before it allocates.
+    let dir = copy_model("vit", "hugesize");
+    let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap();
+    let huge = pre.replace("\"height\": 32", "\"height\": 2147483648");
+    assert_ne!(huge, pre);
+    std::fs::write(dir.join("preprocessor_config.json"), huge).unwrap();
+    let e = ImageProcessor::load(&dir, ImageProcessor::vit_default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("size") && e.contains("16384"), "{e}");
+    let clip = ImageProcessor::load(&model_dir("clip"), ImageProcessor::clip_default()).unwrap();
+    let strip = tessera::nn::image::RgbImage::new(2, 20_000);
+    let e = clip.process_one(&strip).unwrap_err().to_string();
+    assert!(e.contains("2x20000") && e.contains("16384"), "{e}");
+
     // An unreadable image.
     let dir = temp_dir("badimage");
     std::fs::write(dir.join("x.png"), b"not a png").unwrap();

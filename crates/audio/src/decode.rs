@@ -15,6 +15,13 @@ use symphonia::core::meta::MetadataOptions;
 
 use crate::error::{AudioError, Result};
 
+/// The lowest sample rate [`decode_file`] and [`resample`] accept, in Hz.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// The highest sample rate [`decode_file`] and [`resample`] accept, in Hz (twice the highest
+/// studio rate, 384 kHz). A header past these limits is corrupt more often than not, and
+/// resampling from it would take minutes or more memory than the machine has.
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
 /// Mono samples and their rate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Audio {
@@ -89,8 +96,16 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
         }
     }
     let sample_rate = rate.ok_or_else(|| fail("the sample rate is unknown".into()))?;
-    if sample_rate == 0 {
-        return Err(fail("the sample rate is 0".into()));
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+        return Err(fail(format!(
+            "the sample rate {sample_rate} Hz is outside the {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz \
+             Tessera reads (a corrupt header?)"
+        )));
+    }
+    if let Some((index, value)) = first_non_finite(&mono) {
+        return Err(fail(format!(
+            "sample {index} is {value}, not a finite number (a corrupt float file?)"
+        )));
     }
     Ok(Audio {
         samples: mono,
@@ -101,11 +116,21 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
 /// `samples` at `from` Hz resampled to `to` Hz (band-limited FFT resampling; the resampler's
 /// delay is trimmed, so the output is aligned with the input).
 pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    let unsupported =
+        |e: String| AudioError::Unsupported(format!("resampling {from} Hz to {to} Hz: {e}"));
+    for rate in [from, to] {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(unsupported(format!(
+                "rates from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz are supported"
+            )));
+        }
+    }
+    if let Some((index, value)) = first_non_finite(samples) {
+        return Err(AudioError::NonFinite { index, value });
+    }
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
-    let unsupported =
-        |e: String| AudioError::Unsupported(format!("resampling {from} Hz to {to} Hz: {e}"));
     // Both sides fixed: with a fixed input side rubato 4's process_all left a glitch in the
     // first few hundred output samples (measured against soxr on a 44.1 kHz chirp).
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both)
@@ -121,6 +146,14 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         .map_err(|e| unsupported(e.to_string()))?;
     out.truncate(written);
     Ok(out)
+}
+
+/// The first sample that is NaN or infinite, with its index.
+fn first_non_finite(samples: &[f32]) -> Option<(usize, f32)> {
+    samples
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| (i, samples[i]))
 }
 
 /// Decodes `path` to mono 16 kHz, Whisper's input.

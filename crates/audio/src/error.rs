@@ -14,6 +14,14 @@ pub enum AudioError {
         /// Why.
         reason: String,
     },
+    /// Samples that are not all finite numbers.
+    #[error("sample {index} of the audio is {value}: audio must hold finite numbers")]
+    NonFinite {
+        /// Where the first one is.
+        index: usize,
+        /// What it is (NaN or ±infinity).
+        value: f32,
+    },
     /// A setting Tessera does not support.
     #[error("{0}")]
     Unsupported(String),

@@ -17,6 +17,6 @@ pub use layers::{
     gather_rows, AttentionWeights, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
 };
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
-pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize};
+pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE};
 pub use resample::{resize, Filter};
 pub use weights::{Weights, INDEX_FILE, SINGLE_FILE};

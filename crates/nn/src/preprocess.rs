@@ -12,6 +12,10 @@ use crate::config::read_json;
 use crate::error::{NnError, Result};
 use crate::resample::{resize, Filter};
 
+/// The longest side, in pixels, an image processor resizes or crops to. Past it a config is
+/// corrupt more likely than meant, and one image would take gigabytes.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
 /// A size as the configs write it: `{"height", "width"}`, `{"shortest_edge"}` or a number.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -177,6 +181,19 @@ impl ImageProcessor {
         {
             return Err(NnError::config("size", "image sizes must be positive"));
         }
+        let largest = [
+            resize.map(|r| match r {
+                Resize::Exact(h, w) => h.max(w),
+                Resize::ShortestEdge(s) => s,
+            }),
+            crop.map(|c| c.0.max(c.1)),
+        ];
+        if let Some(side) = largest.into_iter().flatten().find(|&s| s > MAX_IMAGE_SIDE) {
+            return Err(NnError::config(
+                "size",
+                format!("{side} pixels is past the {MAX_IMAGE_SIDE} pixels Tessera resizes to"),
+            ));
+        }
         let rescale = if raw.do_rescale.unwrap_or(true) {
             raw.rescale_factor.unwrap_or(1.0 / 255.0)
         } else {
@@ -217,7 +234,15 @@ impl ImageProcessor {
                     Resize::ShortestEdge(s) => {
                         // transformers' get_resize_output_image_size: the long side truncated.
                         let (short, long) = (w.min(h) as u64, w.max(h) as u64);
-                        let long = (s as u64 * long / short) as u32;
+                        let long = s as u64 * long / short;
+                        if long > MAX_IMAGE_SIDE as u64 {
+                            return Err(NnError::Input(format!(
+                                "a {w}x{h} image resized to a shortest edge of {s} would be \
+                                 {long} pixels long, past the {MAX_IMAGE_SIDE} Tessera resizes \
+                                 to: crop it closer to square first"
+                            )));
+                        }
+                        let long = long as u32;
                         if w <= h {
                             (long, s)
                         } else {
