@@ -181,6 +181,40 @@ fn mm_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     emit_row(batch, row0 + 7u, col0, acc7, b4);
 }
 
+// One row of C (M = 1: a GEMV) for the texture variants. The block kernels would compute 8 or
+// 16 rows of which one is real; here an invocation owns 8 columns of the single row, and A's
+// texel at a step of k is the same for every invocation (on CPU drivers, one gather of one
+// address). 256 columns per workgroup.
+@compute @workgroup_size(8, 4, 1)
+fn mm_tex_row(@builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32) {
+    let batch = wid.z + p.batch_base;
+    let col0 = (wid.x * 32u + li) * 8u;
+    if col0 >= p.n {
+        return;
+    }
+    let b0 = b_texel(col0);
+    let b1 = b_texel(col0 + 1u);
+    let b2 = b_texel(col0 + 2u);
+    let b3 = b_texel(col0 + 3u);
+    let b4 = b_texel(col0 + 4u);
+    let b5 = b_texel(col0 + 5u);
+    let b6 = b_texel(col0 + 6u);
+    let b7 = b_texel(col0 + 7u);
+    var lo = vec4<f32>();
+    var hi = vec4<f32>();
+    let texels = (p.k + 3u) / 4u;
+    for (var x = 0u; x < texels; x++) {
+        let a = textureLoad(tex_a, vec2<u32>(x, 0u));
+        lo += dot4(a, load_b(b0, x), load_b(b1, x), load_b(b2, x), load_b(b3, x));
+        hi += dot4(a, load_b(b4, x), load_b(b5, x), load_b(b6, x), load_b(b7, x));
+    }
+    emit_row(batch, 0u, col0, lo, bias4(col0));
+    if col0 + 4u < p.n {
+        emit_row(batch, 0u, col0 + 4u, hi, bias4(col0 + 4u));
+    }
+}
+
 // The tiled kernels stage a step of K of both operands in workgroup memory as [k][row / 4]
 // vec4s (rows of A, columns of op(B)), so an invocation's four rows or columns at one k are one
 // 16-byte load, and read the next step from memory into registers while they compute this one.

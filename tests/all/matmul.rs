@@ -190,6 +190,15 @@ fn gemv_matches_reference() {
             check(1, 1, n, k, trans_b, true, MatmulVariant::Auto, DType::F32);
         }
     }
+    // One row per batch entry, each with its own B, and f16 storage (on CPU drivers, the
+    // texture kernels' one-row entry point).
+    for (n, k) in [(300, 70), (9, 4)] {
+        check(3, 1, n, k, true, false, MatmulVariant::Auto, DType::F32);
+        check(2, 1, n, k, false, true, MatmulVariant::Auto, DType::F32);
+        if gpu().supports_f16() {
+            check(2, 1, n, k, true, false, MatmulVariant::Auto, DType::F16);
+        }
+    }
 }
 
 #[test]
@@ -494,6 +503,7 @@ fn packed_weights_match_the_reference() {
     assert_eq!(packed.shape(), [64, 96]);
     for (lead, m, n, k) in [
         (vec![], 1, 7, 13),
+        (vec![], 1, 517, 40),
         (vec![], 77, 50, 33),
         (vec![3], 197, 64, 96),
         (vec![2, 2], 5, 257, 130),
