@@ -428,7 +428,19 @@ fn bad_model_folders_give_clear_errors() {
     let e = ImageProcessor::load(&dir, ImageProcessor::vit_default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("size") && e.contains("16384"), "{e}");
+    assert!(e.contains("`size`") && e.contains("16384"), "{e}");
+    let dir = copy_model("clip", "hugecrop");
+    let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap();
+    let huge = pre.replacen("\"height\": 32", "\"height\": 40000", 1);
+    assert!(
+        pre.contains("\"crop_size\": {\n    \"height\": 32"),
+        "{pre}"
+    );
+    std::fs::write(dir.join("preprocessor_config.json"), huge).unwrap();
+    let e = ImageProcessor::load(&dir, ImageProcessor::clip_default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`crop_size`") && e.contains("40000"), "{e}");
     let clip = ImageProcessor::load(&model_dir("clip"), ImageProcessor::clip_default()).unwrap();
     let strip = tessera::nn::image::RgbImage::new(2, 20_000);
     let e = clip.process_one(&strip).unwrap_err().to_string();

@@ -181,18 +181,23 @@ impl ImageProcessor {
         {
             return Err(NnError::config("size", "image sizes must be positive"));
         }
-        let largest = [
-            resize.map(|r| match r {
-                Resize::Exact(h, w) => h.max(w),
-                Resize::ShortestEdge(s) => s,
-            }),
-            crop.map(|c| c.0.max(c.1)),
-        ];
-        if let Some(side) = largest.into_iter().flatten().find(|&s| s > MAX_IMAGE_SIDE) {
-            return Err(NnError::config(
+        let sides = [
+            (
                 "size",
-                format!("{side} pixels is past the {MAX_IMAGE_SIDE} pixels Tessera resizes to"),
-            ));
+                resize.map(|r| match r {
+                    Resize::Exact(h, w) => h.max(w),
+                    Resize::ShortestEdge(s) => s,
+                }),
+            ),
+            ("crop_size", crop.map(|c| c.0.max(c.1))),
+        ];
+        for (field, side) in sides {
+            if let Some(side) = side.filter(|&s| s > MAX_IMAGE_SIDE) {
+                return Err(NnError::config(
+                    field,
+                    format!("{side} pixels is past the {MAX_IMAGE_SIDE} pixels Tessera resizes to"),
+                ));
+            }
         }
         let rescale = if raw.do_rescale.unwrap_or(true) {
             raw.rescale_factor.unwrap_or(1.0 / 255.0)
