@@ -417,11 +417,15 @@ fn large_tiles_fill(spec: &MatmulSpec) -> bool {
     spec.batch * spec.m.div_ceil(128) * spec.n.div_ceil(128) >= LARGE_TILES_MIN
 }
 
-/// Whether the texture kernels take `spec`: op(B) in one texture; A too, or a single product
-/// whose rows are split into texture-sized slabs.
+/// Whether the texture kernels take `spec`: op(B) in one texture (in rows, or in quads of
+/// rows where N is past the texture's height); A too, or a single product whose rows are split
+/// into texture-sized slabs.
 fn fits_textures(gpu: &Gpu, spec: &MatmulSpec) -> bool {
     let max = gpu.limits().max_texture_dimension_2d as usize;
-    PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Rows) && (spec.m <= max || spec.batch == 1)
+    let b_fits = [PackLayout::Rows, PackLayout::Quads]
+        .into_iter()
+        .any(|layout| PackedRows::fits(gpu, spec.n, spec.k, layout));
+    b_fits && (spec.m <= max || spec.batch == 1)
 }
 
 /// Tiles of 128×128 from which `Auto` picks [`MatmulVariant::TiledLarge`] on GPUs. Measured on
@@ -439,9 +443,13 @@ const QUADS_FROM_ROWS: usize = 512;
 /// x (see `matmul`): four row blocks or fewer.
 const ROWS_ALONG_X_MAX: usize = 256;
 
-/// The layout a B packed for this call is read in.
+/// The layout a B packed for this call is read in: quads from [`QUADS_FROM_ROWS`] rows of A
+/// on, or where N rows do not fit one texture.
 fn per_call_b_layout(gpu: &Gpu, spec: &MatmulSpec) -> PackLayout {
-    if spec.m >= QUADS_FROM_ROWS && PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads) {
+    let rows_fit = PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Rows);
+    if (spec.m >= QUADS_FROM_ROWS || !rows_fit)
+        && PackedRows::fits(gpu, spec.n, spec.k, PackLayout::Quads)
+    {
         PackLayout::Quads
     } else {
         PackLayout::Rows

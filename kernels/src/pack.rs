@@ -169,13 +169,15 @@ pub fn pack_rows(
     }
     let size = layout.size(gpu, dtype, view.rows, view.cols, view.layers);
     let copyable = copies_as_is(view, dtype);
-    if copyable && layout == PackLayout::Quads {
-        // Copied as rows, then interleaved texture to texture.
+    let rows_fit = view.rows <= gpu.limits().max_texture_dimension_2d as usize;
+    if copyable && layout == PackLayout::Quads && rows_fit {
+        // Copied as rows, then interleaved texture to texture (more rows than a texture holds
+        // go through the kernel, which writes quads directly).
         let rows = pack_rows(gpu, dtype, src, view, PackLayout::Rows)?;
         return quads_from_rows(gpu, dtype, &rows, view, size);
     }
     let texture = gpu.texture("pack", size, dtype.texel_format())?;
-    if copyable {
+    if copyable && layout == PackLayout::Rows {
         // Layers back to back go in one copy; others (attention's heads sliced out of the
         // fused q/k/v buffer) one copy each.
         let (copies, layers) = if view.is_dense() {

@@ -1,6 +1,6 @@
 //! The matmul kernels against the CPU reference on awkward and real shapes.
 
-use tessera::kernels::matmul::{matmul_cpu, MatmulSpec, MatmulVariant};
+use tessera::kernels::matmul::{choose_variant, matmul_cpu, MatmulSpec, MatmulVariant};
 use tessera::{Activation, DType, MatmulOptions, Tensor, TensorError};
 
 use crate::common::{f16_or_clear_error, gpu, rel_error, values};
@@ -452,6 +452,30 @@ fn gemv_variant_refuses_more_than_one_row() {
 }
 
 #[test]
+fn columns_beyond_one_texture_read_b_in_quads() {
+    // More op(B) rows than a texture has: the texture kernels read B in quads of rows, for
+    // one row of A (the row entry point) and for several, B in either layout.
+    let gpu = gpu();
+    let n = gpu.limits().max_texture_dimension_2d as usize + 3;
+    if gpu.cpu_kernels() {
+        let variant = choose_variant(&gpu, &MatmulSpec::new(1, n, 9));
+        assert!(
+            matches!(
+                variant,
+                MatmulVariant::Texture | MatmulVariant::TextureSubgroup
+            ),
+            "{variant:?}"
+        );
+    }
+    // K = 64: rows of 256 bytes, which the packing copies rather than runs a kernel for.
+    for (m, k) in [(1, 9), (3, 9), (1, 64), (2, 64)] {
+        for trans_b in [true, false] {
+            check(1, m, n, k, trans_b, true, MatmulVariant::Auto, DType::F32);
+        }
+    }
+}
+
+#[test]
 fn rows_beyond_one_texture_go_in_slabs() {
     let gpu = gpu();
     let m = gpu.limits().max_texture_dimension_2d as usize + 77;
@@ -504,6 +528,8 @@ fn packed_weights_match_the_reference() {
     for (lead, m, n, k) in [
         (vec![], 1, 7, 13),
         (vec![], 1, 517, 40),
+        // More columns than one texture has rows: fits in quads only.
+        (vec![], 3, 20_001, 12),
         (vec![], 77, 50, 33),
         (vec![3], 197, 64, 96),
         (vec![2, 2], 5, 257, 130),
