@@ -109,6 +109,14 @@ fn log_mel_refuses_bad_input() {
     assert!(front.compute(&[&[0.0; 1000], &[0.0; 999]]).is_err());
     assert!(front.compute(&[]).is_err());
     assert!(LogMel::new(&gpu(), 0).is_err());
+    // A NaN would turn the whole spectrogram column into NaN without a word.
+    let mut clip = vec![0.1f32; 1000];
+    clip[999] = f32::NAN;
+    let err = front
+        .compute(&[&[0.0; 1000], &clip])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sample 999 of the audio is NaN"), "{err}");
 }
 
 const FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audio");

@@ -149,7 +149,7 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
 }
 
 /// The first sample that is NaN or infinite, with its index.
-fn first_non_finite(samples: &[f32]) -> Option<(usize, f32)> {
+pub(crate) fn first_non_finite(samples: &[f32]) -> Option<(usize, f32)> {
     samples
         .iter()
         .position(|v| !v.is_finite())

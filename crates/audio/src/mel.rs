@@ -84,6 +84,12 @@ impl LogMel {
             ));
         }
         let gpu = &self.gpu;
+        if let Some((index, value)) = clips
+            .iter()
+            .find_map(|c| crate::decode::first_non_finite(c))
+        {
+            return Err(AudioError::NonFinite { index, value });
+        }
         let pcm: Vec<f32> = clips.iter().flat_map(|c| c.iter().copied()).collect();
         let upload = gpu.upload("log_mel", bytemuck::cast_slice(&pcm))?;
         let frames = frame_count(len);
