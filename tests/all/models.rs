@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use tessera::audio::{load_16k, WhisperEncoder, CHUNK_SAMPLES};
+use tessera::audio::{load_16k, WhisperDecoder, WhisperEncoder, WhisperGeneration, CHUNK_SAMPLES};
 use tessera::clip::{ClipModel, ClipTokenizer};
 use tessera::nn::{load_image, ImageProcessor};
 use tessera::tensor::{Normalize, Pixels};
@@ -291,6 +291,140 @@ fn whisper_encoder_matches_transformers() {
             check(name, &out, &want, tol);
         }
     }
+}
+
+/// A decoder_reference.safetensors tensor of token ids.
+fn decoder_ids(name: &str, key: &str) -> Vec<u32> {
+    let bytes = std::fs::read(model_dir(name).join("decoder_reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(key).unwrap();
+    assert_eq!(t.dtype(), Dtype::I32, "{key}");
+    t.data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+        .collect()
+}
+
+fn decoder_logits(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(model_dir(name).join("decoder_reference.safetensors")).unwrap();
+    Reference(bytes).get("logits")
+}
+
+#[test]
+fn whisper_decoder_matches_transformers() {
+    for name in ["whisper", "whisper_v3"] {
+        let r = Reference::load(name);
+        let (shape, feats) = r.get("input_features");
+        let ids = decoder_ids(name, "decoder_input_ids");
+        let want = decoder_logits(name);
+        for (dtype, tol) in dtypes() {
+            let gpu = gpu();
+            let encoder = WhisperEncoder::load(&gpu, &model_dir(name), dtype).unwrap();
+            let decoder = WhisperDecoder::load(&gpu, &model_dir(name), dtype).unwrap();
+            let input = Tensor::from_slice(&gpu, &feats, &shape, DType::F32).unwrap();
+            let states = encoder.forward(&input).unwrap();
+
+            // Teacher-forced, all tokens in one call.
+            let mut cache = decoder.start(&states).unwrap();
+            let logits = decoder
+                .forward(&mut cache, std::slice::from_ref(&ids), false)
+                .unwrap();
+            check(name, &logits, &want, tol);
+            assert_eq!(cache.len(), ids.len());
+
+            // The same tokens three, then one at a time through the key/value cache.
+            let mut cache = decoder.start(&states).unwrap();
+            let mut got = decoder
+                .forward(&mut cache, &[ids[..3].to_vec()], false)
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            for &t in &ids[3..] {
+                let step = decoder.forward(&mut cache, &[vec![t]], true).unwrap();
+                got.extend(step.to_vec().unwrap());
+            }
+            let err = rel_error(&got, &want.1);
+            assert!(err <= tol, "{name} {dtype} cached: relative error {err}");
+
+            // Only the last position's logits.
+            let mut cache = decoder.start(&states).unwrap();
+            let last = decoder
+                .forward(&mut cache, std::slice::from_ref(&ids), true)
+                .unwrap();
+            let vocab = decoder.config().vocab_size;
+            assert_eq!(last.shape(), &[1, 1, vocab]);
+            let err = rel_error(&last.to_vec().unwrap(), &want.1[want.1.len() - vocab..]);
+            assert!(err <= tol, "{name} {dtype} last: relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn whisper_greedy_decoding_matches_transformers() {
+    for name in ["whisper", "whisper_v3"] {
+        let r = Reference::load(name);
+        let (shape, feats) = r.get("input_features");
+        let want = decoder_ids(name, "greedy_ids");
+        let gpu = gpu();
+        let encoder = WhisperEncoder::load(&gpu, &model_dir(name), DType::F32).unwrap();
+        let decoder = WhisperDecoder::load(&gpu, &model_dir(name), DType::F32).unwrap();
+        let input = Tensor::from_slice(&gpu, &feats, &shape, DType::F32).unwrap();
+        let states = encoder.forward(&input).unwrap();
+        let generation = WhisperGeneration::load(&model_dir(name)).unwrap();
+        let mut options =
+            generation.greedy_options(generation.prompt(None, "transcribe").unwrap(), 100);
+        assert_eq!(options.prompt, [1]);
+        options.suppress_tokens = decoder_ids(name, "suppress_tokens");
+        options.begin_suppress_tokens = decoder_ids(name, "begin_suppress_tokens");
+        let got = decoder.greedy(&states, &options).unwrap();
+        assert_eq!(got, std::slice::from_ref(&want), "{name}");
+
+        // A batch of two copies of the audio decodes each the same; a short budget stops early.
+        let both = Tensor::concat(&[&states, &states], 0).unwrap();
+        options.max_new_tokens = 5;
+        let got = decoder.greedy(&both, &options).unwrap();
+        assert_eq!(got, [want[..6].to_vec(), want[..6].to_vec()], "{name}");
+    }
+}
+
+#[test]
+fn whisper_decoder_refuses_bad_input() {
+    let gpu = gpu();
+    let decoder = WhisperDecoder::load(&gpu, &model_dir("whisper"), DType::F32).unwrap();
+    let states = Tensor::zeros(&gpu, &[1, 10, 32], DType::F32).unwrap();
+    let mut cache = decoder.start(&states).unwrap();
+    let e = decoder
+        .forward(&mut cache, &[vec![64]], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("token id 64") && e.contains("64"), "{e}");
+    let e = decoder
+        .forward(&mut cache, &[vec![1; 33]], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("33 tokens") && e.contains("max_target_positions"),
+        "{e}"
+    );
+    let e = decoder
+        .forward(&mut cache, &[vec![1], vec![1]], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 rows"), "{e}");
+    let wrong = Tensor::zeros(&gpu, &[1, 10, 31], DType::F32).unwrap();
+    let e = decoder.start(&wrong).err().unwrap().to_string();
+    assert!(e.contains("[1, 10, 31]"), "{e}");
+    // Decoding stops at the last position instead of failing.
+    let generation = WhisperGeneration::load(&model_dir("whisper")).unwrap();
+    let options = generation.greedy_options(vec![1], 1000);
+    let out = decoder.greedy(&states, &options).unwrap();
+    assert_eq!(out[0].len(), 32);
+    // English-only settings take no language.
+    let e = generation
+        .prompt(Some("en"), "transcribe")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("English-only"), "{e}");
 }
 
 #[test]

@@ -1,15 +1,17 @@
 //! tessera-audio: Whisper's audio front end — decoding, resampling to 16 kHz, and the log-mel
-//! spectrogram computed on the GPU, and the Whisper encoder.
+//! spectrogram computed on the GPU, the Whisper encoder, and the decoder with greedy decoding.
 #![warn(missing_docs)]
 
 mod cpu;
 mod decode;
+mod decoder;
 mod error;
 mod mel;
 mod whisper;
 
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+pub use decoder::{DecoderCache, GreedyOptions, WhisperDecoder, WhisperGeneration};
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};

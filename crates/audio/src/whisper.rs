@@ -15,7 +15,7 @@ use tessera_tensor::{Activation, ConvOptions, Tensor};
 use crate::error::{AudioError, Result};
 use crate::mel::LogMel;
 
-/// The encoder's part of a Whisper `config.json` (transformers' `WhisperConfig` defaults).
+/// A Whisper `config.json`'s model sizes (transformers' `WhisperConfig` defaults).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct WhisperConfig {
@@ -35,6 +35,16 @@ pub struct WhisperConfig {
     pub max_source_positions: usize,
     /// MLP and stem activation.
     pub activation_function: String,
+    /// Tokens.
+    pub vocab_size: usize,
+    /// Decoder layers.
+    pub decoder_layers: usize,
+    /// Decoder attention heads.
+    pub decoder_attention_heads: usize,
+    /// Decoder MLP width.
+    pub decoder_ffn_dim: usize,
+    /// Decoder positions: the most tokens a transcript window holds (448).
+    pub max_target_positions: usize,
 }
 
 impl Default for WhisperConfig {
@@ -48,6 +58,11 @@ impl Default for WhisperConfig {
             encoder_ffn_dim: 1536,
             max_source_positions: 1500,
             activation_function: "gelu".into(),
+            vocab_size: 51865,
+            decoder_layers: 4,
+            decoder_attention_heads: 6,
+            decoder_ffn_dim: 1536,
+            max_target_positions: 448,
         }
     }
 }

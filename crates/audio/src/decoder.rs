@@ -1,0 +1,495 @@
+//! The Whisper decoder, laid out as transformers' `WhisperDecoder` with the language-model head
+//! of `WhisperForConditionalGeneration` (tied to the token embedding), and greedy decoding with
+//! a key/value cache.
+//!
+//! A layer: `h = x + self_attn(ln1(x))` (causal), `h = h + cross_attn(ln2(h), encoder)`,
+//! `out = h + mlp(ln3(h))`; learned positions; a final LayerNorm; logits `x · embed_tokensᵀ`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tessera_kernels::{DType, Gpu};
+use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
+use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
+use tessera_tensor::{Activation, AttentionOptions, Tensor};
+
+use crate::error::{AudioError, Result};
+use crate::whisper::WhisperConfig;
+
+/// One decoder layer.
+struct DecoderLayer {
+    self_norm: LayerNorm,
+    /// q, k and v of the self-attention in one `[3·d, d]` projection (k without bias).
+    self_qkv: Linear,
+    self_out: Linear,
+    cross_norm: LayerNorm,
+    cross_q: Linear,
+    /// k and v of the cross-attention in one `[2·d, d]` projection, run once per audio.
+    cross_kv: Linear,
+    cross_out: Linear,
+    mlp_norm: LayerNorm,
+    mlp: Mlp,
+}
+
+/// What the decoder keeps between steps: each layer's self-attention keys and values so far
+/// (`[batch, len, heads, head_dim]`) and the encoder's keys and values.
+pub struct DecoderCache {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+    len: usize,
+    batch: usize,
+}
+
+impl DecoderCache {
+    /// Tokens decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token has been decoded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// transformers' `WhisperDecoder` and the tied output projection.
+pub struct WhisperDecoder {
+    config: WhisperConfig,
+    embed_tokens: Tensor,
+    embed_positions: Tensor,
+    layers: Vec<DecoderLayer>,
+    layer_norm: LayerNorm,
+    lm_head: Linear,
+}
+
+fn fused(w: &Weights, names: &[&str], biases: &[bool], d: usize) -> tessera_nn::Result<Linear> {
+    let weights = names
+        .iter()
+        .map(|n| w.pp(n).get("weight", &[d, d]))
+        .collect::<tessera_nn::Result<Vec<_>>>()?;
+    let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
+    let bias = names
+        .iter()
+        .zip(biases)
+        .map(|(n, &has)| {
+            if has {
+                w.pp(n).get("bias", &[d])
+            } else {
+                Ok(Tensor::zeros(w.gpu(), &[d], w.dtype())?)
+            }
+        })
+        .collect::<tessera_nn::Result<Vec<_>>>()?;
+    let bias = Tensor::concat(&bias.iter().collect::<Vec<_>>(), 0)?;
+    Linear::new(weight, Some(bias))
+}
+
+impl WhisperDecoder {
+    /// The decoder from weights under its own keys (`embed_tokens.…`, `layers.i.…`).
+    pub fn new(config: &WhisperConfig, w: &Weights) -> Result<Self> {
+        config.check_decoder()?;
+        let (d, ffn, vocab) = (config.d_model, config.decoder_ffn_dim, config.vocab_size);
+        let act = activation("activation_function", &config.activation_function)?;
+        let eps = 1e-5;
+        let layers = (0..config.decoder_layers)
+            .map(|i| {
+                let l = w.pp("layers").pp(i);
+                let s = l.pp("self_attn");
+                let c = l.pp("encoder_attn");
+                Ok(DecoderLayer {
+                    self_norm: LayerNorm::load(&l.pp("self_attn_layer_norm"), d, eps)?,
+                    self_qkv: fused(&s, &["q_proj", "k_proj", "v_proj"], &[true, false, true], d)?,
+                    self_out: Linear::load(&s.pp("out_proj"), d, d, true)?,
+                    cross_norm: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), d, eps)?,
+                    cross_q: Linear::load(&c.pp("q_proj"), d, d, true)?,
+                    cross_kv: fused(&c, &["k_proj", "v_proj"], &[false, true], d)?,
+                    cross_out: Linear::load(&c.pp("out_proj"), d, d, true)?,
+                    mlp_norm: LayerNorm::load(&l.pp("final_layer_norm"), d, eps)?,
+                    mlp: Mlp::new(
+                        Linear::load(&l.pp("fc1"), d, ffn, true)?,
+                        Linear::load(&l.pp("fc2"), ffn, d, true)?,
+                        act,
+                    ),
+                })
+            })
+            .collect::<tessera_nn::Result<Vec<_>>>()?;
+        let embed_tokens = w.get("embed_tokens.weight", &[vocab, d])?;
+        Ok(WhisperDecoder {
+            lm_head: Linear::new(embed_tokens.clone(), None)?,
+            embed_tokens,
+            embed_positions: w.get("embed_positions.weight", &[config.max_target_positions, d])?,
+            layers,
+            layer_norm: LayerNorm::load(&w.pp("layer_norm"), d, eps)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The decoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
+    pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
+        let config = WhisperConfig::load(dir)?;
+        let w = Weights::open(gpu, dir, dtype)?;
+        let root = w
+            .find_prefix(&["model.decoder.", "decoder."], "embed_tokens.weight")
+            .ok_or_else(|| NnError::MissingWeight {
+                key: "model.decoder.embed_tokens.weight".into(),
+                dir: dir.to_path_buf(),
+            })?;
+        WhisperDecoder::new(&config, &root)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+
+    fn heads(&self) -> (usize, usize) {
+        let h = self.config.decoder_attention_heads;
+        (h, self.config.d_model / h)
+    }
+
+    /// A cache holding the cross-attention keys and values of `encoder_out`
+    /// (`[batch, positions, d_model]`, the encoder's last hidden state) and no tokens yet.
+    pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderCache> {
+        let s = encoder_out.shape();
+        let d = self.config.d_model;
+        if s.len() != 3 || s[2] != d || s[0] == 0 || s[1] == 0 {
+            return Err(AudioError::Unsupported(format!(
+                "the decoder attends to encoder states [batch, positions, {d}], got {s:?}"
+            )));
+        }
+        let (b, positions) = (s[0], s[1]);
+        let (h, hd) = self.heads();
+        let encoder_out = if encoder_out.dtype() == self.embed_tokens.dtype() {
+            encoder_out.clone()
+        } else {
+            encoder_out.to_dtype(self.embed_tokens.dtype())?
+        };
+        let cross_kv = self
+            .layers
+            .iter()
+            .map(|l| {
+                let kv = l
+                    .cross_kv
+                    .forward(&encoder_out)?
+                    .reshape(&[b, positions, 2 * h, hd])?;
+                Ok((kv.narrow(2, 0, h)?, kv.narrow(2, h, h)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DecoderCache {
+            self_kv: (0..self.layers.len()).map(|_| None).collect(),
+            cross_kv,
+            len: 0,
+            batch: b,
+        })
+    }
+
+    /// Runs `ids` (`[batch][tokens]`, the same number per batch entry), the tokens that follow
+    /// those already in `cache`, and returns the logits `[batch, tokens, vocab]` (only the last
+    /// position's with `last_only`). The cache then holds them too.
+    pub fn forward(
+        &self,
+        cache: &mut DecoderCache,
+        ids: &[Vec<u32>],
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let n = ids.first().map_or(0, Vec::len);
+        let (b, d, vocab) = (cache.batch, self.config.d_model, self.config.vocab_size);
+        if ids.len() != b || n == 0 || ids.iter().any(|r| r.len() != n) {
+            return Err(AudioError::Unsupported(format!(
+                "the decoder takes {b} rows of the same number (at least 1) of token ids"
+            )));
+        }
+        let max = self.config.max_target_positions;
+        if cache.len + n > max {
+            return Err(AudioError::Unsupported(format!(
+                "{} tokens are past the decoder's {max} positions (max_target_positions)",
+                cache.len + n
+            )));
+        }
+        if let Some(&bad) = ids.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(AudioError::Unsupported(format!(
+                "token id {bad} is past the vocabulary of {vocab}"
+            )));
+        }
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let tokens = self.embed_tokens.embedding(&flat)?.reshape(&[b, n, d])?;
+        let positions = self.embed_positions.narrow(0, cache.len, n)?;
+        let mut x = tokens.add(&positions)?;
+        drop(tokens);
+        let (h, hd) = self.heads();
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Self-attention over the cached tokens and these.
+            let qkv = layer
+                .self_qkv
+                .forward(&layer.self_norm.forward(&x)?)?
+                .reshape(&[b, n, 3 * h, hd])?;
+            let (k_new, v_new) = (qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
+            let (k, v) = match cache.self_kv[i].take() {
+                Some((k, v)) => (
+                    Tensor::concat(&[&k, &k_new], 1)?,
+                    Tensor::concat(&[&v, &v_new], 1)?,
+                ),
+                None => (k_new.contiguous()?, v_new.contiguous()?),
+            };
+            let ctx = Tensor::attention(
+                &qkv.narrow(2, 0, h)?,
+                &k,
+                &v,
+                &AttentionOptions {
+                    causal: true,
+                    ..AttentionOptions::default()
+                },
+            )?;
+            cache.self_kv[i] = Some((k, v));
+            x = layer.self_out.forward_with(
+                &ctx.reshape(&[b, n, d])?,
+                Activation::None,
+                Some(&x),
+            )?;
+            // Cross-attention to the encoder.
+            let q = layer
+                .cross_q
+                .forward(&layer.cross_norm.forward(&x)?)?
+                .reshape(&[b, n, h, hd])?;
+            let (ck, cv) = &cache.cross_kv[i];
+            let ctx = Tensor::attention(&q, ck, cv, &AttentionOptions::default())?;
+            x = layer.cross_out.forward_with(
+                &ctx.reshape(&[b, n, d])?,
+                Activation::None,
+                Some(&x),
+            )?;
+            let normed = layer.mlp_norm.forward(&x)?;
+            x = layer.mlp.forward(normed, Some(&x))?;
+        }
+        cache.len += n;
+        let x = if last_only && n > 1 {
+            x.narrow(1, n - 1, 1)?.contiguous()?
+        } else {
+            x
+        };
+        let x = self.layer_norm.forward(&x)?;
+        Ok(self.lm_head.forward(&x)?)
+    }
+
+    /// Greedy decoding of each batch entry of `encoder_out` from `options.prompt`: at every
+    /// step the most likely token, with `suppress_tokens` never chosen and
+    /// `begin_suppress_tokens` not chosen first (transformers' logits processors of the same
+    /// names). Stops at `eos_token_id` (kept), after `max_new_tokens`, or when the tokens fill
+    /// the decoder's `max_target_positions`. Returns the prompt and the tokens after it, per
+    /// batch entry.
+    pub fn greedy(&self, encoder_out: &Tensor, options: &GreedyOptions) -> Result<Vec<Vec<u32>>> {
+        if options.prompt.is_empty() {
+            return Err(AudioError::Unsupported(
+                "greedy decoding needs a prompt of at least the start token".into(),
+            ));
+        }
+        let mut cache = self.start(encoder_out)?;
+        let b = cache.batch;
+        let mut out = vec![options.prompt.clone(); b];
+        let mut done = vec![false; b];
+        let mut next: Vec<Vec<u32>> = vec![options.prompt.clone(); b];
+        let max = self.config.max_target_positions;
+        let vocab = self.config.vocab_size;
+        if options.prompt.len() > max {
+            return Err(AudioError::Unsupported(format!(
+                "a prompt of {} tokens is past the decoder's {max} positions",
+                options.prompt.len()
+            )));
+        }
+        for step in 0..options.max_new_tokens {
+            // At most `max` tokens in all, prompt included (transformers' max_length).
+            if options.prompt.len() + step >= max {
+                break;
+            }
+            let logits = self.forward(&mut cache, &next, true)?;
+            let mut logits = logits.to_vec()?;
+            for row in logits.chunks_exact_mut(vocab) {
+                for &t in &options.suppress_tokens {
+                    if let Some(v) = row.get_mut(t as usize) {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+                if step == 0 {
+                    for &t in &options.begin_suppress_tokens {
+                        if let Some(v) = row.get_mut(t as usize) {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            for (bi, row) in logits.chunks_exact(vocab).enumerate() {
+                let token = argmax(row);
+                if !done[bi] {
+                    out[bi].push(token);
+                    done[bi] = Some(token) == options.eos_token_id;
+                }
+                // Finished rows keep decoding (the batch shares one cache) but keep nothing.
+                next[bi] = vec![token];
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The index of the largest value, the lower on ties (NaN never wins).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] || row[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// How [`WhisperDecoder::greedy`] decodes.
+#[derive(Clone, Debug, Default)]
+pub struct GreedyOptions {
+    /// The tokens decoding starts from: the start token, then language, task and
+    /// timestamp tokens as the checkpoint has them (see [`WhisperGeneration::prompt`]).
+    pub prompt: Vec<u32>,
+    /// Most tokens decoded after the prompt.
+    pub max_new_tokens: usize,
+    /// Tokens never chosen.
+    pub suppress_tokens: Vec<u32>,
+    /// Tokens not chosen first.
+    pub begin_suppress_tokens: Vec<u32>,
+    /// The token that ends decoding.
+    pub eos_token_id: Option<u32>,
+}
+
+/// The decoding settings of a Whisper folder: `generation_config.json` where it has one, over
+/// `config.json`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WhisperGeneration {
+    /// `<|startoftranscript|>`.
+    pub decoder_start_token_id: Option<u32>,
+    /// `<|endoftext|>`.
+    pub eos_token_id: Option<u32>,
+    /// Tokens never generated.
+    pub suppress_tokens: Option<Vec<u32>>,
+    /// Tokens not generated first.
+    pub begin_suppress_tokens: Option<Vec<u32>>,
+    /// `<|notimestamps|>`.
+    pub no_timestamps_token_id: Option<u32>,
+    /// Language tokens by name (`"<|en|>"`).
+    pub lang_to_id: Option<HashMap<String, u32>>,
+    /// Task tokens by name (`"transcribe"`, `"translate"`).
+    pub task_to_id: Option<HashMap<String, u32>>,
+    /// Whether the checkpoint is multilingual (takes language and task tokens).
+    pub is_multilingual: Option<bool>,
+}
+
+impl WhisperGeneration {
+    /// `config.json`'s settings, each overridden by `generation_config.json`'s where present.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let base: WhisperGeneration = read_json(&dir.join("config.json"), "model config")?;
+        let path = dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(base);
+        }
+        let g: WhisperGeneration = read_json(&path, "generation config")?;
+        Ok(WhisperGeneration {
+            decoder_start_token_id: g.decoder_start_token_id.or(base.decoder_start_token_id),
+            eos_token_id: g.eos_token_id.or(base.eos_token_id),
+            suppress_tokens: g.suppress_tokens.or(base.suppress_tokens),
+            begin_suppress_tokens: g.begin_suppress_tokens.or(base.begin_suppress_tokens),
+            no_timestamps_token_id: g.no_timestamps_token_id.or(base.no_timestamps_token_id),
+            lang_to_id: g.lang_to_id.or(base.lang_to_id),
+            task_to_id: g.task_to_id.or(base.task_to_id),
+            is_multilingual: g.is_multilingual.or(base.is_multilingual),
+        })
+    }
+
+    /// The prompt transformers' `generate` forces: the start token; for multilingual
+    /// checkpoints the language token (`language` as `en` or `<|en|>`) and the task token;
+    /// `<|notimestamps|>` where the checkpoint has one. A multilingual checkpoint without a
+    /// `language` gets none here: see [`WhisperGeneration::language_tokens`] to detect it.
+    pub fn prompt(&self, language: Option<&str>, task: &str) -> Result<Vec<u32>> {
+        let start = self.decoder_start_token_id.ok_or_else(|| {
+            AudioError::Unsupported("the config has no decoder_start_token_id".into())
+        })?;
+        let mut prompt = vec![start];
+        if self.is_multilingual.unwrap_or(self.lang_to_id.is_some()) {
+            if let Some(language) = language {
+                prompt.push(self.language_token(language)?);
+            }
+            if let Some(tasks) = &self.task_to_id {
+                let id = tasks.get(task).ok_or_else(|| {
+                    let mut known: Vec<_> = tasks.keys().cloned().collect();
+                    known.sort();
+                    AudioError::Unsupported(format!(
+                        "task '{task}' is not one of this checkpoint's: {}",
+                        known.join(", ")
+                    ))
+                })?;
+                prompt.push(*id);
+            }
+        } else if language.is_some() || task != "transcribe" {
+            return Err(AudioError::Unsupported(
+                "this checkpoint is English-only: it takes no language or task".into(),
+            ));
+        }
+        prompt.extend(self.no_timestamps_token_id);
+        Ok(prompt)
+    }
+
+    /// The token of `language` (`en` or `<|en|>`).
+    pub fn language_token(&self, language: &str) -> Result<u32> {
+        let key = if language.starts_with("<|") {
+            language.to_string()
+        } else {
+            format!("<|{language}|>")
+        };
+        self.lang_to_id
+            .as_ref()
+            .and_then(|m| m.get(&key).copied())
+            .ok_or_else(|| {
+                AudioError::Unsupported(format!(
+                    "language '{language}' is not one this checkpoint knows"
+                ))
+            })
+    }
+
+    /// Every language token, sorted.
+    pub fn language_tokens(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .lang_to_id
+            .iter()
+            .flat_map(|m| m.values().copied())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Greedy options from these settings after `prompt`, at most `max_new_tokens` tokens.
+    pub fn greedy_options(&self, prompt: Vec<u32>, max_new_tokens: usize) -> GreedyOptions {
+        GreedyOptions {
+            prompt,
+            max_new_tokens,
+            suppress_tokens: self.suppress_tokens.clone().unwrap_or_default(),
+            begin_suppress_tokens: self.begin_suppress_tokens.clone().unwrap_or_default(),
+            eos_token_id: self.eos_token_id,
+        }
+    }
+}
+
+impl WhisperConfig {
+    /// Refuses decoder settings the decoder cannot run.
+    pub fn check_decoder(&self) -> tessera_nn::Result<()> {
+        positive("vocab_size", self.vocab_size)?;
+        positive("decoder_ffn_dim", self.decoder_ffn_dim)?;
+        positive("max_target_positions", self.max_target_positions)?;
+        head_dim(
+            "decoder_attention_heads",
+            self.d_model,
+            self.decoder_attention_heads,
+        )?;
+        Ok(())
+    }
+}
