@@ -6,12 +6,18 @@ same weights gives
   greedy_ids                  greedy decoding from the start token, with suppress_tokens and
                               begin_suppress_tokens masked as transformers' logits processors do
 
-written to tests/fixtures/models/<name>/decoder_reference.safetensors.
+written to tests/fixtures/models/<name>/decoder_reference.safetensors. The toy checkpoints'
+64-token vocabulary also gets a tokenizer.json (a word-level vocabulary of syllables with the
+special tokens Whisper's has), and decoder_reference.json the text the `tokenizers` library
+decodes from the greedy tokens, special tokens skipped.
 
     python tools/make_whisper_decoder_fixtures.py
 """
 
+import json
+
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from safetensors.torch import load_file, save_file
 from transformers import WhisperForConditionalGeneration
 
@@ -36,6 +42,17 @@ def greedy(model, encoder_out, start, eos, max_len):
     return ids
 
 
+def toy_tokenizer(path):
+    specials = {0: "<|pad|>", 1: "<|startoftranscript|>", 2: "<|endoftext|>", 3: "<|notimestamps|>"}
+    syllables = [c + v for c in "tkmrsnpl" for v in "aeiou"]
+    vocab = {specials.get(i, syllables[i % len(syllables)] + ("" if i < 44 else "x")): i for i in range(64)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|pad|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(list(specials.values()))
+    tok.save(f"{path}/tokenizer.json")
+    return tok
+
+
 def main():
     for name in ["whisper", "whisper_v3"]:
         path = f"{ROOT}/{name}"
@@ -49,6 +66,11 @@ def main():
         cfg = model.config
         out = greedy(model, encoder_out, cfg.decoder_start_token_id, cfg.eos_token_id, cfg.max_target_positions)
         print(name, "greedy", out)
+        if name == "whisper":
+            text = toy_tokenizer(path).decode(out, skip_special_tokens=True)
+            print(name, "text", repr(text))
+            with open(f"{path}/decoder_reference.json", "w") as f:
+                json.dump({"greedy_text": text}, f)
         save_file({
             "decoder_input_ids": ids.to(torch.int32).contiguous(),
             "logits": logits.contiguous(),

@@ -1,11 +1,13 @@
-//! ViT, CLIP and the Whisper encoder against transformers on the model folders
-//! tools/make_model_fixtures.py writes (tiny random weights, f32/f16/bf16 files, a sharded
+//! ViT, CLIP and Whisper (encoder, decoder, greedy decoding) against transformers on the model
+//! folders tools/make_model_fixtures.py and tools/make_whisper_decoder_fixtures.py write (tiny random weights, f32/f16/bf16 files, a sharded
 //! checkpoint, the real CLIP vocabulary).
 
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use tessera::audio::{load_16k, WhisperDecoder, WhisperEncoder, WhisperGeneration, CHUNK_SAMPLES};
+use tessera::audio::{
+    load_16k, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, CHUNK_SAMPLES,
+};
 use tessera::clip::{ClipModel, ClipTokenizer};
 use tessera::nn::{load_image, ImageProcessor};
 use tessera::tensor::{Normalize, Pixels};
@@ -379,12 +381,71 @@ fn whisper_greedy_decoding_matches_transformers() {
         let got = decoder.greedy(&states, &options).unwrap();
         assert_eq!(got, std::slice::from_ref(&want), "{name}");
 
+        if name == "whisper" {
+            // The text `tokenizers` decodes from the same tokens, special tokens skipped.
+            let text: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(model_dir(name).join("decoder_reference.json")).unwrap(),
+            )
+            .unwrap();
+            let tokenizer = WhisperTokenizer::load(&model_dir(name)).unwrap();
+            assert_eq!(tokenizer.decode(&want).unwrap(), text["greedy_text"]);
+        }
+
         // A batch of two copies of the audio decodes each the same; a short budget stops early.
         let both = Tensor::concat(&[&states, &states], 0).unwrap();
         options.max_new_tokens = 5;
         let got = decoder.greedy(&both, &options).unwrap();
         assert_eq!(got, [want[..6].to_vec(), want[..6].to_vec()], "{name}");
+
+        // Language detection: the most likely of the candidates after the start token, read
+        // off transformers' logits at the first position.
+        let logits = decoder_logits(name).1;
+        assert_eq!(decoder_ids(name, "decoder_input_ids")[0], 1);
+        let candidates = [10u32, 20, 30, 40, 50];
+        let best = *candidates
+            .iter()
+            .max_by(|&&a, &&b| logits[a as usize].total_cmp(&logits[b as usize]))
+            .unwrap();
+        let got = decoder.detect_language(&both, 1, &candidates).unwrap();
+        assert_eq!(got, [best, best], "{name}");
     }
+}
+
+#[test]
+fn whisper_generation_settings_build_the_prompt() {
+    // A multilingual checkpoint's generation_config.json, as the Hub's have them.
+    let dir = copy_model("whisper", "generation");
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"decoder_start_token_id": 1, "eos_token_id": 2, "no_timestamps_token_id": 3,
+            "is_multilingual": true, "lang_to_id": {"<|en|>": 10, "<|de|>": 11},
+            "task_to_id": {"transcribe": 20, "translate": 21},
+            "suppress_tokens": [5, 7], "begin_suppress_tokens": [2]}"#,
+    )
+    .unwrap();
+    let g = WhisperGeneration::load(&dir).unwrap();
+    assert_eq!(g.prompt(Some("de"), "transcribe").unwrap(), [1, 11, 20, 3]);
+    assert_eq!(
+        g.prompt(Some("<|en|>"), "translate").unwrap(),
+        [1, 10, 21, 3]
+    );
+    assert_eq!(g.prompt(None, "transcribe").unwrap(), [1, 20, 3]);
+    assert_eq!(g.language_tokens(), [10, 11]);
+    let e = g.prompt(Some("xx"), "transcribe").unwrap_err().to_string();
+    assert!(e.contains("'xx'"), "{e}");
+    let e = g.prompt(Some("en"), "summarize").unwrap_err().to_string();
+    assert!(
+        e.contains("summarize") && e.contains("transcribe, translate"),
+        "{e}"
+    );
+    let options = g.greedy_options(vec![1], 9);
+    assert_eq!(options.suppress_tokens, [5, 7]);
+    assert_eq!(options.begin_suppress_tokens, [2]);
+    assert_eq!(options.eos_token_id, Some(2));
+    // Without one, config.json's settings.
+    let g = WhisperGeneration::load(&model_dir("whisper")).unwrap();
+    assert_eq!(g.prompt(None, "transcribe").unwrap(), [1]);
+    assert_eq!(g.greedy_options(vec![1], 9).eos_token_id, Some(2));
 }
 
 #[test]

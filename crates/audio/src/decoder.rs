@@ -335,6 +335,59 @@ impl WhisperDecoder {
     }
 }
 
+impl WhisperDecoder {
+    /// The most likely of `languages` (token ids) after the start token, per batch entry of
+    /// `encoder_out`, as transformers' `detect_language` picks it.
+    pub fn detect_language(
+        &self,
+        encoder_out: &Tensor,
+        start: u32,
+        languages: &[u32],
+    ) -> Result<Vec<u32>> {
+        let vocab = self.config.vocab_size;
+        if languages.is_empty() || languages.iter().any(|&t| t as usize >= vocab) {
+            return Err(AudioError::Unsupported(format!(
+                "language detection needs language tokens inside the vocabulary of {vocab}"
+            )));
+        }
+        let mut cache = self.start(encoder_out)?;
+        let rows = vec![vec![start]; cache.batch];
+        let logits = self.forward(&mut cache, &rows, true)?.to_vec()?;
+        Ok(logits
+            .chunks_exact(vocab)
+            .map(|row| {
+                let scores: Vec<f32> = languages.iter().map(|&t| row[t as usize]).collect();
+                languages[argmax(&scores) as usize]
+            })
+            .collect())
+    }
+}
+
+/// A Whisper checkpoint's `tokenizer.json`, to turn token ids into text.
+pub struct WhisperTokenizer(tokenizers::Tokenizer);
+
+impl WhisperTokenizer {
+    /// `tokenizer.json` in `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        tokenizers::Tokenizer::from_file(&path)
+            .map(WhisperTokenizer)
+            .map_err(|e| {
+                AudioError::Model(NnError::Folder {
+                    dir: dir.to_path_buf(),
+                    detail: format!("cannot read tokenizer.json: {e}"),
+                })
+            })
+    }
+
+    /// The text of `ids`, special tokens (start, language, task, timestamps, end) left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.0
+            .decode(ids, true)
+            .map_err(|e| AudioError::Unsupported(format!("cannot decode tokens: {e}")))
+    }
+}
+
 /// The index of the largest value, the lower on ties (NaN never wins).
 fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;

@@ -11,7 +11,9 @@ mod whisper;
 
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
-pub use decoder::{DecoderCache, GreedyOptions, WhisperDecoder, WhisperGeneration};
+pub use decoder::{
+    DecoderCache, GreedyOptions, WhisperDecoder, WhisperGeneration, WhisperTokenizer,
+};
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};
