@@ -1,11 +1,15 @@
-//! `tessera audio mel`: Whisper's log-mel of an audio file, as JSON or a picture.
+//! `tessera audio`: Whisper's log-mel of an audio file (as JSON or a picture), the encoder's
+//! hidden states, and transcription.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Subcommand;
 use serde_json::json;
-use tessera::audio::{load_16k, windows, LogMel, WhisperEncoder, CHUNK_FRAMES};
+use tessera::audio::{
+    load_16k, windows, LogMel, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+    CHUNK_FRAMES, CHUNK_SAMPLES,
+};
 use tessera::Gpu;
 
 use crate::bench::BoxError;
@@ -31,6 +35,24 @@ pub enum AudioCommand {
     Encode {
         #[command(flatten)]
         model: ModelArgs,
+        /// The audio file.
+        audio: PathBuf,
+    },
+    /// Transcribe (or translate into English) AUDIO with a Whisper checkpoint: greedy decoding
+    /// of each 30 s window; text where the folder has tokenizer.json, else token ids.
+    Transcribe {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The spoken language (en, de, ...) of a multilingual checkpoint; detected per window
+        /// when left out.
+        #[arg(long)]
+        language: Option<String>,
+        /// transcribe, or translate (into English) on multilingual checkpoints.
+        #[arg(long, default_value = "transcribe")]
+        task: String,
+        /// Most tokens decoded per window (at most the decoder's positions).
+        #[arg(long, default_value_t = 224)]
+        max_tokens: usize,
         /// The audio file.
         audio: PathBuf,
     },
@@ -83,6 +105,13 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             }
             Ok(())
         }
+        AudioCommand::Transcribe {
+            model,
+            language,
+            task,
+            max_tokens,
+            audio,
+        } => transcribe(&model, language.as_deref(), &task, max_tokens, &audio),
         AudioCommand::Encode { model: args, audio } => {
             let samples = load_16k(&audio)?;
             let gpu = Gpu::shared()?;
@@ -117,6 +146,99 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             Ok(())
         }
     }
+}
+
+/// `tessera audio transcribe`.
+fn transcribe(
+    args: &ModelArgs,
+    language: Option<&str>,
+    task: &str,
+    max_tokens: usize,
+    audio: &Path,
+) -> Result<(), BoxError> {
+    let samples = load_16k(audio)?;
+    let gpu = Gpu::shared()?;
+    let start = Instant::now();
+    let dtype = args.dtype.into();
+    let encoder = WhisperEncoder::load(&gpu, &args.model, dtype)?;
+    let decoder = WhisperDecoder::load(&gpu, &args.model, dtype)?;
+    let generation = WhisperGeneration::load(&args.model)?;
+    let tokenizer = if args.model.join("tokenizer.json").is_file() {
+        Some(WhisperTokenizer::load(&args.model)?)
+    } else {
+        None
+    };
+    // Checked before any audio is decoded.
+    let base = generation.prompt(language, task)?;
+    let multilingual = generation
+        .is_multilingual
+        .unwrap_or(generation.lang_to_id.is_some());
+    let detect = multilingual && language.is_none() && !generation.language_tokens().is_empty();
+    eprintln!(
+        "loaded Whisper in {:.0} ms on {}",
+        start.elapsed().as_secs_f64() * 1e3,
+        gpu.summary().name
+    );
+    let start = Instant::now();
+    let front = encoder.log_mel(&gpu)?;
+    let mut out = Vec::new();
+    for (i, window) in windows(&samples).iter().enumerate() {
+        let features = front.whisper_features(&[window])?;
+        let states = encoder.forward(&features)?;
+        let mut prompt = base.clone();
+        if detect {
+            let token = decoder.detect_language(&states, base[0], &generation.language_tokens())?;
+            prompt.insert(1, token[0]);
+        }
+        let options = generation.greedy_options(prompt.clone(), max_tokens);
+        let mut tokens = decoder.greedy(&states, &options)?.swap_remove(0);
+        tokens.drain(..prompt.len());
+        if tokens.last().copied() == generation.eos_token_id {
+            tokens.pop();
+        }
+        let text = tokenizer.as_ref().map(|t| t.decode(&tokens)).transpose()?;
+        let language = prompt.get(1).filter(|_| multilingual).and_then(|id| {
+            generation
+                .lang_to_id
+                .iter()
+                .flatten()
+                .find(|(_, v)| *v == id)
+                .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
+        });
+        out.push((
+            i as f64 * CHUNK_SAMPLES as f64 / 16_000.0,
+            tokens,
+            text,
+            language,
+        ));
+    }
+    eprintln!(
+        "transcribed {:.2} s of audio in {:.1} ms{}",
+        samples.len() as f64 / 16_000.0,
+        start.elapsed().as_secs_f64() * 1e3,
+        if tokenizer.is_none() {
+            " (no tokenizer.json: token ids only)"
+        } else {
+            ""
+        }
+    );
+    if args.json {
+        let windows: Vec<_> = out
+            .iter()
+            .map(|(at, tokens, text, language)| {
+                json!({"start_s": at, "language": language, "tokens": tokens, "text": text})
+            })
+            .collect();
+        println!("{}", json!({ "windows": windows }));
+    } else {
+        for (_, tokens, text, _) in &out {
+            match text {
+                Some(text) => println!("{}", text.trim()),
+                None => println!("{tokens:?}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Viridis, sampled at 9 points and interpolated linearly.

@@ -37,7 +37,7 @@ enum Command {
     /// CLIP embeddings and zero-shot classification.
     #[command(subcommand)]
     Clip(models::ClipCommand),
-    /// Audio: Whisper's log-mel and encoder.
+    /// Audio: Whisper's log-mel, encoder and transcription.
     #[command(subcommand)]
     Audio(audio::AudioCommand),
     /// Measure kernels on this adapter.

@@ -540,6 +540,90 @@ fn audio_encode_json_matches_transformers() {
 }
 
 #[test]
+fn audio_transcribe_prints_the_library_greedy_tokens_and_their_text() {
+    use std::path::Path;
+    use tessera::audio::{
+        load_16k, windows, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+    };
+    let (model, audio) = (fixture("whisper"), fixture("images/speech.wav"));
+    let o = tessera(
+        &["audio", "transcribe", "--model", &model, "--json", &audio],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let windows_out = v["windows"].as_array().unwrap();
+    assert_eq!(windows_out.len(), 1);
+    let tokens: Vec<u32> = windows_out[0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+
+    // The same steps through the library (which tests/all/models.rs checks against
+    // transformers): the CLI prints the tokens after the prompt, without the end token.
+    let dir = Path::new(&model);
+    let gpu = tessera::Gpu::shared().unwrap();
+    let encoder = WhisperEncoder::load(&gpu, dir, tessera::DType::F32).unwrap();
+    let decoder = WhisperDecoder::load(&gpu, dir, tessera::DType::F32).unwrap();
+    let generation = WhisperGeneration::load(dir).unwrap();
+    let samples = load_16k(Path::new(&audio)).unwrap();
+    let window = windows(&samples).swap_remove(0);
+    let features = encoder
+        .log_mel(&gpu)
+        .unwrap()
+        .whisper_features(&[&window])
+        .unwrap();
+    let states = encoder.forward(&features).unwrap();
+    let prompt = generation.prompt(None, "transcribe").unwrap();
+    let options = generation.greedy_options(prompt.clone(), 224);
+    let mut want = decoder.greedy(&states, &options).unwrap().swap_remove(0);
+    want.drain(..prompt.len());
+    if want.last().copied() == generation.eos_token_id {
+        want.pop();
+    }
+    assert!(!want.is_empty());
+    assert_eq!(tokens, want);
+    let text = WhisperTokenizer::load(dir).unwrap().decode(&want).unwrap();
+    assert_eq!(windows_out[0]["text"], text);
+    assert!(!text.is_empty());
+
+    // Plain output is the text; a budget of 3 tokens gives 3.
+    let o = tessera(
+        &[
+            "audio",
+            "transcribe",
+            "--model",
+            &model,
+            "--max-tokens",
+            "3",
+            &audio,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    assert_eq!(stdout(&o).trim(), words.join(" "));
+
+    // An English-only checkpoint refuses a language, in one line.
+    let o = tessera(
+        &[
+            "audio",
+            "transcribe",
+            "--model",
+            &model,
+            "--language",
+            "de",
+            &audio,
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("English-only"), "{}", stderr(&o));
+}
+
+#[test]
 fn model_command_errors_are_one_line() {
     let img = fixture("images/noise.png");
     let cases: [(&[&str], &str); 5] = [
