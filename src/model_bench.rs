@@ -1,10 +1,11 @@
 //! Real-size models with random weights for benchmarks (`benches/models.rs`,
 //! `tessera bench models`): ViT-B/16, CLIP ViT-B/32 (image and text towers), Whisper tiny and
-//! base encoders, with their FLOP counts and largest activations.
+//! base encoders and the base decoder's greedy decoding, with their FLOP counts and largest
+//! activations.
 
 use std::sync::Arc;
 
-use tessera_audio::{WhisperConfig, WhisperEncoder};
+use tessera_audio::{GreedyOptions, WhisperConfig, WhisperDecoder, WhisperEncoder};
 use tessera_clip::{ClipConfig, ClipModel};
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::{ProcessedImages, Weights};
@@ -15,7 +16,9 @@ use tessera_vit::{ViTConfig, ViTForImageClassification};
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The benchmark models, by name: `vit-b16` (batch 1), `vit-b16-b8`, `clip-b32-image`,
-/// `clip-b32-text` (8 × 77 tokens), `whisper-tiny`, `whisper-base` (30 s).
+/// `clip-b32-text` (8 × 77 tokens), `whisper-tiny`, `whisper-base` (30 s), `whisper-base-decode`
+/// (the decoder's greedy decoding of 28 tokens after a 4-token prompt, over a 30 s window's
+/// encoder states: one step and one read-back of the logits per token).
 pub const MODELS: &[&str] = &[
     "vit-b16",
     "vit-b16-b8",
@@ -23,7 +26,22 @@ pub const MODELS: &[&str] = &[
     "clip-b32-text",
     "whisper-tiny",
     "whisper-base",
+    "whisper-base-decode",
 ];
+
+/// Whisper base's sizes (the defaults are tiny's).
+fn whisper_base() -> WhisperConfig {
+    WhisperConfig {
+        d_model: 512,
+        encoder_layers: 6,
+        encoder_attention_heads: 8,
+        encoder_ffn_dim: 2048,
+        decoder_layers: 6,
+        decoder_attention_heads: 8,
+        decoder_ffn_dim: 2048,
+        ..WhisperConfig::default()
+    }
+}
 
 /// One benchmark: a model with random weights and its input, ready to run.
 pub struct ModelBench {
@@ -121,17 +139,59 @@ impl ModelBench {
                     }
                 }
             }
+            "whisper-base-decode" => {
+                let config = whisper_base();
+                let model = WhisperDecoder::new(&config, &w)?;
+                let (d, pos, vocab) = (
+                    config.d_model,
+                    config.max_source_positions,
+                    config.vocab_size,
+                );
+                let states: Vec<f32> = (0..pos * d)
+                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+                    .collect();
+                let states = Tensor::from_slice(gpu, &states, &[1, pos, d], dtype)?;
+                let (prompt, new) = (4, 28);
+                let options = GreedyOptions {
+                    prompt: vec![50258, 50259, 50359, 50363],
+                    max_new_tokens: new,
+                    ..GreedyOptions::default()
+                };
+                // Per token: the projections, the MLP, attention over the tokens so far and
+                // the encoder's positions, the output head; once: the encoder's keys and values.
+                let tokens = prompt + new - 1;
+                let per_token = config.decoder_layers
+                    * (6 * d * d + 2 * d * config.decoder_ffn_dim)
+                    + vocab * d;
+                let attention: usize = (1..=tokens)
+                    .map(|t| config.decoder_layers * 2 * d * (t + pos))
+                    .sum();
+                let macs = tokens * per_token + attention + config.decoder_layers * pos * 2 * d * d;
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * macs as f64,
+                    largest_activation_bytes: [pos * 2 * d, vocab, config.decoder_ffn_dim]
+                        .into_iter()
+                        .max()
+                        .unwrap_or(0) as u64
+                        * size,
+                    run: Box::new({
+                        let gpu = gpu.clone();
+                        move || {
+                            // The tokens, as a tensor like the other models' outputs.
+                            let ids = model.greedy(&states, &options)?.swap_remove(0);
+                            let ids: Vec<f32> = ids.iter().map(|&t| t as f32).collect();
+                            Ok(Tensor::from_slice(&gpu, &ids, &[ids.len()], DType::F32)?)
+                        }
+                    }),
+                }
+            }
             _ => {
                 let config = if name == "whisper-tiny" {
                     WhisperConfig::default()
                 } else {
-                    WhisperConfig {
-                        d_model: 512,
-                        encoder_layers: 6,
-                        encoder_attention_heads: 8,
-                        encoder_ffn_dim: 2048,
-                        ..WhisperConfig::default()
-                    }
+                    whisper_base()
                 };
                 let model = WhisperEncoder::new(&config, &w)?;
                 let frames = config.frames();
