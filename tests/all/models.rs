@@ -702,6 +702,17 @@ fn models_match_with_the_gpu_kernel_family() {
     let input = Tensor::from_slice(&gpu, &feats, &shape, DType::F32).unwrap();
     let out = encoder.forward(&input).unwrap();
     check("whisper", &out, &r.get("last_hidden_state"), F32_TOL);
+    // The decoder's cross-attention through the fused kernel (CPU drivers take matmuls).
+    let decoder = WhisperDecoder::load(&gpu, &model_dir("whisper"), DType::F32).unwrap();
+    let mut cache = decoder.start(&out).unwrap();
+    let ids = decoder_ids("whisper", "decoder_input_ids");
+    let logits = decoder.forward(&mut cache, &[ids], false).unwrap();
+    check(
+        "whisper decoder",
+        &logits,
+        &decoder_logits("whisper"),
+        F32_TOL,
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
 use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
-use tessera_tensor::{Activation, AttentionOptions, Tensor};
+use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
 use crate::error::{AudioError, Result};
 use crate::whisper::WhisperConfig;
@@ -33,11 +33,22 @@ struct DecoderLayer {
     mlp: Mlp,
 }
 
+/// A layer's cross-attention keys and values.
+enum CrossKv {
+    /// `[batch, positions, heads, head_dim]` each, for the fused attention kernel.
+    Heads(Tensor, Tensor),
+    /// Per batch entry, packed once as matmul weights: the keys `[positions, d_model]` and the
+    /// values transposed, `[d_model, positions]`. See [`packed_attention`].
+    Packed(Vec<(PackedMatrix, PackedMatrix)>),
+}
+
 /// What the decoder keeps between steps: each layer's self-attention keys and values so far
 /// (`[batch, len, heads, head_dim]`) and the encoder's keys and values.
 pub struct DecoderCache {
     self_kv: Vec<Option<(Tensor, Tensor)>>,
-    cross_kv: Vec<(Tensor, Tensor)>,
+    cross_kv: Vec<CrossKv>,
+    /// `[heads, d_model]`: row h is 1 on head h's columns, 0 elsewhere.
+    head_mask: Tensor,
     len: usize,
     batch: usize,
 }
@@ -169,16 +180,38 @@ impl WhisperDecoder {
             .layers
             .iter()
             .map(|l| {
-                let kv = l
-                    .cross_kv
-                    .forward(&encoder_out)?
-                    .reshape(&[b, positions, 2 * h, hd])?;
-                Ok((kv.narrow(2, 0, h)?, kv.narrow(2, h, h)?))
+                let kv = l.cross_kv.forward(&encoder_out)?;
+                let mut packed = Vec::with_capacity(b);
+                for bi in 0..b {
+                    let half = |from: usize| -> Result<Tensor> {
+                        Ok(kv
+                            .narrow(0, bi, 1)?
+                            .narrow(2, from, d)?
+                            .reshape(&[positions, d])?)
+                    };
+                    let keys = half(0)?.contiguous()?.pack_weight()?;
+                    let values = half(d)?.t()?.contiguous()?.pack_weight()?;
+                    match (keys, values) {
+                        (Some(keys), Some(values)) => packed.push((keys, values)),
+                        // Adapters whose matmuls read buffers take the fused kernel.
+                        _ => {
+                            let kv = kv.reshape(&[b, positions, 2 * h, hd])?;
+                            return Ok(CrossKv::Heads(kv.narrow(2, 0, h)?, kv.narrow(2, h, h)?));
+                        }
+                    }
+                }
+                Ok(CrossKv::Packed(packed))
             })
             .collect::<Result<Vec<_>>>()?;
+        let mask: Vec<f32> = (0..h * d)
+            .map(|i| f32::from(u8::from(i / d == (i % d) / hd)))
+            .collect();
+        let head_mask =
+            Tensor::from_slice(encoder_out.gpu(), &mask, &[h, d], self.embed_tokens.dtype())?;
         Ok(DecoderCache {
             self_kv: (0..self.layers.len()).map(|_| None).collect(),
             cross_kv,
+            head_mask,
             len: 0,
             batch: b,
         })
@@ -252,8 +285,10 @@ impl WhisperDecoder {
                 .cross_q
                 .forward(&layer.cross_norm.forward(&x)?)?
                 .reshape(&[b, n, h, hd])?;
-            let (ck, cv) = &cache.cross_kv[i];
-            let ctx = Tensor::attention(&q, ck, cv, &AttentionOptions::default())?;
+            let ctx = match &cache.cross_kv[i] {
+                CrossKv::Heads(k, v) => Tensor::attention(&q, k, v, &AttentionOptions::default())?,
+                CrossKv::Packed(packed) => packed_attention(&q, packed, &cache.head_mask)?,
+            };
             x = layer.cross_out.forward_with(
                 &ctx.reshape(&[b, n, d])?,
                 Activation::None,
@@ -386,6 +421,51 @@ impl WhisperTokenizer {
             .decode(ids, true)
             .map_err(|e| AudioError::Unsupported(format!("cannot decode tokens: {e}")))
     }
+}
+
+/// `softmax(q·kᵀ/√head_dim)·v` per head of `q` `[batch, n, heads, head_dim]` against the keys
+/// and values of [`CrossKv::Packed`]: `[batch, n, d_model]`.
+///
+/// For CPU drivers, where a decoding step's one query would waste the fused kernel's blocks of
+/// 32 and a loop over heads costs ~6 dispatches each: every query row is spread into `heads`
+/// rows, row h keeping only head h's columns (`head_mask`), so one matmul against all keys
+/// gives every head's scores (`[n·heads, positions]`), one softmax normalises them, and one
+/// matmul against all values gives `[n·heads, d_model]`, of which row h's head-h block is head
+/// h's context. The blocks off the diagonal are `heads`× the work of the product itself: on
+/// lavapipe whisper-base's 28-token decode went from 5.0 s (fused kernel) and 2.8 s (loop over
+/// heads) to the figure in BENCHMARKS.md.
+fn packed_attention(
+    q: &Tensor,
+    packed: &[(PackedMatrix, PackedMatrix)],
+    head_mask: &Tensor,
+) -> Result<Tensor> {
+    let &[_, n, h, hd] = q.shape() else {
+        unreachable!("the decoder reshapes q to 4 axes")
+    };
+    let d = h * hd;
+    let scale = MatmulOptions {
+        alpha: Some(1.0 / (hd as f32).sqrt()),
+        ..MatmulOptions::default()
+    };
+    // Row (i, h) of the output's [n·h·h, hd] view holds query i's head-h context at block h.
+    let diagonal: Vec<u32> = (0..n * h).map(|row| (row * h + row % h) as u32).collect();
+    let rows = packed
+        .iter()
+        .enumerate()
+        .map(|(bi, (keys, values))| {
+            let spread = q
+                .narrow(0, bi, 1)?
+                .reshape(&[n, 1, d])?
+                .mul(&head_mask.reshape(&[1, h, d])?)?
+                .reshape(&[n * h, d])?;
+            let probs = spread.matmul_packed(keys, &scale)?.softmax(1.0)?;
+            let blocks = probs
+                .matmul_packed(values, &MatmulOptions::default())?
+                .reshape(&[n * h * h, hd])?;
+            Ok(blocks.embedding(&diagonal)?.reshape(&[1, n, d])?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?)
 }
 
 /// The index of the largest value, the lower on ties (NaN never wins).
