@@ -52,7 +52,8 @@ pub struct ModelBench {
     /// Floating-point operations of one forward (2 per multiply-add of the matmuls, convolutions
     /// and attention).
     pub flops: f64,
-    /// Bytes of the largest single activation of one forward.
+    /// Bytes of the largest single activation of one forward (for `whisper-base-decode`, the
+    /// cross-attention keys and values the decoding holds).
     pub largest_activation_bytes: u64,
     run: Box<dyn Fn() -> Result<Tensor, BenchError>>,
 }
@@ -171,11 +172,9 @@ impl ModelBench {
                     name,
                     batch,
                     flops: 2.0 * macs as f64,
-                    largest_activation_bytes: [pos * 2 * d, vocab, config.decoder_ffn_dim]
-                        .into_iter()
-                        .max()
-                        .unwrap_or(0) as u64
-                        * size,
+                    // What decoding holds throughout: every layer's keys and values of the
+                    // encoder's positions.
+                    largest_activation_bytes: (config.decoder_layers * 2 * pos * d) as u64 * size,
                     run: Box::new({
                         let gpu = gpu.clone();
                         move || {

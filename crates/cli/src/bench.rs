@@ -32,10 +32,10 @@ pub enum BenchCommand {
         #[arg(long, default_value = "f32")]
         dtype: DType,
         /// Comma-separated models (vit-b16, vit-b16-b8, clip-b32-image, clip-b32-text,
-        /// whisper-tiny, whisper-base).
+        /// whisper-tiny, whisper-base, whisper-base-decode).
         #[arg(
             long,
-            default_value = "vit-b16,vit-b16-b8,clip-b32-image,clip-b32-text,whisper-tiny,whisper-base",
+            default_value = "vit-b16,vit-b16-b8,clip-b32-image,clip-b32-text,whisper-tiny,whisper-base,whisper-base-decode",
             value_delimiter = ','
         )]
         models: Vec<String>,
