@@ -326,6 +326,26 @@ impl WhisperDecoder {
         let mut next: Vec<Vec<u32>> = vec![options.prompt.clone(); b];
         let max = self.config.max_target_positions;
         let vocab = self.config.vocab_size;
+        let suppression = |tokens: &[&[u32]]| -> Result<Option<Tensor>> {
+            if tokens.iter().all(|t| t.is_empty()) {
+                return Ok(None);
+            }
+            let mut bias = vec![0f32; vocab];
+            for &t in tokens.iter().copied().flatten() {
+                if let Some(v) = bias.get_mut(t as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            let dtype = self.embed_tokens.dtype();
+            Ok(Some(Tensor::from_slice(
+                encoder_out.gpu(),
+                &bias,
+                &[vocab],
+                dtype,
+            )?))
+        };
+        let mask = suppression(&[&options.suppress_tokens])?;
+        let first_mask = suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?;
         if options.prompt.len() > max {
             return Err(AudioError::Unsupported(format!(
                 "a prompt of {} tokens is past the decoder's {max} positions",
@@ -337,24 +357,15 @@ impl WhisperDecoder {
             if options.prompt.len() + step >= max {
                 break;
             }
+            // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there: one
+            // id per row comes back instead of the vocabulary's logits.
             let logits = self.forward(&mut cache, &next, true)?;
-            let mut logits = logits.to_vec()?;
-            for row in logits.chunks_exact_mut(vocab) {
-                for &t in &options.suppress_tokens {
-                    if let Some(v) = row.get_mut(t as usize) {
-                        *v = f32::NEG_INFINITY;
-                    }
-                }
-                if step == 0 {
-                    for &t in &options.begin_suppress_tokens {
-                        if let Some(v) = row.get_mut(t as usize) {
-                            *v = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-            }
-            for (bi, row) in logits.chunks_exact(vocab).enumerate() {
-                let token = argmax(row);
+            let masked = match (step, &first_mask, &mask) {
+                (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
+                _ => logits,
+            };
+            let tokens = masked.argmax()?;
+            for (bi, &token) in tokens.iter().enumerate() {
                 if !done[bi] {
                     out[bi].push(token);
                     done[bi] = Some(token) == options.eos_token_id;
