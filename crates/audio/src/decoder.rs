@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
+use tessera_nn::config::{activation, head_dim, positive, read_json};
 use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
@@ -138,15 +138,9 @@ impl WhisperDecoder {
 
     /// The decoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
     pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
-        let config = WhisperConfig::load(dir)?;
-        let w = Weights::open(gpu, dir, dtype)?;
-        let root = w
-            .find_prefix(&["model.decoder.", "decoder."], "embed_tokens.weight")
-            .ok_or_else(|| NnError::MissingWeight {
-                key: "model.decoder.embed_tokens.weight".into(),
-                dir: dir.to_path_buf(),
-            })?;
-        WhisperDecoder::new(&config, &root)
+        let (config, w) =
+            crate::whisper::open_part(gpu, dir, dtype, "decoder", "embed_tokens.weight")?;
+        WhisperDecoder::new(&config, &w)
     }
 
     /// The config.

@@ -102,6 +102,26 @@ impl WhisperConfig {
     }
 }
 
+/// A Whisper folder's config and its weights under `model.{part}.` (WhisperForConditionalGeneration)
+/// or `{part}.` (WhisperModel), whichever holds `probe`.
+pub(crate) fn open_part(
+    gpu: &Arc<Gpu>,
+    dir: &Path,
+    dtype: DType,
+    part: &str,
+    probe: &str,
+) -> Result<(WhisperConfig, Weights)> {
+    let config = WhisperConfig::load(dir)?;
+    let w = Weights::open(gpu, dir, dtype)?;
+    let root = w
+        .find_prefix(&[&format!("model.{part}."), &format!("{part}.")], probe)
+        .ok_or_else(|| NnError::MissingWeight {
+            key: format!("model.{part}.{probe}"),
+            dir: dir.to_path_buf(),
+        })?;
+    Ok((config, root))
+}
+
 /// transformers' `WhisperEncoder`.
 pub struct WhisperEncoder {
     config: WhisperConfig,
@@ -166,15 +186,8 @@ impl WhisperEncoder {
 
     /// The encoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
     pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
-        let config = WhisperConfig::load(dir)?;
-        let w = Weights::open(gpu, dir, dtype)?;
-        let root = w
-            .find_prefix(&["model.encoder.", "encoder."], "conv1.weight")
-            .ok_or_else(|| NnError::MissingWeight {
-                key: "model.encoder.conv1.weight".into(),
-                dir: dir.to_path_buf(),
-            })?;
-        WhisperEncoder::new(&config, &root)
+        let (config, w) = open_part(gpu, dir, dtype, "encoder", "conv1.weight")?;
+        WhisperEncoder::new(&config, &w)
     }
 
     /// The config.
