@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json};
+use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
 use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
@@ -99,6 +99,7 @@ fn fused(w: &Weights, names: &[&str], biases: &[bool], d: usize) -> tessera_nn::
 impl WhisperDecoder {
     /// The decoder from weights under its own keys (`embed_tokens.…`, `layers.i.…`).
     pub fn new(config: &WhisperConfig, w: &Weights) -> Result<Self> {
+        config.validate()?;
         config.check_decoder()?;
         let (d, ffn, vocab) = (config.d_model, config.decoder_ffn_dim, config.vocab_size);
         let act = activation("activation_function", &config.activation_function)?;
