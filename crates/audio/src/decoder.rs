@@ -314,12 +314,18 @@ impl WhisperDecoder {
                 "greedy decoding needs a prompt of at least the start token".into(),
             ));
         }
+        let max = self.config.max_target_positions;
+        if options.prompt.len() > max {
+            return Err(AudioError::Unsupported(format!(
+                "a prompt of {} tokens is past the decoder's {max} positions",
+                options.prompt.len()
+            )));
+        }
         let mut cache = self.start(encoder_out)?;
         let b = cache.batch;
         let mut out = vec![options.prompt.clone(); b];
         let mut done = vec![false; b];
         let mut next: Vec<Vec<u32>> = vec![options.prompt.clone(); b];
-        let max = self.config.max_target_positions;
         let vocab = self.config.vocab_size;
         let suppression = |tokens: &[&[u32]]| -> Result<Option<Tensor>> {
             if tokens.iter().all(|t| t.is_empty()) {
@@ -341,12 +347,6 @@ impl WhisperDecoder {
         };
         let mask = suppression(&[&options.suppress_tokens])?;
         let first_mask = suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?;
-        if options.prompt.len() > max {
-            return Err(AudioError::Unsupported(format!(
-                "a prompt of {} tokens is past the decoder's {max} positions",
-                options.prompt.len()
-            )));
-        }
         for step in 0..options.max_new_tokens {
             // At most `max` tokens in all, prompt included (transformers' max_length).
             if options.prompt.len() + step >= max {
