@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 use tessera::audio::{
-    load_16k, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, CHUNK_SAMPLES,
+    load_16k, GreedyOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+    CHUNK_SAMPLES,
 };
 use tessera::clip::{ClipModel, ClipTokenizer};
 use tessera::nn::{load_image, ImageProcessor};
@@ -396,6 +397,24 @@ fn whisper_greedy_decoding_matches_transformers() {
         options.max_new_tokens = 5;
         let got = decoder.greedy(&both, &options).unwrap();
         assert_eq!(got, [want[..6].to_vec(), want[..6].to_vec()], "{name}");
+
+        // Rows with prompts of their own decode as they would alone.
+        let prompts = [vec![1, 62], vec![1, 9]];
+        let options = generation.greedy_options(Vec::new(), 6);
+        let together = decoder.greedy_prompts(&both, &prompts, &options).unwrap();
+        for (row, prompt) in together.iter().zip(&prompts) {
+            let alone = GreedyOptions {
+                prompt: prompt.clone(),
+                ..options.clone()
+            };
+            assert_eq!(row, &decoder.greedy(&states, &alone).unwrap()[0], "{name}");
+            assert_eq!(row.len(), 8);
+        }
+        let e = decoder
+            .greedy_prompts(&both, &[vec![1], vec![1, 2]], &options)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one length"), "{e}");
 
         // Language detection: the most likely of the candidates after the start token, read
         // off transformers' logits at the first position.

@@ -309,23 +309,42 @@ impl WhisperDecoder {
     /// the decoder's `max_target_positions`. Returns the prompt and the tokens after it, per
     /// batch entry.
     pub fn greedy(&self, encoder_out: &Tensor, options: &GreedyOptions) -> Result<Vec<Vec<u32>>> {
-        if options.prompt.is_empty() {
+        // A malformed `encoder_out` is refused by `start`, with its shape.
+        let batch = encoder_out.shape().first().copied().unwrap_or(1).max(1);
+        self.greedy_prompts(encoder_out, &vec![options.prompt.clone(); batch], options)
+    }
+
+    /// [`WhisperDecoder::greedy`] with a prompt per batch entry (all of one length: windows of
+    /// different detected languages decode together); `options.prompt` is not used.
+    pub fn greedy_prompts(
+        &self,
+        encoder_out: &Tensor,
+        prompts: &[Vec<u32>],
+        options: &GreedyOptions,
+    ) -> Result<Vec<Vec<u32>>> {
+        let len = prompts.first().map_or(0, Vec::len);
+        if len == 0 || prompts.iter().any(|p| p.len() != len) {
             return Err(AudioError::Unsupported(
-                "greedy decoding needs a prompt of at least the start token".into(),
+                "greedy decoding needs prompts of one length, at least the start token".into(),
             ));
         }
         let max = self.config.max_target_positions;
-        if options.prompt.len() > max {
+        if len > max {
             return Err(AudioError::Unsupported(format!(
-                "a prompt of {} tokens is past the decoder's {max} positions",
-                options.prompt.len()
+                "a prompt of {len} tokens is past the decoder's {max} positions"
             )));
         }
         let mut cache = self.start(encoder_out)?;
         let b = cache.batch;
-        let mut out = vec![options.prompt.clone(); b];
+        if prompts.len() != b {
+            return Err(AudioError::Unsupported(format!(
+                "{} prompts for {b} batch entries",
+                prompts.len()
+            )));
+        }
+        let mut out = prompts.to_vec();
         let mut done = vec![false; b];
-        let mut next: Vec<Vec<u32>> = vec![options.prompt.clone(); b];
+        let mut next = prompts.to_vec();
         let vocab = self.config.vocab_size;
         let suppression = |tokens: &[&[u32]]| -> Result<Option<Tensor>> {
             if tokens.iter().all(|t| t.is_empty()) {
@@ -349,7 +368,7 @@ impl WhisperDecoder {
         let first_mask = suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?;
         for step in 0..options.max_new_tokens {
             // At most `max` tokens in all, prompt included (transformers' max_length).
-            if options.prompt.len() + step >= max {
+            if len + step >= max {
                 break;
             }
             // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there: one

@@ -589,6 +589,45 @@ fn audio_transcribe_prints_the_library_greedy_tokens_and_their_text() {
     assert_eq!(windows_out[0]["text"], text);
     assert!(!text.is_empty());
 
+    // Five windows of the same audio (decoded as a batch of four and one of one) give the
+    // same tokens, at 30 s steps.
+    let wav = std::fs::read(&audio).unwrap();
+    let data = wav.windows(4).position(|w| w == b"data").unwrap() + 8;
+    assert_eq!(&wav[20..24], &[1, 0, 1, 0], "16-bit PCM mono");
+    let mut pcm = wav[data..].to_vec();
+    pcm.resize(30 * 16_000 * 2, 0);
+    let pcm = pcm.repeat(5);
+    let mut long = wav[..data - 8].to_vec();
+    let riff = (long.len() + pcm.len()) as u32;
+    long[4..8].copy_from_slice(&riff.to_le_bytes());
+    long.extend_from_slice(b"data");
+    long.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    long.extend_from_slice(&pcm);
+    let dir = std::env::temp_dir().join(format!("tessera-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long_path = dir.join("long.wav");
+    std::fs::write(&long_path, long).unwrap();
+    let o = tessera(
+        &[
+            "audio",
+            "transcribe",
+            "--model",
+            &model,
+            "--json",
+            long_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let windows_out = v["windows"].as_array().unwrap();
+    assert_eq!(windows_out.len(), 5);
+    for (i, w) in windows_out.iter().enumerate() {
+        assert_eq!(w["start_s"], serde_json::json!(30.0 * i as f64));
+        assert_eq!(w["tokens"], serde_json::json!(want));
+    }
+
     // Plain output is the text; a budget of 3 tokens gives 3.
     let o = tessera(
         &[
