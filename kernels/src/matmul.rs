@@ -563,14 +563,14 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
             detail: format!("the GEMV kernel needs M = 1, got M = {m}"),
         });
     }
+    // One row on the texture kernels: every invocation owns 8 columns; no row blocks (see
+    // `mm_tex_row`).
+    let row_entry = textured && m == 1;
     let (entry, groups_x, groups_y) = match variant {
         MatmulVariant::Register => ("mm_reg", n.div_ceil(32), m.div_ceil(32)),
         MatmulVariant::Tiled => ("mm_tiled", n.div_ceil(64), m.div_ceil(64)),
         MatmulVariant::TiledLarge => ("mm_tiled_large", n.div_ceil(128), m.div_ceil(128)),
-        // One row: every invocation owns 8 columns; no row blocks (see `mm_tex_row`).
-        MatmulVariant::Texture | MatmulVariant::TextureSubgroup if m == 1 => {
-            ("mm_tex_row", n.div_ceil(256), 1)
-        }
+        _ if row_entry => ("mm_tex_row", n.div_ceil(256), 1),
         MatmulVariant::Texture | MatmulVariant::TextureSubgroup => {
             let entry = if variant == MatmulVariant::Texture {
                 "mm_tex"
@@ -587,7 +587,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
         }
         _ => ("gemv", n.div_ceil(256), 1),
     };
-    let subgroup = variant == MatmulVariant::TextureSubgroup && entry != "mm_tex_row";
+    let subgroup = variant == MatmulVariant::TextureSubgroup && !row_entry;
     // The texture kernels' grid order. CPU drivers (llvmpipe) hand each thread one contiguous
     // run of workgroup indices, x fastest. With column blocks along x, consecutive workgroups
     // share their 64 rows of A (kept in cache), but with few row blocks the one holding the
@@ -721,7 +721,7 @@ pub fn matmul(gpu: &Gpu, spec: &MatmulSpec, args: &MatmulArgs<'_>) -> Result<()>
                         Resource::Texture(out_tex.array_view()),
                     ],
                     bytemuck::bytes_of(&p),
-                    if entry == "mm_tex_row" {
+                    if row_entry {
                         [grid[0], 1, 1]
                     } else if rows_along_x {
                         [to_u32("grid x", rows.div_ceil(64))?, grid[0], 1]

@@ -75,27 +75,6 @@ pub struct WhisperDecoder {
     lm_head: Linear,
 }
 
-fn fused(w: &Weights, names: &[&str], biases: &[bool], d: usize) -> tessera_nn::Result<Linear> {
-    let weights = names
-        .iter()
-        .map(|n| w.pp(n).get("weight", &[d, d]))
-        .collect::<tessera_nn::Result<Vec<_>>>()?;
-    let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
-    let bias = names
-        .iter()
-        .zip(biases)
-        .map(|(n, &has)| {
-            if has {
-                w.pp(n).get("bias", &[d])
-            } else {
-                Ok(Tensor::zeros(w.gpu(), &[d], w.dtype())?)
-            }
-        })
-        .collect::<tessera_nn::Result<Vec<_>>>()?;
-    let bias = Tensor::concat(&bias.iter().collect::<Vec<_>>(), 0)?;
-    Linear::new(weight, Some(bias))
-}
-
 impl WhisperDecoder {
     /// The decoder from weights under its own keys (`embed_tokens.…`, `layers.i.…`).
     pub fn new(config: &WhisperConfig, w: &Weights) -> Result<Self> {
@@ -111,11 +90,21 @@ impl WhisperDecoder {
                 let c = l.pp("encoder_attn");
                 Ok(DecoderLayer {
                     self_norm: LayerNorm::load(&l.pp("self_attn_layer_norm"), d, eps)?,
-                    self_qkv: fused(&s, &["q_proj", "k_proj", "v_proj"], &[true, false, true], d)?,
+                    self_qkv: Linear::load_stacked(
+                        &[&s.pp("q_proj"), &s.pp("k_proj"), &s.pp("v_proj")],
+                        &[true, false, true],
+                        d,
+                        d,
+                    )?,
                     self_out: Linear::load(&s.pp("out_proj"), d, d, true)?,
                     cross_norm: LayerNorm::load(&l.pp("encoder_attn_layer_norm"), d, eps)?,
                     cross_q: Linear::load(&c.pp("q_proj"), d, d, true)?,
-                    cross_kv: fused(&c, &["k_proj", "v_proj"], &[false, true], d)?,
+                    cross_kv: Linear::load_stacked(
+                        &[&c.pp("k_proj"), &c.pp("v_proj")],
+                        &[false, true],
+                        d,
+                        d,
+                    )?,
                     cross_out: Linear::load(&c.pp("out_proj"), d, d, true)?,
                     mlp_norm: LayerNorm::load(&l.pp("final_layer_norm"), d, eps)?,
                     mlp: Mlp::new(
@@ -573,7 +562,7 @@ impl WhisperGeneration {
             AudioError::Unsupported("the config has no decoder_start_token_id".into())
         })?;
         let mut prompt = vec![start];
-        if self.is_multilingual.unwrap_or(self.lang_to_id.is_some()) {
+        if self.multilingual() {
             if let Some(language) = language {
                 prompt.push(self.language_token(language)?);
             }
@@ -595,6 +584,12 @@ impl WhisperGeneration {
         }
         prompt.extend(self.no_timestamps_token_id);
         Ok(prompt)
+    }
+
+    /// Whether the checkpoint takes language and task tokens: `is_multilingual`, else whether
+    /// it names languages.
+    pub fn multilingual(&self) -> bool {
+        self.is_multilingual.unwrap_or(self.lang_to_id.is_some())
     }
 
     /// The token of `language` (`en` or `<|en|>`).

@@ -174,12 +174,11 @@ fn transcribe(
     } else {
         None
     };
-    // Checked before any audio is decoded.
+    // Checked before any window is encoded.
     let base = generation.prompt(language, task)?;
-    let multilingual = generation
-        .is_multilingual
-        .unwrap_or(generation.lang_to_id.is_some());
-    let detect = multilingual && language.is_none() && !generation.language_tokens().is_empty();
+    let multilingual = generation.multilingual();
+    let languages = generation.language_tokens();
+    let detect = multilingual && language.is_none() && !languages.is_empty();
     eprintln!(
         "loaded Whisper in {:.0} ms on {}",
         start.elapsed().as_secs_f64() * 1e3,
@@ -187,7 +186,6 @@ fn transcribe(
     );
     let start = Instant::now();
     let front = encoder.log_mel(&gpu)?;
-    let languages = generation.language_tokens();
     let mut out = Vec::new();
     let windows = windows(&samples);
     for (g, group) in windows.chunks(WINDOWS_PER_BATCH).enumerate() {

@@ -37,6 +37,39 @@ impl Linear {
         Linear::new(weight, bias)
     }
 
+    /// Several `[out, in]` projections stacked into one `[parts · out, in]` Linear (one matmul
+    /// where the model has several of the same input): each part's weight, and its bias where
+    /// `bias` says it has one (zeros for the others; no bias at all when none has one).
+    pub fn load_stacked(
+        parts: &[&Weights],
+        bias: &[bool],
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<Self> {
+        let weights = parts
+            .iter()
+            .map(|p| p.get("weight", &[out_dim, in_dim]))
+            .collect::<Result<Vec<_>>>()?;
+        let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
+        let bias = if bias.contains(&true) {
+            let biases = parts
+                .iter()
+                .zip(bias)
+                .map(|(p, &has_bias)| {
+                    if has_bias {
+                        p.get("bias", &[out_dim])
+                    } else {
+                        Ok(Tensor::zeros(p.gpu(), &[out_dim], p.dtype())?)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::concat(&biases.iter().collect::<Vec<_>>(), 0)?)
+        } else {
+            None
+        };
+        Linear::new(weight, bias)
+    }
+
     /// From tensors already on the GPU: weight `[out, in]`, bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_dim, in_dim) = match weight.shape() {
@@ -192,30 +225,8 @@ impl SelfAttention {
     /// Loads the projections (each `[hidden, hidden]`) and concatenates q, k and v into one
     /// `[3·hidden, hidden]` weight; a missing bias is zeros.
     pub fn load(w: &AttentionWeights<'_>, hidden: usize, heads: usize) -> Result<Self> {
-        let projections = [w.q, w.k, w.v];
-        let weights = projections
-            .iter()
-            .map(|p| p.get("weight", &[hidden, hidden]))
-            .collect::<Result<Vec<_>>>()?;
-        let weight = Tensor::concat(&weights.iter().collect::<Vec<_>>(), 0)?;
-        let bias = if w.qkv_bias.contains(&true) {
-            let biases = projections
-                .iter()
-                .zip(w.qkv_bias)
-                .map(|(p, has_bias)| {
-                    if has_bias {
-                        p.get("bias", &[hidden])
-                    } else {
-                        Ok(Tensor::zeros(p.gpu(), &[hidden], p.dtype())?)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Some(Tensor::concat(&biases.iter().collect::<Vec<_>>(), 0)?)
-        } else {
-            None
-        };
         Ok(SelfAttention {
-            qkv: Linear::new(weight, bias)?,
+            qkv: Linear::load_stacked(&[w.q, w.k, w.v], &w.qkv_bias, hidden, hidden)?,
             out: Linear::load(w.out, hidden, hidden, w.out_bias)?,
             heads,
         })
