@@ -7,6 +7,7 @@ pub use tessera_audio as audio;
 pub use tessera_clip as clip;
 pub use tessera_kernels as kernels;
 pub use tessera_kernels::{Backend, DType, Gpu, GpuOptions, KernelError, KernelFamily};
+pub use tessera_muse as muse;
 pub use tessera_nn as nn;
 pub use tessera_tensor as tensor;
 pub use tessera_tensor::{

@@ -13,12 +13,14 @@ mod dtype;
 pub mod elementwise;
 pub mod embedding;
 mod error;
+pub mod grn;
 pub mod matmul;
 pub mod norm;
 pub mod pack;
 pub mod patch_embed;
 mod pool;
 mod runtime;
+pub mod sample;
 pub mod stft;
 pub mod topk;
 
@@ -81,6 +83,10 @@ pub mod modules {
     pub const CAST_WIDEN: &[ShaderFile] = &[shader_file!("cast_widen")];
     /// f32 → f16 conversion.
     pub const CAST_NARROW: &[ShaderFile] = &[shader_file!("cast_narrow")];
+    /// Global response normalisation (ConvNeXt-V2).
+    pub const GRN: &[ShaderFile] = &[shader_file!("grn")];
+    /// Masked-token sampling with classifier-free guidance.
+    pub const SAMPLE: &[ShaderFile] = &[shader_file!("sample")];
     /// Top-k and arg-max over rows.
     pub const TOPK: &[ShaderFile] = &[shader_file!("topk")];
     /// Storage-buffer and texture matmuls, GEMV.
@@ -103,6 +109,8 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("norm", modules::NORM),
     ("patch_embed", modules::PATCH_EMBED),
     ("topk", modules::TOPK),
+    ("grn", modules::GRN),
+    ("sample", modules::SAMPLE),
     ("stft", modules::STFT),
     ("mel", modules::MEL),
     ("pack", modules::PACK),

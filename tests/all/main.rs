@@ -7,6 +7,7 @@ mod common;
 mod conv;
 mod matmul;
 mod models;
+mod muse;
 mod ops;
 mod patch_embed;
 mod runtime;

@@ -56,6 +56,27 @@ impl Default for ClipTextConfig {
     }
 }
 
+impl ClipTextConfig {
+    /// Refuses values the tower cannot run; `prefix` is where the fields sit in the file
+    /// (`"text_config."` in a CLIPModel's config, `""` in a text model's own).
+    pub fn check(&self, prefix: &str) -> Result<()> {
+        let field = |name: &str| format!("{prefix}{name}");
+        positive(&field("hidden_size"), self.hidden_size)?;
+        positive(
+            &field("max_position_embeddings"),
+            self.max_position_embeddings,
+        )?;
+        positive(&field("vocab_size"), self.vocab_size)?;
+        head_dim(
+            &field("num_attention_heads"),
+            self.hidden_size,
+            self.num_attention_heads,
+        )?;
+        activation(&field("hidden_act"), &self.hidden_act)?;
+        Ok(())
+    }
+}
+
 /// The vision tower's part of `config.json` (transformers' `CLIPVisionConfig` defaults).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -130,20 +151,9 @@ impl ModelConfig for ClipConfig {
     }
 
     fn check(&self) -> tessera_nn::Result<()> {
-        let (t, v) = (&self.text_config, &self.vision_config);
+        let v = &self.vision_config;
         positive("projection_dim", self.projection_dim)?;
-        positive("text_config.hidden_size", t.hidden_size)?;
-        positive(
-            "text_config.max_position_embeddings",
-            t.max_position_embeddings,
-        )?;
-        positive("text_config.vocab_size", t.vocab_size)?;
-        head_dim(
-            "text_config.num_attention_heads",
-            t.hidden_size,
-            t.num_attention_heads,
-        )?;
-        activation("text_config.hidden_act", &t.hidden_act)?;
+        self.text_config.check("text_config.")?;
         positive("vision_config.hidden_size", v.hidden_size)?;
         positive("vision_config.patch_size", v.patch_size)?;
         head_dim(
@@ -273,6 +283,13 @@ impl ClipTextTransformer {
     /// The tower on token sequences (each with its start and end tokens); shorter ones are
     /// padded at the end, which the causal mask keeps from the tokens before.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<TowerOutput> {
+        Ok(self.forward_hidden(ids)?.0)
+    }
+
+    /// [`ClipTextTransformer::forward`] and the hidden state before the last layer
+    /// (`hidden_states[-2]` of transformers' `output_hidden_states`), `[batch, seq, hidden]`:
+    /// what text-to-image models condition on.
+    pub fn forward_hidden(&self, ids: &[Vec<u32>]) -> Result<(TowerOutput, Tensor)> {
         let len = ids.iter().map(Vec::len).max().unwrap_or(0);
         if ids.is_empty() || ids.iter().any(Vec::is_empty) {
             return Err(NnError::Input("no tokens to encode".into()));
@@ -298,7 +315,11 @@ impl ClipTextTransformer {
             .embedding(&flat)?
             .reshape(&[b, len, d])?
             .add(&self.position_embedding.narrow(0, 0, len)?)?;
-        for layer in &self.layers {
+        let mut penultimate = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i + 1 == self.layers.len() {
+                penultimate = x.clone();
+            }
             x = layer.forward(x, true)?;
         }
         let last_hidden_state = self.final_layer_norm.forward(&x)?;
@@ -308,10 +329,18 @@ impl ClipTextTransformer {
             .map(|(i, s)| (i * len + self.eos_position(s)) as u32)
             .collect();
         let pooler_output = gather_rows(&last_hidden_state.reshape(&[b * len, d])?, &index)?;
-        Ok(TowerOutput {
-            last_hidden_state,
-            pooler_output,
-        })
+        Ok((
+            TowerOutput {
+                last_hidden_state,
+                pooler_output,
+            },
+            penultimate,
+        ))
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
     }
 
     /// Multiply-adds for `batch` sequences of `len` tokens.

@@ -104,6 +104,11 @@ impl ClipTokenizer {
         Ok(tokenizer)
     }
 
+    /// The id of `token` in the vocabulary (special tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids of each text, with the start and end tokens.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         texts

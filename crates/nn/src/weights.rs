@@ -21,6 +21,12 @@ use crate::error::{NnError, Result};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of a sharded checkpoint's index.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The names diffusers gives a model's checkpoint (single file, index), looked for after
+/// transformers' ones.
+pub const DIFFUSERS_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+];
 
 struct Entry {
     file: usize,
@@ -71,13 +77,26 @@ fn map_file(path: &Path) -> Result<Mmap> {
 
 impl Checkpoint {
     fn open(dir: &Path) -> Result<Self> {
-        let index = dir.join(INDEX_FILE);
-        let names: Vec<String> = if index.is_file() {
-            let index: Index = crate::config::read_json(&index, "safetensors index")?;
+        let layouts = [[SINGLE_FILE, INDEX_FILE], DIFFUSERS_FILES];
+        let found = layouts.iter().find_map(|[single, index]| {
+            if dir.join(index).is_file() {
+                Some((dir.join(index), true))
+            } else if dir.join(single).is_file() {
+                Some((dir.join(single), false))
+            } else {
+                None
+            }
+        });
+        let names: Vec<String> = if let Some((index, true)) = &found {
+            let index: Index = crate::config::read_json(index, "safetensors index")?;
             let names: BTreeSet<String> = index.weight_map.into_values().collect();
             names.into_iter().collect()
-        } else if dir.join(SINGLE_FILE).is_file() {
-            vec![SINGLE_FILE.to_string()]
+        } else if let Some((single, false)) = &found {
+            vec![single
+                .file_name()
+                .expect("joined a file name")
+                .to_string_lossy()
+                .into_owned()]
         } else {
             let detail = if dir.join("pytorch_model.bin").is_file() {
                 "only safetensors checkpoints load; this folder has pytorch_model.bin \

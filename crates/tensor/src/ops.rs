@@ -5,8 +5,10 @@ use std::sync::Arc;
 use tessera_kernels::copy::{copy_strided, StridedView};
 use tessera_kernels::elementwise::{self, BinaryOp};
 use tessera_kernels::embedding;
+use tessera_kernels::grn::{grn, GrnArgs};
 use tessera_kernels::matmul::Activation;
 use tessera_kernels::norm::{self, NormArgs, NormKind, NormSpec};
+use tessera_kernels::sample::{sample, Guidance};
 use tessera_kernels::topk;
 use tessera_kernels::{DType, Gpu};
 
@@ -412,6 +414,100 @@ impl Tensor {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         Ok((values, indices))
+    }
+
+    /// Global response normalisation (ConvNeXt-V2) of channels-last `[batch, positions,
+    /// channels]` with `gamma` and `beta` (`[channels]`): `γ·(x·nx) + β + x`, `nx` the L2 norm
+    /// over positions divided by its mean over channels (+1e-6).
+    pub fn grn(&self, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+        let s = self.shape();
+        if s.len() != 3 {
+            return Err(TensorError::Shape {
+                op: "grn",
+                detail: format!("input must be [batch, positions, channels], got {s:?}"),
+            });
+        }
+        self.check_affine("grn", Some(gamma), s[2])?;
+        self.check_affine("grn", Some(beta), s[2])?;
+        let (x, gamma, beta) = (self.contiguous()?, gamma.contiguous()?, beta.contiguous()?);
+        let norms = self.gpu().alloc("grn", (s[0] * s[2] * 4) as u64)?;
+        let out = Tensor::empty(self.gpu(), s, self.dtype())?;
+        grn(
+            self.gpu(),
+            self.dtype(),
+            [s[0], s[1], s[2]],
+            &GrnArgs {
+                x: x.buffer(),
+                gamma: gamma.buffer(),
+                beta: beta.buffer(),
+                norms: &norms,
+                out: out.buffer(),
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// One draw per row (last axis) of the softmax of these logits, at `uniforms[row]` ∈
+    /// [0, 1) by the inverse of the cumulative distribution: `(indices, probabilities)`, read
+    /// back. With `guidance = Some(g)` the tensor holds unconditional rows then as many
+    /// conditional ones, and the draw is from `uncond + g·(cond − uncond)` (one per
+    /// unconditional row).
+    pub fn sample_rows(
+        &self,
+        uniforms: &[f32],
+        guidance: Option<f32>,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (stored, cols) = self.rows();
+        let rows = if guidance.is_some() {
+            stored / 2
+        } else {
+            stored
+        };
+        if uniforms.len() != rows || (guidance.is_some() && stored % 2 != 0) {
+            return Err(TensorError::Shape {
+                op: "sample",
+                detail: format!(
+                    "{} uniforms for {rows} rows to draw from {:?}{}",
+                    uniforms.len(),
+                    self.shape(),
+                    if guidance.is_some() {
+                        " (halves: unconditional, conditional)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        let x = self.contiguous()?;
+        let gpu = self.gpu();
+        let u = gpu.upload("sample", bytemuck::cast_slice(uniforms))?;
+        let picked = gpu.alloc("sample", (rows * 4) as u64)?;
+        let probs = gpu.alloc("sample", (rows * 4) as u64)?;
+        sample(
+            gpu,
+            self.dtype(),
+            x.buffer(),
+            rows,
+            cols,
+            guidance.map(|scale| Guidance {
+                cond_offset: rows,
+                scale,
+            }),
+            &u,
+            &picked,
+            &probs,
+        )?;
+        let words = |b: Vec<u8>| -> Vec<u32> {
+            b.chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        let picked = words(gpu.read(&picked, (rows * 4) as u64)?);
+        let probs = words(gpu.read(&probs, (rows * 4) as u64)?)
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        Ok((picked, probs))
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.

@@ -285,6 +285,47 @@ impl Tensor {
         Ok(out)
     }
 
+    /// Writes this tensor's elements into `dst`'s buffer at the positions of `view` (a strided
+    /// view of `dst`'s elements with this tensor's shape): interleaving parts into one tensor.
+    pub fn copy_into_view(&self, dst: &Tensor, view: &StridedView) -> Result<()> {
+        const OP: &str = "copy_into_view";
+        self.same_device(OP, dst)?;
+        let last = view.offset
+            + view
+                .shape
+                .iter()
+                .zip(&view.strides)
+                .map(|(&n, &s)| n.saturating_sub(1) * s)
+                .sum::<usize>();
+        if view.shape != self.shape
+            || view.strides.len() != view.shape.len()
+            || self.dtype != dst.dtype
+            || !dst.is_contiguous()
+            || (self.numel() > 0 && last >= dst.numel())
+        {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!(
+                    "cannot write {:?} {:?} through view {view:?} into {:?} {:?}",
+                    self.shape, self.dtype, dst.shape, dst.dtype
+                ),
+            });
+        }
+        copy_strided(
+            &self.gpu,
+            self.dtype,
+            &self.buffer,
+            &StridedView {
+                shape: self.shape.clone(),
+                strides: self.strides.clone(),
+                offset: self.offset,
+            },
+            &dst.buffer,
+            view,
+        )?;
+        Ok(())
+    }
+
     /// The same elements seen as `shape` (a view when contiguous, a copy otherwise).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         check_shape("reshape", shape)?;

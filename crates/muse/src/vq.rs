@@ -1,0 +1,339 @@
+//! The decoding half of diffusers' `VQModel` as aMUSEd uses it: codebook lookup,
+//! `post_quant_conv`, and the `Decoder` (conv_in, a mid block of ResNet blocks, up blocks of
+//! ResNet blocks with nearest ×2 upsampling and a 3×3 convolution, GroupNorm, SiLU, conv_out).
+//! All of it NCHW, as the convolutions want it.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use tessera_nn::config::{positive, read_json};
+use tessera_nn::{NnError, Result, Weights};
+use tessera_tensor::{Activation, ConvOptions, Tensor};
+
+/// `vqvae/config.json` (diffusers' `VQModel` defaults).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct VqConfig {
+    /// `_class_name`: must be `VQModel` when present.
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    /// Image channels out.
+    pub out_channels: usize,
+    /// Decoder block types (all `UpDecoderBlock2D`).
+    pub up_block_types: Vec<String>,
+    /// Channels per resolution, highest resolution first.
+    pub block_out_channels: Vec<usize>,
+    /// ResNet blocks per encoder block (the decoder has one more).
+    pub layers_per_block: usize,
+    /// Activation (`silu`).
+    pub act_fn: String,
+    /// Channels of the latent grid.
+    pub latent_channels: usize,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// Codebook entries.
+    pub num_vq_embeddings: usize,
+    /// Codebook vector width (defaults to `latent_channels`).
+    pub vq_embed_dim: Option<usize>,
+    /// Whether decoding looks token ids up in the codebook (aMUSEd: true).
+    pub lookup_from_codebook: bool,
+    /// Whether the decoder's mid block has self-attention (aMUSEd: false).
+    pub mid_block_add_attention: bool,
+    /// `group` (GroupNorm) or `spatial`.
+    pub norm_type: String,
+}
+
+impl Default for VqConfig {
+    fn default() -> Self {
+        VqConfig {
+            class_name: None,
+            out_channels: 3,
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: "silu".into(),
+            latent_channels: 3,
+            norm_num_groups: 32,
+            num_vq_embeddings: 256,
+            vq_embed_dim: None,
+            lookup_from_codebook: false,
+            mid_block_add_attention: true,
+            norm_type: "group".into(),
+        }
+    }
+}
+
+impl VqConfig {
+    /// `dir/config.json`, checked.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let c: VqConfig = read_json(&dir.join("config.json"), "VQModel config")?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The codebook vector width.
+    pub fn embed_dim(&self) -> usize {
+        self.vq_embed_dim.unwrap_or(self.latent_channels)
+    }
+
+    /// Pixels per token along each side: 2^(blocks − 1).
+    pub fn scale_factor(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// Refuses what this decoder does not implement.
+    pub fn check(&self) -> Result<()> {
+        if let Some(name) = &self.class_name {
+            if name != "VQModel" {
+                return Err(NnError::config(
+                    "_class_name",
+                    format!("{name:?}: the vqvae must be a VQModel"),
+                ));
+            }
+        }
+        if self.block_out_channels.is_empty() || self.block_out_channels.len() > 8 {
+            return Err(NnError::config(
+                "block_out_channels",
+                "must list 1 to 8 channel counts",
+            ));
+        }
+        if self.up_block_types.len() != self.block_out_channels.len()
+            || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
+        {
+            return Err(NnError::config(
+                "up_block_types",
+                "only UpDecoderBlock2D blocks, one per block_out_channels entry, are supported",
+            ));
+        }
+        positive("norm_num_groups", self.norm_num_groups)?;
+        for &c in &self.block_out_channels {
+            if c == 0 || c % self.norm_num_groups != 0 {
+                return Err(NnError::config(
+                    "block_out_channels",
+                    format!(
+                        "{c} is not a positive multiple of norm_num_groups {}",
+                        self.norm_num_groups
+                    ),
+                ));
+            }
+        }
+        positive("out_channels", self.out_channels)?;
+        positive("latent_channels", self.latent_channels)?;
+        positive("num_vq_embeddings", self.num_vq_embeddings)?;
+        positive("vq_embed_dim", self.embed_dim())?;
+        if self.act_fn != "silu" {
+            return Err(NnError::config(
+                "act_fn",
+                format!("{:?}: only silu is supported", self.act_fn),
+            ));
+        }
+        if self.norm_type != "group" {
+            return Err(NnError::config(
+                "norm_type",
+                format!("{:?}: only group (GroupNorm) is supported", self.norm_type),
+            ));
+        }
+        if !self.lookup_from_codebook {
+            return Err(NnError::config(
+                "lookup_from_codebook",
+                "false: decoding token ids needs the codebook lookup",
+            ));
+        }
+        if self.mid_block_add_attention {
+            return Err(NnError::config(
+                "mid_block_add_attention",
+                "true: the decoder's mid-block attention is not implemented (aMUSEd's has none)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A convolution's weight and bias with its padding.
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    padding: usize,
+}
+
+impl Conv {
+    fn load(w: &Weights, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
+        Ok(Conv {
+            weight: w.get("weight", &[c_out, c_in, k, k])?,
+            bias: w.get("bias", &[c_out])?,
+            padding: k / 2,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.conv2d(
+            &self.weight,
+            &ConvOptions {
+                padding: (self.padding, self.padding),
+                bias: Some(&self.bias),
+                ..ConvOptions::default()
+            },
+        )?)
+    }
+}
+
+/// GroupNorm (eps 1e-6) followed by SiLU.
+struct NormAct {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+}
+
+impl NormAct {
+    fn load(w: &Weights, c: usize, groups: usize) -> Result<Self> {
+        Ok(NormAct {
+            weight: w.get("weight", &[c])?,
+            bias: w.get("bias", &[c])?,
+            groups,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(
+            x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), 1e-6)?
+                .activation(Activation::Silu)?,
+        )
+    }
+}
+
+/// `ResnetBlock2D` without a time embedding.
+struct ResnetBlock {
+    norm1: NormAct,
+    conv1: Conv,
+    norm2: NormAct,
+    conv2: Conv,
+    shortcut: Option<Conv>,
+}
+
+impl ResnetBlock {
+    fn load(w: &Weights, c_in: usize, c_out: usize, groups: usize) -> Result<Self> {
+        Ok(ResnetBlock {
+            norm1: NormAct::load(&w.pp("norm1"), c_in, groups)?,
+            conv1: Conv::load(&w.pp("conv1"), c_in, c_out, 3)?,
+            norm2: NormAct::load(&w.pp("norm2"), c_out, groups)?,
+            conv2: Conv::load(&w.pp("conv2"), c_out, c_out, 3)?,
+            shortcut: if c_in != c_out {
+                Some(Conv::load(&w.pp("conv_shortcut"), c_in, c_out, 1)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        Ok(skip.add(&h)?)
+    }
+}
+
+/// The VQ-GAN decoder: token ids to RGB.
+pub struct VqDecoder {
+    config: VqConfig,
+    codebook: Tensor,
+    post_quant_conv: Conv,
+    conv_in: Conv,
+    mid: Vec<ResnetBlock>,
+    /// Per up block: its ResNet blocks and its upsampling convolution (none for the last).
+    up: Vec<(Vec<ResnetBlock>, Option<Conv>)>,
+    norm_out: NormAct,
+    conv_out: Conv,
+}
+
+impl VqDecoder {
+    /// The decoder from a VQModel checkpoint's weights.
+    pub fn new(config: &VqConfig, w: &Weights) -> Result<Self> {
+        config.check()?;
+        let c = config;
+        let g = c.norm_num_groups;
+        let chans = &c.block_out_channels;
+        let top = *chans.last().expect("checked non-empty");
+        let d = w.pp("decoder");
+        let mid = (0..2)
+            .map(|i| ResnetBlock::load(&d.pp("mid_block.resnets").pp(i), top, top, g))
+            .collect::<Result<Vec<_>>>()?;
+        let mut up = Vec::new();
+        let mut prev = top;
+        for (i, &out) in chans.iter().rev().enumerate() {
+            let b = d.pp("up_blocks").pp(i);
+            let resnets = (0..=c.layers_per_block)
+                .map(|j| {
+                    let c_in = if j == 0 { prev } else { out };
+                    ResnetBlock::load(&b.pp("resnets").pp(j), c_in, out, g)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let sampler = if i + 1 < chans.len() {
+                Some(Conv::load(&b.pp("upsamplers.0.conv"), out, out, 3)?)
+            } else {
+                None
+            };
+            up.push((resnets, sampler));
+            prev = out;
+        }
+        let e = c.embed_dim();
+        Ok(VqDecoder {
+            codebook: w.get("quantize.embedding.weight", &[c.num_vq_embeddings, e])?,
+            post_quant_conv: Conv::load(&w.pp("post_quant_conv"), e, c.latent_channels, 1)?,
+            conv_in: Conv::load(&d.pp("conv_in"), c.latent_channels, top, 3)?,
+            mid,
+            up,
+            norm_out: NormAct::load(&d.pp("conv_norm_out"), chans[0], g)?,
+            conv_out: Conv::load(&d.pp("conv_out"), chans[0], c.out_channels, 3)?,
+            config: config.clone(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &VqConfig {
+        &self.config
+    }
+
+    /// The image `[batch, out_channels, h·s, w·s]` (values around [0, 1], not clamped; `s` is
+    /// [`VqConfig::scale_factor`]) of `batch` grids of `h × w` codebook indices.
+    pub fn decode(&self, ids: &[u32], batch: usize, (h, w): (usize, usize)) -> Result<Tensor> {
+        let c = &self.config;
+        if h == 0 || w == 0 || ids.len() != batch * h * w {
+            return Err(NnError::Input(format!(
+                "{} codebook indices for {batch} grids of {h}×{w}",
+                ids.len()
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= c.num_vq_embeddings) {
+            return Err(NnError::Input(format!(
+                "codebook index {bad} is outside the codebook of {}",
+                c.num_vq_embeddings
+            )));
+        }
+        let e = c.embed_dim();
+        let quant = self
+            .codebook
+            .embedding(ids)?
+            .reshape(&[batch, h, w, e])?
+            .transpose(1, 3)?
+            .transpose(2, 3)?
+            .contiguous()?;
+        let x = self.post_quant_conv.forward(&quant)?;
+        let mut x = self.conv_in.forward(&x)?;
+        for r in &self.mid {
+            x = r.forward(&x)?;
+        }
+        for (resnets, sampler) in &self.up {
+            for r in resnets {
+                x = r.forward(&x)?;
+            }
+            if let Some(conv) = sampler {
+                x = conv.forward(&x.upsample_nearest2x()?)?;
+            }
+        }
+        self.conv_out.forward(&self.norm_out.forward(&x)?)
+    }
+}
