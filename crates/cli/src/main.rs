@@ -7,6 +7,7 @@ mod bench_mel;
 mod bench_models;
 mod info;
 mod models;
+mod muse;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Audio: Whisper's log-mel, encoder and transcription.
     #[command(subcommand)]
     Audio(audio::AudioCommand),
+    /// aMUSEd text-to-image.
+    #[command(subcommand)]
+    Muse(muse::MuseCommand),
     /// Measure kernels on this adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Vit(cmd) => models::run_vit(cmd),
         Command::Clip(cmd) => models::run_clip(cmd),
         Command::Audio(cmd) => audio::run(cmd),
+        Command::Muse(cmd) => muse::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -736,3 +736,119 @@ fn bench_models_json_reports_efficiency_and_memory() {
     let o = tessera(&["bench", "models", "--models", "resnet50"], &[]);
     assert!(error_line(&o).contains("unknown model 'resnet50'"));
 }
+
+#[test]
+fn muse_generate_writes_the_library_images_as_png() {
+    use tessera::muse::{Amused, GenerateOptions, SeededNoise};
+    let dir = std::env::temp_dir().join(format!("tessera-muse-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("img.png");
+    let model = fixture("amused");
+    let o = tessera(
+        &[
+            "muse",
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "a red cube",
+            "--prompt",
+            "a cat",
+            "--steps",
+            "5",
+            "--guidance",
+            "3",
+            "--seed",
+            "11",
+            "--width",
+            "24",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(
+        (images[0]["width"].as_u64(), images[0]["height"].as_u64()),
+        (Some(24), Some(16))
+    );
+
+    let gpu = tessera::Gpu::shared().unwrap();
+    let pipe = Amused::load(&gpu, std::path::Path::new(&model), tessera::DType::F32).unwrap();
+    let opts = GenerateOptions {
+        steps: 5,
+        guidance_scale: 3.0,
+        size: Some((24, 16)),
+        ..GenerateOptions::default()
+    };
+    let want = pipe
+        .generate(&["a red cube", "a cat"], &opts, &mut SeededNoise::new(11))
+        .unwrap();
+    for i in 0..2 {
+        let path = dir.join(format!("img-{}.png", i + 1));
+        assert_eq!(images[i]["path"].as_str(), Some(path.to_str().unwrap()));
+        let png = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (24, 16));
+        assert_eq!(png.into_raw(), want.rgb8(i), "image {i}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn muse_generate_errors_are_one_line() {
+    let model = fixture("amused");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "muse",
+                "generate",
+                "--model",
+                "/nonexistent",
+                "--prompt",
+                "x",
+            ],
+            "no such model folder",
+        ),
+        (
+            &[
+                "muse",
+                "generate",
+                "--model",
+                &fixture("clip"),
+                "--prompt",
+                "x",
+            ],
+            "no text_encoder/ folder",
+        ),
+        (
+            &[
+                "muse", "generate", "--model", &model, "--prompt", "x", "--width", "30",
+            ],
+            "multiple of 4",
+        ),
+        (
+            &[
+                "muse",
+                "generate",
+                "--model",
+                &model,
+                "--prompt",
+                "x",
+                "--out",
+                "/tmp/x.jpg",
+            ],
+            "PNG",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = tessera(args, &[]);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let line = error_line(&o);
+        assert!(line.contains(want), "{args:?}: {line}");
+        assert!(stdout(&o).is_empty(), "{args:?} wrote to stdout");
+    }
+}

@@ -306,6 +306,15 @@ impl Amused {
                 ),
             ));
         }
+        if vqvae.config().out_channels != 3 {
+            return Err(NnError::config(
+                "out_channels",
+                format!(
+                    "the vqvae decodes {} channels, not RGB (3)",
+                    vqvae.config().out_channels
+                ),
+            ));
+        }
         if tc.codebook_size != vqvae.config().num_vq_embeddings {
             return Err(NnError::config(
                 "codebook_size",

@@ -77,7 +77,19 @@ fn map_file(path: &Path) -> Result<Mmap> {
 
 impl Checkpoint {
     fn open(dir: &Path) -> Result<Self> {
-        let layouts = [[SINGLE_FILE, INDEX_FILE], DIFFUSERS_FILES];
+        // The Hub's half-precision variants are looked for last.
+        let layouts = [
+            [SINGLE_FILE, INDEX_FILE],
+            DIFFUSERS_FILES,
+            [
+                "model.fp16.safetensors",
+                "model.safetensors.index.fp16.json",
+            ],
+            [
+                "diffusion_pytorch_model.fp16.safetensors",
+                "diffusion_pytorch_model.safetensors.index.fp16.json",
+            ],
+        ];
         let found = layouts.iter().find_map(|[single, index]| {
             if dir.join(index).is_file() {
                 Some((dir.join(index), true))
