@@ -1,6 +1,7 @@
 //! Criterion benches of whole forward passes of real-size models with random weights
 //! (`tessera::model_bench`): ViT-B/16 at 224 (batch 1 and 8), CLIP ViT-B/32 image (batch 1) and
-//! text (8 × 77 tokens), Whisper tiny and base encoders on 30 s. Throughput is in model FLOPs
+//! text (8 × 77 tokens), Whisper tiny and base encoders on 30 s, Whisper base decoding, one
+//! aMUSEd-256 transformer step and its VQ-GAN decoding. Throughput is in model FLOPs
 //! ("elements" in criterion's output). Pick models by name:
 //! `cargo bench --bench models -- whisper-tiny` (every model is still built once).
 

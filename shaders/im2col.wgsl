@@ -5,7 +5,9 @@
 //   cols[g, (n·H_out + y)·W_out + x, (c·kh + i)·kw + j]
 //     = input[n, g·C/groups + c, y·stride_h − pad_h + i, x·stride_w − pad_w + j]   (0 outside)
 //
-// One invocation per element of cols, 2-D grid so large inputs fit the dispatch limits.
+// A band of rows (`row0`, `band_rows`) makes the matrix of those rows only, so a large
+// convolution runs in bands that each fit a binding. One invocation per element of cols, 2-D
+// grid so large inputs fit the dispatch limits.
 // im2col_packed (one group) writes the matrix packed for the texture matmuls instead, four
 // columns per texel, zero past the last (pack.wgsl's layout), one invocation per texel.
 
@@ -27,7 +29,11 @@ struct Params {
     pad_w: u32,
     total: u32,
     row_pitch: u32,
-    _pad: u32,
+    row0: u32,
+    band_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src: array<T>;
@@ -42,22 +48,22 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let width = p.channels / p.groups * p.kh * p.kw;
-    let rows = p.n * p.out_h * p.out_w;
-    cols[e] = field(e / (width * rows), (e / width) % rows, e % width);
+    let rows = p.band_rows;
+    cols[e] = field(e / (width * rows), p.row0 + (e / width) % rows, e % width);
 }
 
 @compute @workgroup_size(64, 4, 1)
 fn im2col_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let width = p.channels * p.kh * p.kw;
     let row = gid.y;
-    if 4u * gid.x >= width || row >= p.n * p.out_h * p.out_w {
+    if 4u * gid.x >= width || row >= p.band_rows {
         return;
     }
     var v = vec4<f32>();
     for (var j = 0u; j < 4u; j++) {
         let col = 4u * gid.x + j;
         if col < width {
-            v[j] = f32(field(0u, row, col));
+            v[j] = f32(field(0u, p.row0 + row, col));
         }
     }
     textureStore(cols_packed, vec2<u32>(gid.x, row), 0, v);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tessera_audio::{GreedyOptions, WhisperConfig, WhisperDecoder, WhisperEncoder};
 use tessera_clip::{ClipConfig, ClipModel};
 use tessera_kernels::{DType, Gpu};
+use tessera_muse::{UVit2D, UVit2DConfig, VqConfig, VqDecoder};
 use tessera_nn::{ProcessedImages, Weights};
 use tessera_tensor::{Normalize, Tensor};
 use tessera_vit::{ViTConfig, ViTForImageClassification};
@@ -18,7 +19,10 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// The benchmark models, by name: `vit-b16` (batch 1), `vit-b16-b8`, `clip-b32-image`,
 /// `clip-b32-text` (8 × 77 tokens), `whisper-tiny`, `whisper-base` (30 s), `whisper-base-decode`
 /// (the decoder's greedy decoding of 28 tokens after a 4-token prompt, over a 30 s window's
-/// encoder states: one step and one read-back of the logits per token).
+/// encoder states: one step and one read-back of the logits per token), `amused-256-step` (one
+/// unmasking step of aMUSEd-256's transformer: 16×16 tokens, the guided batch of 2, the draw
+/// of every token and its read-back), `amused-256-vqgan` (its VQ-GAN decoding 16×16 tokens to a
+/// 256×256 image).
 pub const MODELS: &[&str] = &[
     "vit-b16",
     "vit-b16-b8",
@@ -27,7 +31,31 @@ pub const MODELS: &[&str] = &[
     "whisper-tiny",
     "whisper-base",
     "whisper-base-decode",
+    "amused-256-step",
+    "amused-256-vqgan",
 ];
+
+/// aMUSEd-256's transformer (the defaults are close; these are the checkpoint's).
+fn amused_256() -> UVit2DConfig {
+    UVit2DConfig {
+        sample_size: 16,
+        ..UVit2DConfig::default()
+    }
+}
+
+/// aMUSEd-256's VQ-GAN.
+fn amused_256_vq() -> VqConfig {
+    VqConfig {
+        up_block_types: vec!["UpDecoderBlock2D".into(); 5],
+        block_out_channels: vec![128, 256, 256, 512, 768],
+        layers_per_block: 2,
+        latent_channels: 64,
+        num_vq_embeddings: 8192,
+        lookup_from_codebook: true,
+        mid_block_add_attention: false,
+        ..VqConfig::default()
+    }
+}
 
 /// Whisper base's sizes (the defaults are tiny's).
 fn whisper_base() -> WhisperConfig {
@@ -138,6 +166,75 @@ impl ModelBench {
                         largest_activation_bytes: (batch * len * t.intermediate_size) as u64 * size,
                         run: Box::new(move || Ok(model.text_embeds(&ids)?)),
                     }
+                }
+            }
+            "amused-256-step" => {
+                let config = amused_256();
+                let model = UVit2D::new(&config, &w)?;
+                let (rows, text_len, side) = (2, 77, config.sample_size);
+                let seq = side * side;
+                let text: Vec<f32> = (0..rows * text_len * config.encoder_hidden_size)
+                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+                    .collect();
+                let text = Tensor::from_slice(
+                    gpu,
+                    &text,
+                    &[rows, text_len, config.encoder_hidden_size],
+                    dtype,
+                )?;
+                let pooled = text
+                    .narrow(1, 0, 1)?
+                    .contiguous()?
+                    .reshape(&[rows, config.cond_embed_dim])?;
+                let cond = model.condition(&text, &pooled, &[[256.0, 256.0, 0.0, 0.0, 6.0]; 2])?;
+                // Half the tokens masked, as in the middle of a generation.
+                let mask = (config.vocab_size - 1) as u32;
+                let ids: Vec<u32> = (0..rows * seq)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            mask
+                        } else {
+                            (i * 131 % config.codebook_size) as u32
+                        }
+                    })
+                    .collect();
+                let uniforms: Vec<f32> = (0..seq).map(|i| (i * 61 % 97) as f32 / 97.0).collect();
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * model.macs(rows, seq, text_len) as f64,
+                    largest_activation_bytes: (rows * seq * config.codebook_size) as u64 * size,
+                    run: Box::new({
+                        let gpu = gpu.clone();
+                        move || {
+                            let logits = model.forward(&ids, (side, side), &cond)?;
+                            let (drawn, _) = logits.sample_rows(&uniforms, Some(10.0))?;
+                            let drawn: Vec<f32> = drawn.iter().map(|&t| t as f32).collect();
+                            Ok(Tensor::from_slice(
+                                &gpu,
+                                &drawn,
+                                &[drawn.len()],
+                                DType::F32,
+                            )?)
+                        }
+                    }),
+                }
+            }
+            "amused-256-vqgan" => {
+                let config = amused_256_vq();
+                // diffusers runs the VQ-GAN in f32 (force_upcast); so does the pipeline.
+                let model = VqDecoder::new(&config, &Weights::random(gpu, DType::F32)?)?;
+                let side = 16;
+                let ids: Vec<u32> = (0..side * side).map(|i| (i * 131 % 8192) as u32).collect();
+                let px = side * config.scale_factor();
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * model.macs((side, side)) as f64,
+                    // The im2col rows of the full-resolution 3×3 convolutions.
+                    largest_activation_bytes: (px * px * 9 * config.block_out_channels[0]) as u64
+                        * 4,
+                    run: Box::new(move || Ok(model.decode(&ids, 1, (side, side))?)),
                 }
             }
             "whisper-base-decode" => {

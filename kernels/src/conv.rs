@@ -1,6 +1,8 @@
 //! Launcher for `shaders/im2col.wgsl` and the CPU reference of grouped 2-D convolution (1-D is
 //! height 1); the convolution itself is im2col followed by the matmul with its fused epilogue.
 
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
@@ -104,20 +106,24 @@ struct Params {
     pad_w: u32,
     total: u32,
     row_pitch: u32,
-    _pad: u32,
+    row0: u32,
+    band_rows: u32,
+    _pad: [u32; 3],
 }
 
-/// Records im2col of `input` into `cols` (`[groups, n·out_h·out_w, patch_len]`).
+/// Records im2col of `input` into `cols` (`[groups, band rows, patch_len]`) for the output
+/// rows (`(n·out_h + y)·out_w + x`) in `band`.
 pub fn im2col(
     gpu: &Gpu,
     dtype: DType,
     spec: &ConvSpec,
     input: &GpuBuffer,
     cols: &GpuBuffer,
+    band: Range<usize>,
 ) -> Result<()> {
     spec.check()?;
-    let (out_h, out_w) = spec.out_size();
-    let total = spec.groups * spec.n * out_h * out_w * spec.patch_len();
+    check_band(spec, &band)?;
+    let total = spec.groups * band.len() * spec.patch_len();
     if ((total * dtype.size()) as u64) > cols.len_bytes() {
         return Err(KernelError::Shape {
             op: "conv",
@@ -125,7 +131,7 @@ pub fn im2col(
         });
     }
     let (grid, row_pitch) = gpu.grid_1d(total, 256);
-    let params = im2col_params(dtype, spec, input, total, row_pitch)?;
+    let params = im2col_params(dtype, spec, input, total, row_pitch, &band)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "im2col",
         source: crate::modules::IM2COL,
@@ -143,24 +149,25 @@ pub fn im2col(
 }
 
 /// [`im2col`] of a one-group convolution written packed for the texture matmuls: `cols` is
-/// `[n·out_h·out_w, patch_len]`.
+/// `[band rows, patch_len]`.
 pub fn im2col_packed(
     gpu: &Gpu,
     dtype: DType,
     spec: &ConvSpec,
     input: &GpuBuffer,
     cols: &PackedRows,
+    band: Range<usize>,
 ) -> Result<()> {
     spec.check()?;
-    let (out_h, out_w) = spec.out_size();
-    let rows = spec.n * out_h * out_w;
+    check_band(spec, &band)?;
+    let rows = band.len();
     if spec.groups != 1 || cols.shape() != (rows, spec.patch_len()) || cols.dtype() != dtype {
         return Err(KernelError::Shape {
             op: "conv",
             detail: format!("packed columns {cols:?} do not match {spec:?} in one group"),
         });
     }
-    let params = im2col_params(dtype, spec, input, rows * spec.patch_len(), 0)?;
+    let params = im2col_params(dtype, spec, input, rows * spec.patch_len(), 0, &band)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "im2col",
         source: crate::modules::IM2COL,
@@ -185,6 +192,19 @@ pub fn im2col_packed(
     )
 }
 
+/// Checks that `band` is a non-empty range of the output rows.
+fn check_band(spec: &ConvSpec, band: &Range<usize>) -> Result<()> {
+    let (out_h, out_w) = spec.out_size();
+    let rows = spec.n * out_h * out_w;
+    if band.is_empty() || band.end > rows {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("rows {band:?} are not a band of the {rows} output rows"),
+        });
+    }
+    Ok(())
+}
+
 /// The kernel's params for a checked `spec`, after checking the input's size.
 fn im2col_params(
     dtype: DType,
@@ -192,6 +212,7 @@ fn im2col_params(
     input: &GpuBuffer,
     total: usize,
     row_pitch: u32,
+    band: &Range<usize>,
 ) -> Result<Params> {
     let (out_h, out_w) = spec.out_size();
     let need_in = spec.n * spec.channels * spec.height * spec.width;
@@ -223,7 +244,9 @@ fn im2col_params(
         pad_w: spec.padding.1 as u32,
         total: total as u32,
         row_pitch,
-        _pad: 0,
+        row0: band.start as u32,
+        band_rows: band.len() as u32,
+        _pad: [0; 3],
     })
 }
 

@@ -80,6 +80,35 @@ fn conv2d_kernels_strides_and_groups() {
 }
 
 #[test]
+fn conv2d_past_one_binding_runs_in_bands() {
+    // 256×256 outputs × 64·3·3 values: a column matrix past a 128 MiB binding (lavapipe's,
+    // WebGPU's default), so there it is made in bands of rows (two or more per image, and per
+    // group).
+    conv2d_case(
+        2,
+        64,
+        (256, 256),
+        8,
+        (3, 3),
+        (1, 1),
+        (1, 1),
+        1,
+        Activation::Silu,
+    );
+    conv2d_case(
+        1,
+        128,
+        (256, 256),
+        4,
+        (3, 3),
+        (1, 1),
+        (1, 1),
+        2,
+        Activation::None,
+    );
+}
+
+#[test]
 fn conv1d_whisper_stem() {
     let gpu = gpu();
     let (n, mels, frames, width) = (2, 8, 30, 12);

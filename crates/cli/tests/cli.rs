@@ -788,9 +788,9 @@ fn muse_generate_writes_the_library_images_as_png() {
     let want = pipe
         .generate(&["a red cube", "a cat"], &opts, &mut SeededNoise::new(11))
         .unwrap();
-    for i in 0..2 {
+    for (i, entry) in images.iter().enumerate() {
         let path = dir.join(format!("img-{}.png", i + 1));
-        assert_eq!(images[i]["path"].as_str(), Some(path.to_str().unwrap()));
+        assert_eq!(entry["path"].as_str(), Some(path.to_str().unwrap()));
         let png = image::open(&path).unwrap().to_rgb8();
         assert_eq!(png.dimensions(), (24, 16));
         assert_eq!(png.into_raw(), want.rgb8(i), "image {i}");

@@ -750,6 +750,29 @@ impl UVit2D {
         &self.config
     }
 
+    /// Multiply-adds of one [`UVit2D::forward`] for `batch` grids of `seq` tokens attending to
+    /// `text_len` text states (matmuls, convolutions, attention; the per-generation
+    /// [`Conditioning`] not counted).
+    pub fn macs(&self, batch: usize, seq: usize, text_len: usize) -> usize {
+        let c = &self.config;
+        let (d, ch, l) = (c.hidden_size, c.block_out_channels, text_len);
+        let mid = if c.downsample { seq / 4 } else { seq };
+        let block = |s: usize| {
+            let conv_next = 9 * ch + 8 * ch * ch;
+            let skip_ff = 2 * (2 * ch * ch + 2 * l * ch);
+            let sampler = if c.downsample { 4 * ch * ch } else { 0 };
+            batch * (s * c.num_res_blocks * (conv_next + skip_ff) + s.max(mid) * sampler)
+        };
+        let layer = 6 * d * d + 2 * mid * d + 2 * l * d + 3 * d * c.intermediate_size;
+        batch
+            * (seq * c.in_channels * ch
+                + 2 * mid * ch * d
+                + mid * c.num_hidden_layers * layer
+                + seq * (ch * c.in_channels + c.in_channels * c.codebook_size))
+            + block(seq)
+            + block(mid)
+    }
+
     /// The conditioning for `text` (the text encoder's penultimate hidden states,
     /// `[batch, len, encoder_hidden_size]`), `pooled` (its projected embeddings,
     /// `[batch, cond_embed_dim]`) and each row's [`MICRO_CONDS`] micro-conditions.

@@ -297,6 +297,29 @@ impl VqDecoder {
         &self.config
     }
 
+    /// Multiply-adds of decoding one `h × w` grid (convolutions).
+    pub fn macs(&self, (h, w): (usize, usize)) -> usize {
+        let c = &self.config;
+        let chans = &c.block_out_channels;
+        let top = *chans.last().expect("checked non-empty");
+        let resnet = |ci: usize, co: usize, px: usize| {
+            px * (9 * ci * co + 9 * co * co + if ci != co { ci * co } else { 0 })
+        };
+        let mut px = h * w;
+        let mut macs = px * (c.embed_dim() * c.latent_channels + 9 * c.latent_channels * top);
+        macs += 2 * resnet(top, top, px);
+        let mut prev = top;
+        for (i, &out) in chans.iter().rev().enumerate() {
+            macs += resnet(prev, out, px) + c.layers_per_block * resnet(out, out, px);
+            if i + 1 < chans.len() {
+                px *= 4;
+                macs += px * 9 * out * out;
+            }
+            prev = out;
+        }
+        macs + px * 9 * chans[0] * c.out_channels
+    }
+
     /// The image `[batch, out_channels, h·s, w·s]` (values around [0, 1], not clamped; `s` is
     /// [`VqConfig::scale_factor`]) of `batch` grids of `h × w` codebook indices.
     pub fn decode(&self, ids: &[u32], batch: usize, (h, w): (usize, usize)) -> Result<Tensor> {

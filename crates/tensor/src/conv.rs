@@ -104,49 +104,129 @@ impl Tensor {
             1 => weight.reshape(&[og, patch])?.pack_weight()?,
             _ => None,
         };
-        let packed = match packed_weight {
-            Some(w) => PackedMatrix::empty(self.gpu(), self.dtype(), rows, patch)?.map(|c| (c, w)),
-            None => None,
-        };
-        let product = if let Some((cols, w)) = packed {
-            im2col_packed(self.gpu(), self.dtype(), &spec, input.buffer(), cols.rows())?;
-            drop(input);
-            cols.matmul_packed(&w, &epilogue)?
+        // The column matrix of a large convolution (a VQ-GAN's full-resolution layers) can
+        // exceed a binding, or (packed) a texture's height: then it is made and multiplied in
+        // bands of output rows, each inside one image, each product copied into place.
+        let hw = oh * ow;
+        let elem = self.dtype().size();
+        let limits = self.gpu().limits();
+        let mut max_rows = limits.max_storage_buffer_binding_size as usize / (g * patch * elem);
+        if packed_weight.is_some() {
+            max_rows = max_rows.min(limits.max_texture_dimension_2d as usize);
+        }
+        let band_rows = if rows <= max_rows {
+            rows
         } else {
-            let cols = Tensor::empty(self.gpu(), &[g, rows, patch], self.dtype())?;
+            max_rows.min(hw)
+        };
+        if band_rows == 0 {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!(
+                    "one receptive field of {patch} values per group × {g} groups exceeds the \
+                     adapter's largest binding ({} bytes)",
+                    limits.max_storage_buffer_binding_size
+                ),
+            });
+        }
+        let bands: Vec<std::ops::Range<usize>> = if band_rows == rows {
+            std::iter::once(0..rows).collect()
+        } else {
+            (0..spec.n)
+                .flat_map(|n| {
+                    (0..hw)
+                        .step_by(band_rows)
+                        .map(move |p| n * hw + p..n * hw + (p + band_rows).min(hw))
+                })
+                .collect()
+        };
+        // A band's product, `[G, band, og]` in memory.
+        let band_product = |band: std::ops::Range<usize>| -> Result<Tensor> {
+            let b = band.len();
+            let packed = match &packed_weight {
+                Some(w) => PackedMatrix::empty(self.gpu(), self.dtype(), b, patch)?.map(|c| (c, w)),
+                None => None,
+            };
+            if let Some((cols, w)) = packed {
+                im2col_packed(
+                    self.gpu(),
+                    self.dtype(),
+                    &spec,
+                    input.buffer(),
+                    cols.rows(),
+                    band,
+                )?;
+                return cols.matmul_packed(w, &epilogue);
+            }
+            let cols = Tensor::empty(self.gpu(), &[g, b, patch], self.dtype())?;
             im2col(
                 self.gpu(),
                 self.dtype(),
                 &spec,
                 input.buffer(),
                 cols.buffer(),
+                band,
             )?;
             if g == 1 {
-                cols.reshape(&[rows, patch])?
-                    .matmul_with(&weight.reshape(&[og, patch])?.t()?, &epilogue)?
+                cols.reshape(&[b, patch])?
+                    .matmul_with(&weight.reshape(&[og, patch])?.t()?, &epilogue)
             } else {
-                cols.matmul_with(&weight.reshape(&[g, og, patch])?.t()?, &epilogue)?
+                cols.matmul_with(&weight.reshape(&[g, og, patch])?.t()?, &epilogue)
             }
         };
-        // product is [G, N, HW, og] in memory.
-        let hw = oh * ow;
         let out = if opts.channels_last && g == 1 {
-            product.reshape(&[spec.n, hw, og])?
+            if bands.len() == 1 {
+                band_product(0..rows)?.reshape(&[spec.n, hw, og])?
+            } else {
+                let out = Tensor::empty(self.gpu(), &[spec.n, hw, og], self.dtype())?;
+                for band in bands {
+                    let (start, b) = (band.start, band.len());
+                    band_product(band)?.copy_into_view(
+                        &out,
+                        &StridedView {
+                            shape: vec![b, og],
+                            strides: vec![og, 1],
+                            offset: start * og,
+                        },
+                    )?;
+                }
+                out
+            }
         } else {
-            let view = StridedView {
-                shape: vec![spec.n, g, og, hw],
-                strides: vec![hw * og, spec.n * hw * og, 1, og],
-                offset: 0,
-            };
             let out = Tensor::empty(self.gpu(), &[spec.n, g, og, hw], self.dtype())?;
-            copy_strided(
-                self.gpu(),
-                self.dtype(),
-                product.buffer(),
-                &view,
-                out.buffer(),
-                &StridedView::contiguous(&[spec.n, g, og, hw]),
-            )?;
+            for band in bands {
+                let (start, b) = (band.start, band.len());
+                let product = band_product(band)?;
+                if b == rows {
+                    // Whole images: [G, N, HW, og] → [N, G, og, HW].
+                    copy_strided(
+                        self.gpu(),
+                        self.dtype(),
+                        product.buffer(),
+                        &StridedView {
+                            shape: vec![spec.n, g, og, hw],
+                            strides: vec![hw * og, spec.n * hw * og, 1, og],
+                            offset: 0,
+                        },
+                        out.buffer(),
+                        &StridedView::contiguous(&[spec.n, g, og, hw]),
+                    )?;
+                } else {
+                    // Part of image n: [G, band, og] → out[n, :, :, p0..p0 + band].
+                    let (n, p0) = (start / hw, start % hw);
+                    product
+                        .reshape(&[g, b, og])?
+                        .transpose(1, 2)?
+                        .copy_into_view(
+                            &out,
+                            &StridedView {
+                                shape: vec![g, og, b],
+                                strides: vec![og * hw, hw, 1],
+                                offset: n * g * og * hw + p0,
+                            },
+                        )?;
+                }
+            }
             out.reshape(&[spec.n, spec.out_channels, oh, ow])?
         };
         let out = match (fused, opts.bias) {
