@@ -55,18 +55,38 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64, 4, 1)
 fn im2col_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let width = p.channels * p.kh * p.kw;
-    let row = gid.y;
-    if 4u * gid.x >= width || row >= p.band_rows {
+    let col0 = 4u * gid.y;
+    if col0 >= width || gid.x >= p.band_rows {
         return;
     }
+    // The row's pixel and the first column's tap, once; the next columns step the tap.
+    let row = p.row0 + gid.x;
+    let x = row % p.out_w;
+    let n = row / (p.out_w * p.out_h);
+    let y = (row / p.out_w) % p.out_h;
+    var j = col0 % p.kw;
+    var i = (col0 / p.kw) % p.kh;
+    var c = col0 / (p.kw * p.kh);
+    let plane = p.height * p.width;
     var v = vec4<f32>();
-    for (var j = 0u; j < 4u; j++) {
-        let col = 4u * gid.x + j;
-        if col < width {
-            v[j] = f32(field(0u, p.row0 + row, col));
+    for (var e = 0u; e < 4u; e++) {
+        let iy = y * p.stride_h + i;
+        let ix = x * p.stride_w + j;
+        if col0 + e < width && iy >= p.pad_h && ix >= p.pad_w && iy - p.pad_h < p.height
+            && ix - p.pad_w < p.width {
+            v[e] = f32(src[(n * p.channels + c) * plane + (iy - p.pad_h) * p.width + ix - p.pad_w]);
+        }
+        j += 1u;
+        if j == p.kw {
+            j = 0u;
+            i += 1u;
+            if i == p.kh {
+                i = 0u;
+                c += 1u;
+            }
         }
     }
-    textureStore(cols_packed, vec2<u32>(gid.x, row), 0, v);
+    textureStore(cols_packed, vec2<u32>(gid.y, gid.x), 0, v);
 }
 
 // Element (row, col) of group g's matrix.

@@ -185,8 +185,8 @@ pub fn im2col_packed(
         &[input.into(), Resource::Texture(cols.texture().array_view())],
         bytemuck::bytes_of(&params),
         [
-            spec.patch_len().div_ceil(4).div_ceil(64) as u32,
-            rows.div_ceil(4) as u32,
+            rows.div_ceil(64) as u32,
+            spec.patch_len().div_ceil(4).div_ceil(4) as u32,
             1,
         ],
     )
