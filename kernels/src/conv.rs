@@ -205,6 +205,139 @@ fn check_band(spec: &ConvSpec, band: &Range<usize>) -> Result<()> {
     Ok(())
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DepthwiseParams {
+    n: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    kh: u32,
+    kw: u32,
+    out_h: u32,
+    out_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    strides: [u32; 4],
+    offset: u32,
+    has_bias: u32,
+    channels_last: u32,
+    total: u32,
+    row_pitch: u32,
+    _pad: [u32; 3],
+}
+
+/// The buffers of a [`depthwise`] convolution.
+pub struct DepthwiseArgs<'a> {
+    /// The input, read through `view` (`[n, channels, height, width]`, any strides).
+    pub input: &'a GpuBuffer,
+    /// Its view.
+    pub view: &'a crate::copy::StridedView,
+    /// `[channels, 1, kh, kw]`.
+    pub weight: &'a GpuBuffer,
+    /// `[channels]`.
+    pub bias: Option<&'a GpuBuffer>,
+    /// `[n, channels, out_h, out_w]`, or `[n, out_h·out_w, channels]` with `channels_last`.
+    pub out: &'a GpuBuffer,
+    /// The output's layout.
+    pub channels_last: bool,
+}
+
+/// Records a depthwise convolution (`spec.groups == spec.channels == spec.out_channels`),
+/// direct, with the bias and `act` fused.
+pub fn depthwise(
+    gpu: &Gpu,
+    dtype: DType,
+    spec: &ConvSpec,
+    act: Activation,
+    args: &DepthwiseArgs<'_>,
+) -> Result<()> {
+    spec.check()?;
+    let c = spec.channels;
+    let view = args.view;
+    if spec.groups != c
+        || spec.out_channels != c
+        || view.shape != [spec.n, c, spec.height, spec.width]
+        || view.strides.len() != 4
+    {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("{spec:?} over {view:?} is not a depthwise convolution"),
+        });
+    }
+    let (out_h, out_w) = spec.out_size();
+    let total = spec.n * c * out_h * out_w;
+    let last_in = view.offset
+        + view
+            .shape
+            .iter()
+            .zip(&view.strides)
+            .map(|(&s, &st)| (s - 1) * st)
+            .sum::<usize>();
+    let elem = dtype.size() as u64;
+    if ((last_in + 1) as u64) * elem > args.input.len_bytes()
+        || ((c * spec.kernel.0 * spec.kernel.1) as u64) * elem > args.weight.len_bytes()
+        || args.bias.is_some_and(|b| (c as u64) * elem > b.len_bytes())
+        || (total as u64) * elem > args.out.len_bytes()
+        || u32::try_from(last_in.max(total)).is_err()
+    {
+        return Err(KernelError::Shape {
+            op: "conv",
+            detail: format!("buffers do not hold {spec:?}"),
+        });
+    }
+    let (grid, row_pitch) = gpu.grid_1d(total, 256);
+    let s = &view.strides;
+    let params = DepthwiseParams {
+        n: spec.n as u32,
+        channels: c as u32,
+        height: spec.height as u32,
+        width: spec.width as u32,
+        kh: spec.kernel.0 as u32,
+        kw: spec.kernel.1 as u32,
+        out_h: out_h as u32,
+        out_w: out_w as u32,
+        stride_h: spec.stride.0 as u32,
+        stride_w: spec.stride.1 as u32,
+        pad_h: spec.padding.0 as u32,
+        pad_w: spec.padding.1 as u32,
+        strides: [s[0] as u32, s[1] as u32, s[2] as u32, s[3] as u32],
+        offset: view.offset as u32,
+        has_bias: args.bias.is_some() as u32,
+        channels_last: args.channels_last as u32,
+        total: total as u32,
+        row_pitch,
+        _pad: [0; 3],
+    };
+    let kernel = gpu.kernel(&KernelKey {
+        shader: "depthwise",
+        source: crate::modules::DEPTHWISE,
+        entry: "depthwise",
+        dtype,
+        constants: vec![("ACT", act.code() as f64)],
+        bindings: &[
+            (0, Binding::Read),
+            (1, Binding::Read),
+            (2, Binding::Read),
+            (3, Binding::ReadWrite),
+            (4, Binding::Params),
+        ],
+    })?;
+    gpu.dispatch(
+        &kernel,
+        &[
+            args.input.into(),
+            args.weight.into(),
+            args.bias.unwrap_or(gpu.dummy()).into(),
+            args.out.into(),
+        ],
+        bytemuck::bytes_of(&params),
+        grid,
+    )
+}
+
 /// The kernel's params for a checked `spec`, after checking the input's size.
 fn im2col_params(
     dtype: DType,

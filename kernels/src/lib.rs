@@ -67,6 +67,8 @@ pub mod modules {
     pub const PACK: &[ShaderFile] = &[shader_file!("pack")];
     /// Activations and broadcasting binary ops.
     pub const ELEMENTWISE: &[ShaderFile] = &[ACTIVATION, STRIDED, shader_file!("elementwise")];
+    /// Depthwise convolution, direct.
+    pub const DEPTHWISE: &[ShaderFile] = &[ACTIVATION, shader_file!("depthwise")];
     /// Receptive fields of a convolution as matrix rows.
     pub const IM2COL: &[ShaderFile] = &[shader_file!("im2col")];
     /// Embedding lookup by token id.
@@ -106,6 +108,7 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("elementwise", modules::ELEMENTWISE),
     ("embedding", modules::EMBEDDING),
     ("im2col", modules::IM2COL),
+    ("depthwise", modules::DEPTHWISE),
     ("norm", modules::NORM),
     ("patch_embed", modules::PATCH_EMBED),
     ("topk", modules::TOPK),

@@ -80,6 +80,61 @@ fn conv2d_kernels_strides_and_groups() {
 }
 
 #[test]
+fn depthwise_conv2d_reads_strided_views() {
+    conv2d_case(2, 24, (5, 7), 24, (3, 3), (1, 1), (1, 1), 24, Activation::GeluErf);
+    conv2d_case(1, 5, (8, 8), 5, (2, 2), (2, 2), (0, 0), 5, Activation::None);
+    // A channels-last tensor seen as NCHW through its strides (ConvNeXt's depthwise layer).
+    let gpu = gpu();
+    let (n, h, w, c) = (2, 4, 6, 16);
+    let nhwc = values(n * h * w * c, 11);
+    let wt = values(c * 9, 12);
+    let mut nchw = vec![0.0; nhwc.len()];
+    for i in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    nchw[((i * c + ch) * h + y) * w + x] = nhwc[((i * h + y) * w + x) * c + ch];
+                }
+            }
+        }
+    }
+    let spec = ConvSpec {
+        n,
+        channels: c,
+        height: h,
+        width: w,
+        out_channels: c,
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: (1, 1),
+        groups: c,
+    };
+    let want = conv_cpu(&spec, &nchw, &wt, None, Activation::None);
+    let t = Tensor::from_slice(&gpu, &nhwc, &[n, h, w, c], DType::F32).unwrap();
+    let view = t.transpose(1, 3).unwrap().transpose(2, 3).unwrap();
+    let tw = Tensor::from_slice(&gpu, &wt, &[c, 1, 3, 3], DType::F32).unwrap();
+    let opts = ConvOptions {
+        padding: (1, 1),
+        groups: c,
+        ..ConvOptions::default()
+    };
+    let got = view.conv2d(&tw, &opts).unwrap().to_vec().unwrap();
+    assert!(rel_error(&got, &want) < TOL);
+    let wt16 = Tensor::from_slice(&gpu, &wt, &[c, 1, 3, 3], DType::F32).unwrap();
+    if gpu.supports_f16() {
+        let t16 = t.to_dtype(DType::F16).unwrap();
+        let v16 = t16.transpose(1, 3).unwrap().transpose(2, 3).unwrap();
+        assert!(v16.conv2d(&wt16, &opts).is_err(), "mixed dtypes are refused");
+        let got = v16
+            .conv2d(&wt16.to_dtype(DType::F16).unwrap(), &opts)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert!(rel_error(&got, &want) < 1e-2);
+    }
+}
+
+#[test]
 fn conv2d_past_one_binding_runs_in_bands() {
     // 256×256 outputs × 64·3·3 values: a column matrix past a 128 MiB binding (lavapipe's,
     // WebGPU's default), so there it is made in bands of rows (two or more per image, and per

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
 use tessera_nn::config::{head_dim, positive, read_json};
-use tessera_nn::{Linear, NnError, Result, Weights};
+use tessera_nn::{AttentionWeights, Linear, NnError, Result, SelfAttention, Weights};
 use tessera_tensor::{Activation, AttentionOptions, ConvOptions, Tensor};
 
 /// The number of micro-conditioning values aMUSEd's pipeline passes (width, height, crop top,
@@ -242,13 +242,11 @@ impl Modulation {
     }
 }
 
-/// diffusers' `Attention` (no norms, no masks): q/k/v projections, heads, output projection.
-struct Attention {
+/// diffusers' `Attention` as a cross-attention (no norms, no masks): the query projection, the
+/// key and value projections stacked (run once per generation), heads, output projection.
+struct CrossAttention {
     q: Linear,
-    /// k and v stacked: `[2·dim, kv_dim]`.
     kv: Linear,
-    /// q, k and v stacked, for self-attention.
-    qkv: Option<Linear>,
     out: Linear,
     heads: usize,
 }
@@ -268,23 +266,11 @@ impl KeyValues {
     }
 }
 
-impl Attention {
-    fn load(
-        w: &Weights,
-        dim: usize,
-        heads: usize,
-        bias: bool,
-        self_attention: bool,
-    ) -> Result<Self> {
-        let (q, k, v) = (w.pp("to_q"), w.pp("to_k"), w.pp("to_v"));
-        Ok(Attention {
-            q: Linear::load(&q, dim, dim, bias)?,
-            kv: Linear::load_stacked(&[&k, &v], &[bias; 2], dim, dim)?,
-            qkv: if self_attention {
-                Some(Linear::load_stacked(&[&q, &k, &v], &[bias; 3], dim, dim)?)
-            } else {
-                None
-            },
+impl CrossAttention {
+    fn load(w: &Weights, dim: usize, heads: usize, bias: bool) -> Result<Self> {
+        Ok(CrossAttention {
+            q: Linear::load(&w.pp("to_q"), dim, dim, bias)?,
+            kv: Linear::load_stacked(&[&w.pp("to_k"), &w.pp("to_v")], &[bias; 2], dim, dim)?,
             out: Linear::load(&w.pp("to_out.0"), dim, dim, bias)?,
             heads,
         })
@@ -301,31 +287,11 @@ impl Attention {
     }
 
     /// `out(attention(q(x), k, v)) + residual`.
-    fn cross(&self, x: &Tensor, kv: &KeyValues, residual: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, kv: &KeyValues, residual: &Tensor) -> Result<Tensor> {
         let (b, s, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let h = self.heads;
         let q = self.q.forward(x)?.reshape(&[b, s, h, d / h])?;
         let ctx = Tensor::attention(&q, &kv.key()?, &kv.value()?, &AttentionOptions::default())?;
-        self.out
-            .forward_with(&ctx.reshape(&[b, s, d])?, Activation::None, Some(residual))
-    }
-
-    /// `out(self_attention(x)) + residual`.
-    fn own(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let (b, s, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let h = self.heads;
-        let qkv = self
-            .qkv
-            .as_ref()
-            .expect("loaded for self-attention")
-            .forward(x)?
-            .reshape(&[b, s, 3 * h, d / h])?;
-        let ctx = Tensor::attention(
-            &qkv.narrow(2, 0, h)?,
-            &qkv.narrow(2, h, h)?,
-            &qkv.narrow(2, 2 * h, h)?,
-            &AttentionOptions::default(),
-        )?;
         self.out
             .forward_with(&ctx.reshape(&[b, s, d])?, Activation::None, Some(residual))
     }
@@ -394,9 +360,9 @@ impl ConvNextBlock {
 struct SkipFfBlock {
     kv_mapper: Option<Linear>,
     norm1: RmsNorm,
-    attn1: Attention,
+    attn1: CrossAttention,
     norm2: RmsNorm,
-    attn2: Attention,
+    attn2: CrossAttention,
 }
 
 impl SkipFfBlock {
@@ -415,9 +381,9 @@ impl SkipFfBlock {
                 None
             },
             norm1: RmsNorm::load(&w.pp("norm1"), ch, 1e-6, true)?,
-            attn1: Attention::load(&w.pp("attn1"), ch, heads, c.use_bias, false)?,
+            attn1: CrossAttention::load(&w.pp("attn1"), ch, heads, c.use_bias)?,
             norm2: RmsNorm::load(&w.pp("norm2"), ch, 1e-6, true)?,
-            attn2: Attention::load(&w.pp("attn2"), ch, heads, c.use_bias, false)?,
+            attn2: CrossAttention::load(&w.pp("attn2"), ch, heads, c.use_bias)?,
         })
     }
 
@@ -437,8 +403,8 @@ impl SkipFfBlock {
     }
 
     fn forward(&self, x: &Tensor, kv: &[KeyValues; 2]) -> Result<Tensor> {
-        let x = self.attn1.cross(&self.norm1.forward(x)?, &kv[0], x)?;
-        self.attn2.cross(&self.norm2.forward(&x)?, &kv[1], &x)
+        let x = self.attn1.forward(&self.norm1.forward(x)?, &kv[0], x)?;
+        self.attn2.forward(&self.norm2.forward(&x)?, &kv[1], &x)
     }
 }
 
@@ -593,8 +559,8 @@ impl UVitBlock {
 /// cross-attention to the text, GEGLU feed-forward.
 struct TransformerLayer {
     norms: [(RmsNorm, Linear); 3],
-    attn1: Attention,
-    attn2: Attention,
+    attn1: SelfAttention,
+    attn2: CrossAttention,
     ff_in: Linear,
     ff_out: Linear,
 }
@@ -619,8 +585,19 @@ impl TransformerLayer {
         };
         Ok(TransformerLayer {
             norms: [norm(1)?, norm(2)?, norm(3)?],
-            attn1: Attention::load(&w.pp("attn1"), d, heads, bias, true)?,
-            attn2: Attention::load(&w.pp("attn2"), d, heads, bias, false)?,
+            attn1: SelfAttention::load(
+                &AttentionWeights {
+                    q: &w.pp("attn1.to_q"),
+                    k: &w.pp("attn1.to_k"),
+                    v: &w.pp("attn1.to_v"),
+                    out: &w.pp("attn1.to_out.0"),
+                    qkv_bias: [bias; 3],
+                    out_bias: bias,
+                },
+                d,
+                heads,
+            )?,
+            attn2: CrossAttention::load(&w.pp("attn2"), d, heads, bias)?,
             ff_in: Linear::load(&w.pp("ff.net.0.proj"), d, 2 * c.intermediate_size, bias)?,
             ff_out: Linear::load(&w.pp("ff.net.2"), c.intermediate_size, d, bias)?,
         })
@@ -639,9 +616,9 @@ impl TransformerLayer {
 
     fn forward(&self, x: Tensor, cond: &LayerConditioning) -> Result<Tensor> {
         let n = modulate(&self.norms[0].0.forward(&x)?, &cond.mods[0])?;
-        let x = self.attn1.own(&n, &x)?;
+        let x = self.attn1.forward(n, false, Some(&x))?;
         let n = modulate(&self.norms[1].0.forward(&x)?, &cond.mods[1])?;
-        let x = self.attn2.cross(&n, &cond.kv, &x)?;
+        let x = self.attn2.forward(&n, &cond.kv, &x)?;
         let n = modulate(&self.norms[2].0.forward(&x)?, &cond.mods[2])?;
         let proj = self.ff_in.forward(&n)?;
         let inner = proj.shape()[2] / 2;

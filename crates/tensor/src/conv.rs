@@ -1,6 +1,6 @@
 //! Convolutions (im2col + the matmul with its fused epilogue) and nearest upsampling.
 
-use tessera_kernels::conv::{im2col, im2col_packed, ConvSpec};
+use tessera_kernels::conv::{depthwise, im2col, im2col_packed, ConvSpec, DepthwiseArgs};
 use tessera_kernels::copy::{copy_strided, StridedView};
 use tessera_kernels::matmul::Activation;
 
@@ -80,6 +80,9 @@ impl Tensor {
                     detail: format!("bias must be [{}], got {:?}", w[0], b.shape()),
                 });
             }
+        }
+        if opts.groups == s[1] && w[0] == s[1] && w[1] == 1 {
+            return self.depthwise(weight, &spec, opts);
         }
         let input = self.contiguous()?;
         let weight = weight.contiguous()?;
@@ -246,6 +249,49 @@ impl Tensor {
                 .transpose(1, 2)?
                 .contiguous();
         }
+        Ok(out)
+    }
+
+    /// A depthwise convolution, direct, reading this tensor through its strides.
+    fn depthwise(&self, weight: &Tensor, spec: &ConvSpec, opts: &ConvOptions<'_>) -> Result<Tensor> {
+        if weight.dtype() != self.dtype() || opts.bias.is_some_and(|b| b.dtype() != self.dtype()) {
+            return Err(TensorError::Shape {
+                op: "conv2d",
+                detail: format!(
+                    "the input is {:?}, the weight {:?}: convert one first",
+                    self.dtype(),
+                    weight.dtype()
+                ),
+            });
+        }
+        let (oh, ow) = spec.out_size();
+        let (n, c) = (spec.n, spec.channels);
+        let shape = if opts.channels_last {
+            vec![n, oh * ow, c]
+        } else {
+            vec![n, c, oh, ow]
+        };
+        let out = Tensor::empty(self.gpu(), &shape, self.dtype())?;
+        let weight = weight.contiguous()?;
+        let bias = opts.bias.map(Tensor::contiguous).transpose()?;
+        depthwise(
+            self.gpu(),
+            self.dtype(),
+            spec,
+            opts.activation,
+            &DepthwiseArgs {
+                input: self.buffer(),
+                view: &StridedView {
+                    shape: self.shape().to_vec(),
+                    strides: self.strides().to_vec(),
+                    offset: self.offset(),
+                },
+                weight: weight.buffer(),
+                bias: bias.as_ref().map(Tensor::buffer),
+                out: out.buffer(),
+                channels_last: opts.channels_last,
+            },
+        )?;
         Ok(out)
     }
 
