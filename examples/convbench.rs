@@ -7,7 +7,10 @@ fn main() {
     let w: Vec<f32> = (0..c * c * 9).map(|i| (i % 89) as f32 / 890.0).collect();
     let x = Tensor::from_slice(&gpu, &x, &[1, c, h, h], DType::F32).unwrap();
     let w = Tensor::from_slice(&gpu, &w, &[c, c, 3, 3], DType::F32).unwrap();
-    let opts = ConvOptions { padding: (1, 1), ..Default::default() };
+    let opts = ConvOptions {
+        padding: (1, 1),
+        ..Default::default()
+    };
     for r in 0..4 {
         let t = Instant::now();
         let y = x.conv2d(&w, &opts).unwrap();

@@ -8,7 +8,8 @@
 // stream of a pre-LN transformer), so the add and the norm are one dispatch. GroupNorm is
 // LayerNorm over rows of one group: with GROUP_HW > 0 the affine index of column j of row r is
 // (r mod groups)·(cols / GROUP_HW) + j / GROUP_HW, i.e. the channel. Mean and variance are
-// two passes in f32 (no E[x²] - E[x]² cancellation).
+// two passes in f32 (no E[x²] - E[x]² cancellation). With `affine_rows` > 0, weight and bias
+// hold one row per block of that many rows (adaptive norms: per batch element).
 //
 // Entry points: norm_rows, one workgroup of 64 per row with reductions in workgroup memory
 // (GPUs, long rows); norm_rows_serial (SERIAL = true), one invocation per row and no barriers,
@@ -27,7 +28,9 @@ struct Params {
     groups: u32,
     row_pitch: u32,
     scale: f32,
-    _pad0: u32,
+    // Rows sharing one row of weight and bias (adaptive norms: a batch element's rows); 0 when
+    // every row shares the one row.
+    affine_rows: u32,
     _pad1: u32,
 }
 
@@ -112,7 +115,11 @@ fn affine_index(row: u32, j: u32) -> u32 {
         let hw = max(GROUP_HW, 1u);
         return (row % p.groups) * (p.cols / hw) + j / hw;
     }
-    return j;
+    return affine_row(row) * p.cols + j;
+}
+
+fn affine_row(row: u32) -> u32 {
+    return select(0u, row / max(p.affine_rows, 1u), p.affine_rows > 0u);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -223,10 +230,10 @@ fn norm_rows_texels(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var c = 0u; c < texels; c++) {
         var v = (row_texel(row, c, false) - vec4<f32>(mean)) * inv;
         if HAS_WEIGHT {
-            v *= textureLoad(weight_tex, vec2<u32>(c, 0u));
+            v *= textureLoad(weight_tex, vec2<u32>(c, affine_row(row)));
         }
         if HAS_BIAS {
-            v += textureLoad(bias_tex, vec2<u32>(c, 0u));
+            v += textureLoad(bias_tex, vec2<u32>(c, affine_row(row)));
         }
         store_texel(row, c, v);
     }

@@ -63,6 +63,9 @@ pub struct NormSpec {
     pub cols: usize,
     /// GroupNorm: groups per sample and elements per channel; `None` for per-column affine.
     pub groups: Option<(usize, usize)>,
+    /// Rows sharing one row of weight and bias, which then hold one row per block of rows
+    /// (adaptive norms: a row per batch element); `None`: every row shares the one row.
+    pub affine_rows: Option<usize>,
 }
 
 /// The buffers of a normalisation.
@@ -88,7 +91,8 @@ struct Params {
     groups: u32,
     row_pitch: u32,
     scale: f32,
-    _pad: [u32; 2],
+    affine_rows: u32,
+    _pad: u32,
 }
 
 /// Records the normalisation of every row.
@@ -107,7 +111,23 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
             detail: format!("group rows of {cols} are not whole channels of {hw}"),
         });
     }
-    let affine_len = (groups * cols).checked_div(hw).unwrap_or(cols);
+    let blocks = match spec.affine_rows {
+        Some(0) => {
+            return Err(KernelError::Shape {
+                op: "norm",
+                detail: "blocks of affine rows must have at least one row".into(),
+            })
+        }
+        Some(_) if hw > 0 => {
+            return Err(KernelError::Shape {
+                op: "norm",
+                detail: "GroupNorm has one affine row".into(),
+            })
+        }
+        Some(r) => rows.div_ceil(r).max(1),
+        None => 1,
+    };
+    let affine_len = (groups * cols).checked_div(hw).unwrap_or(cols) * blocks;
     args.x.check_holds("norm", "x", rows * cols, dtype)?;
     args.out.check_holds("norm", "out", rows * cols, dtype)?;
     if let Some((r, sum)) = args.residual {
@@ -164,7 +184,8 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
         groups: groups as u32,
         row_pitch,
         scale,
-        _pad: [0; 2],
+        affine_rows: spec.affine_rows.unwrap_or(0) as u32,
+        _pad: 0,
     };
     let dummy = gpu.dummy();
     let (residual, sum) = args.residual.unwrap_or((dummy, gpu.dummy_rw()));
@@ -174,8 +195,8 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
         };
         let x = pack(args.x, rows)?;
         let residual = args.residual.map(|(r, _)| pack(r, rows)).transpose()?;
-        let weight = args.weight.map(|w| pack(w, 1)).transpose()?;
-        let bias = args.bias.map(|b| pack(b, 1)).transpose()?;
+        let weight = args.weight.map(|w| pack(w, blocks)).transpose()?;
+        let bias = args.bias.map(|b| pack(b, blocks)).transpose()?;
         let none = gpu.dummy_texture(dtype)?;
         fn view<'a>(t: &'a Option<PackedRows>, none: &'a PooledTexture) -> Resource<'a> {
             Resource::Texture(t.as_ref().map_or(none, PackedRows::texture).view())
@@ -227,7 +248,7 @@ pub fn norm_cpu(
         let n = cols as f64;
         let affine = |j: usize| match (cols.checked_div(hw), j.checked_div(hw)) {
             (Some(channels), Some(c)) => (r % groups) * channels + c,
-            _ => j,
+            _ => j + spec.affine_rows.map_or(0, |a| r / a * cols),
         };
         match spec.kind {
             NormKind::Softmax { scale } => {

@@ -81,7 +81,17 @@ fn conv2d_kernels_strides_and_groups() {
 
 #[test]
 fn depthwise_conv2d_reads_strided_views() {
-    conv2d_case(2, 24, (5, 7), 24, (3, 3), (1, 1), (1, 1), 24, Activation::GeluErf);
+    conv2d_case(
+        2,
+        24,
+        (5, 7),
+        24,
+        (3, 3),
+        (1, 1),
+        (1, 1),
+        24,
+        Activation::GeluErf,
+    );
     conv2d_case(1, 5, (8, 8), 5, (2, 2), (2, 2), (0, 0), 5, Activation::None);
     // A channels-last tensor seen as NCHW through its strides (ConvNeXt's depthwise layer).
     let gpu = gpu();
@@ -124,7 +134,10 @@ fn depthwise_conv2d_reads_strided_views() {
     if gpu.supports_f16() {
         let t16 = t.to_dtype(DType::F16).unwrap();
         let v16 = t16.transpose(1, 3).unwrap().transpose(2, 3).unwrap();
-        assert!(v16.conv2d(&wt16, &opts).is_err(), "mixed dtypes are refused");
+        assert!(
+            v16.conv2d(&wt16, &opts).is_err(),
+            "mixed dtypes are refused"
+        );
         let got = v16
             .conv2d(&wt16.to_dtype(DType::F16).unwrap(), &opts)
             .unwrap()

@@ -124,6 +124,7 @@ fn norm_case(kind: NormKind, rows: usize, cols: usize, affine: bool, residual: b
         rows,
         cols,
         groups: None,
+        affine_rows: None,
     };
     let (got, sum) = match kind {
         NormKind::LayerNorm { eps } if residual => {
@@ -193,6 +194,46 @@ fn softmax_of_large_values_is_finite_and_sums_to_one() {
 }
 
 #[test]
+fn adaptive_norm_has_a_weight_and_bias_per_batch_element() {
+    let g = gpu();
+    // 256 columns: rows that CPU drivers read through textures; 77: through the buffer.
+    for (b, rows, cols) in [(2, 16, 256), (3, 5, 77), (1, 1, 8)] {
+        let x = values(b * rows * cols, 21);
+        let (wt, bs) = (values(b * cols, 22), values(b * cols, 23));
+        let t = Tensor::from_slice(&g, &x, &[b, rows, cols], DType::F32).unwrap();
+        let tw = Tensor::from_slice(&g, &wt, &[b, cols], DType::F32).unwrap();
+        let tb = Tensor::from_slice(&g, &bs, &[b, cols], DType::F32).unwrap();
+        for layer_norm in [false, true] {
+            let got = t.adaptive_norm(layer_norm, &tw, &tb, 1e-6).unwrap();
+            let kind = if layer_norm {
+                NormKind::LayerNorm { eps: 1e-6 }
+            } else {
+                NormKind::RmsNorm { eps: 1e-6 }
+            };
+            let spec = NormSpec {
+                kind,
+                rows: b * rows,
+                cols,
+                groups: None,
+                affine_rows: Some(rows),
+            };
+            let want = norm_cpu(&spec, &x, None, Some(&wt), Some(&bs));
+            let err = rel_error(&got.to_vec().unwrap(), &want);
+            assert!(
+                err < 1e-5,
+                "[{b}, {rows}, {cols}] layer_norm={layer_norm}: {err}"
+            );
+        }
+    }
+    let t = Tensor::from_slice(&g, &[0.0; 12], &[2, 2, 3], DType::F32).unwrap();
+    let w = Tensor::from_slice(&g, &[0.0; 3], &[1, 3], DType::F32).unwrap();
+    assert!(
+        t.adaptive_norm(false, &w, &w, 1e-6).is_err(),
+        "one row of weights for two"
+    );
+}
+
+#[test]
 fn group_norm_matches_reference() {
     let gpu = gpu();
     for &(n, c, h, w, groups) in &[(2, 32, 5, 7, 8), (1, 6, 3, 1, 3), (1, 64, 4, 4, 32)] {
@@ -208,6 +249,7 @@ fn group_norm_matches_reference() {
             rows: n * groups,
             cols: c / groups * h * w,
             groups: Some((groups, h * w)),
+            affine_rows: None,
         };
         let want = norm_cpu(&spec, &x, None, Some(&wt), Some(&bs));
         let err = rel_error(&got.to_vec().unwrap(), &want);
@@ -248,6 +290,7 @@ fn f16_norm_and_elementwise() {
         rows,
         cols,
         groups: None,
+        affine_rows: None,
     };
     let got = tx.layer_norm(None, None, 1e-5).unwrap();
     let want = norm_cpu(&spec, &x, None, None, None);

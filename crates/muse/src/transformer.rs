@@ -566,7 +566,8 @@ struct TransformerLayer {
 }
 
 struct LayerConditioning {
-    mods: [Modulation; 3],
+    /// Per norm: its weight folded into `1 + scale` (`[batch, dim]`), and the shift.
+    norms: [(Tensor, Tensor); 3],
     kv: KeyValues,
 }
 
@@ -604,22 +605,39 @@ impl TransformerLayer {
     }
 
     fn condition(&self, cond: &Tensor, text: &Tensor) -> Result<LayerConditioning> {
+        let b = cond.shape()[0];
+        let fold = |(norm, linear): &(RmsNorm, Linear)| -> Result<(Tensor, Tensor)> {
+            let m = Modulation::new(linear, cond)?;
+            let d = m.shift.shape()[2];
+            let scale = match &norm.weight {
+                Some(w) => m.one_plus_scale.mul(w)?,
+                None => m.one_plus_scale,
+            };
+            Ok((scale.reshape(&[b, d])?, m.shift.reshape(&[b, d])?))
+        };
         Ok(LayerConditioning {
-            mods: [
-                Modulation::new(&self.norms[0].1, cond)?,
-                Modulation::new(&self.norms[1].1, cond)?,
-                Modulation::new(&self.norms[2].1, cond)?,
+            norms: [
+                fold(&self.norms[0])?,
+                fold(&self.norms[1])?,
+                fold(&self.norms[2])?,
             ],
             kv: self.attn2.key_values(text)?,
         })
     }
 
+    /// `norm_i(x)·(1 + scale) + shift` in one pass.
+    fn adaptive(&self, i: usize, x: &Tensor, cond: &LayerConditioning) -> Result<Tensor> {
+        let norm = &self.norms[i].0;
+        let (w, b) = &cond.norms[i];
+        Ok(x.adaptive_norm(norm.layer_norm, w, b, norm.eps)?)
+    }
+
     fn forward(&self, x: Tensor, cond: &LayerConditioning) -> Result<Tensor> {
-        let n = modulate(&self.norms[0].0.forward(&x)?, &cond.mods[0])?;
+        let n = self.adaptive(0, &x, cond)?;
         let x = self.attn1.forward(n, false, Some(&x))?;
-        let n = modulate(&self.norms[1].0.forward(&x)?, &cond.mods[1])?;
+        let n = self.adaptive(1, &x, cond)?;
         let x = self.attn2.forward(&n, &cond.kv, &x)?;
-        let n = modulate(&self.norms[2].0.forward(&x)?, &cond.mods[2])?;
+        let n = self.adaptive(2, &x, cond)?;
         let proj = self.ff_in.forward(&n)?;
         let inner = proj.shape()[2] / 2;
         let gated = proj

@@ -253,7 +253,12 @@ impl Tensor {
     }
 
     /// A depthwise convolution, direct, reading this tensor through its strides.
-    fn depthwise(&self, weight: &Tensor, spec: &ConvSpec, opts: &ConvOptions<'_>) -> Result<Tensor> {
+    fn depthwise(
+        &self,
+        weight: &Tensor,
+        spec: &ConvSpec,
+        opts: &ConvOptions<'_>,
+    ) -> Result<Tensor> {
         if weight.dtype() != self.dtype() || opts.bias.is_some_and(|b| b.dtype() != self.dtype()) {
             return Err(TensorError::Shape {
                 op: "conv2d",

@@ -165,6 +165,7 @@ impl Tensor {
         rows: usize,
         cols: usize,
         groups: Option<(usize, usize)>,
+        affine_rows: Option<usize>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let x = self.contiguous()?;
         let residual = match residual {
@@ -195,6 +196,7 @@ impl Tensor {
                 rows,
                 cols,
                 groups,
+                affine_rows,
             },
             &NormArgs {
                 x: x.buffer(),
@@ -222,7 +224,17 @@ impl Tensor {
         self.check_affine("layer_norm", bias, cols)?;
         let kind = NormKind::LayerNorm { eps };
         Ok(self
-            .run_norm("layer_norm", kind, None, weight, bias, rows, cols, None)?
+            .run_norm(
+                "layer_norm",
+                kind,
+                None,
+                weight,
+                bias,
+                rows,
+                cols,
+                None,
+                None,
+            )?
             .0)
     }
 
@@ -248,6 +260,7 @@ impl Tensor {
             rows,
             cols,
             None,
+            None,
         )?;
         Ok((sum.expect("a residual gives a sum"), out))
     }
@@ -258,7 +271,53 @@ impl Tensor {
         self.check_affine("rms_norm", weight, cols)?;
         let kind = NormKind::RmsNorm { eps };
         Ok(self
-            .run_norm("rms_norm", kind, None, weight, None, rows, cols, None)?
+            .run_norm("rms_norm", kind, None, weight, None, rows, cols, None, None)?
+            .0)
+    }
+
+    /// Adaptive normalisation of `[batch, rows, dim]`: RMSNorm (or LayerNorm with
+    /// `layer_norm`) over the last axis with a weight and a bias per batch element, `[batch,
+    /// dim]` each — `norm(x)·(1 + scale) + shift` with the scale (and the norm's own weight)
+    /// folded into `weight` and the shift as `bias`, in one pass.
+    pub fn adaptive_norm(
+        &self,
+        layer_norm: bool,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        const OP: &str = "adaptive_norm";
+        let s = self.shape();
+        if s.len() != 3 || weight.shape() != [s[0], s[2]] || bias.shape() != [s[0], s[2]] {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!(
+                    "x must be [batch, rows, dim] and weight and bias [batch, dim], got {s:?}, \
+                     {:?} and {:?}",
+                    weight.shape(),
+                    bias.shape()
+                ),
+            });
+        }
+        self.same_device(OP, weight)?;
+        self.same_device(OP, bias)?;
+        let kind = if layer_norm {
+            NormKind::LayerNorm { eps }
+        } else {
+            NormKind::RmsNorm { eps }
+        };
+        Ok(self
+            .run_norm(
+                OP,
+                kind,
+                None,
+                Some(weight),
+                Some(bias),
+                s[0] * s[1],
+                s[2],
+                None,
+                Some(s[1]),
+            )?
             .0)
     }
 
@@ -294,6 +353,7 @@ impl Tensor {
                 n * groups,
                 cols,
                 Some((groups, hw)),
+                None,
             )?
             .0)
     }
@@ -303,7 +363,7 @@ impl Tensor {
         let (rows, cols) = self.rows();
         let kind = NormKind::Softmax { scale };
         Ok(self
-            .run_norm("softmax", kind, None, None, None, rows, cols, None)?
+            .run_norm("softmax", kind, None, None, None, rows, cols, None, None)?
             .0)
     }
 
