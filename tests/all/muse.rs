@@ -338,6 +338,18 @@ fn amused_bad_input_gives_clear_errors() {
         ..GenerateOptions::default()
     });
     assert!(e.contains("at most"), "{e}");
+    // A 4096×4096 image: the VQ-GAN's activations at full size (32 channels) are 2 GiB, past
+    // what lavapipe (128 MiB) binds; refused before any step runs.
+    let limit = g.limits().max_storage_buffer_binding_size;
+    if 32 * 4096 * 4096 * 4 > limit {
+        let t = std::time::Instant::now();
+        let e = gen(&GenerateOptions {
+            size: Some((4096, 4096)),
+            ..GenerateOptions::default()
+        });
+        assert!(e.contains("binds at most"), "{e}");
+        assert!(t.elapsed().as_secs() < 5, "refused up front");
+    }
     let e = gen(&GenerateOptions {
         steps: 0,
         ..GenerateOptions::default()

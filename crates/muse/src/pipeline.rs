@@ -400,8 +400,47 @@ impl Amused {
         let s = self.vqvae.config().scale_factor();
         let grid = (height / s, width / s);
         let seq = grid.0 * grid.1;
-        let b = prompts.len();
         let guided = opts.guidance_scale > 1.0;
+        // What must fit one buffer binding: the VQ-GAN's largest activation per image, and the
+        // logits of a step; prompts past the latter go in several batches.
+        let gpu = self.transformer.gpu();
+        let limit = {
+            let l = gpu.limits();
+            l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+        };
+        let vq_bytes = self.vqvae.largest_activation_bytes(grid);
+        let logits_bytes = ((1 + guided as usize)
+            * seq
+            * self.transformer.config().codebook_size
+            * self.transformer.dtype().size()) as u64;
+        if vq_bytes > limit || logits_bytes > limit {
+            return Err(NnError::Input(format!(
+                "a {width}×{height} image needs {} MiB in one buffer ({}); this adapter binds at \
+                 most {} MiB: ask for a smaller image",
+                vq_bytes.max(logits_bytes) >> 20,
+                if vq_bytes > logits_bytes {
+                    "the VQ-GAN's activations"
+                } else {
+                    "a step's logits"
+                },
+                limit >> 20
+            )));
+        }
+        let per_batch = (limit / logits_bytes).max(1) as usize;
+        if prompts.len() > per_batch {
+            let mut parts = prompts
+                .chunks(per_batch)
+                .map(|p| self.generate(p, opts, noise));
+            let mut all = parts.next().expect("at least one prompt")?;
+            for part in parts {
+                let part = part?;
+                all.pixels.extend(part.pixels);
+                all.tokens.extend(part.tokens);
+                all.batch += part.batch;
+            }
+            return Ok(all);
+        }
+        let b = prompts.len();
 
         let mut ids = self.text.tokenize(prompts)?;
         if guided {

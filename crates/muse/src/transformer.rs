@@ -8,9 +8,11 @@
 //! computed once per generation in [`Conditioning`], not at each of the steps.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
+use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{head_dim, positive, read_json};
 use tessera_nn::{AttentionWeights, Linear, NnError, Result, SelfAttention, Weights};
 use tessera_tensor::{Activation, AttentionOptions, ConvOptions, Tensor};
@@ -666,6 +668,8 @@ impl Conditioning {
 /// diffusers' `UVit2DModel`.
 pub struct UVit2D {
     config: UVit2DConfig,
+    gpu: Arc<Gpu>,
+    dtype: DType,
     encoder_proj: Linear,
     encoder_proj_norm: RmsNorm,
     embeddings: Tensor,
@@ -737,12 +741,24 @@ impl UVit2D {
                 bias,
             )?,
             config: config.clone(),
+            gpu: w.gpu().clone(),
+            dtype: w.dtype(),
         })
     }
 
     /// The config.
     pub fn config(&self) -> &UVit2DConfig {
         &self.config
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Multiply-adds of one [`UVit2D::forward`] for `batch` grids of `seq` tokens attending to

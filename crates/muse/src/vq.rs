@@ -320,6 +320,22 @@ impl VqDecoder {
         macs + px * 9 * chans[0] * c.out_channels
     }
 
+    /// Bytes of the largest tensor decoding one `h × w` grid makes (f32): the widest level's
+    /// activations after its upsampling, or the full-resolution ones.
+    pub fn largest_activation_bytes(&self, (h, w): (usize, usize)) -> u64 {
+        let chans = &self.config.block_out_channels;
+        let mut px = h * w;
+        let mut largest = px * *chans.last().expect("checked non-empty");
+        for (i, &out) in chans.iter().rev().enumerate() {
+            largest = largest.max(px * out);
+            if i + 1 < chans.len() {
+                px *= 4;
+                largest = largest.max(px * out);
+            }
+        }
+        largest as u64 * 4
+    }
+
     /// The image `[batch, out_channels, h·s, w·s]` (values around [0, 1], not clamped; `s` is
     /// [`VqConfig::scale_factor`]) of `batch` grids of `h × w` codebook indices.
     pub fn decode(&self, ids: &[u32], batch: usize, (h, w): (usize, usize)) -> Result<Tensor> {
