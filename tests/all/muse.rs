@@ -223,6 +223,21 @@ fn amused_seeds_are_reproducible() {
         .unwrap()
     };
     let (a, b, c) = (run(7), run(7), run(8));
+    let mut seen = Vec::new();
+    let d = pipe
+        .generate_with(
+            &["a red cube", "a blue sphere"],
+            &opts,
+            &mut SeededNoise::new(7),
+            &mut |i, n| seen.push((i, n)),
+        )
+        .unwrap();
+    assert_eq!(
+        seen,
+        [(1, 4), (2, 4), (3, 4), (4, 4)],
+        "progress after each step"
+    );
+    assert_eq!(d.tokens, a.tokens);
     assert_eq!((a.batch, a.height, a.width), (2, 16, 24));
     assert_eq!(a.tokens, b.tokens);
     assert_eq!(a.pixels, b.pixels);

@@ -112,7 +112,10 @@ pub fn run(cmd: MuseCommand) -> Result<(), BoxError> {
     pipe.image_size(&opts)?;
     let start = Instant::now();
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let images = pipe.generate(&texts, &opts, &mut SeededNoise::new(seed))?;
+    let mut progress = |done: usize, all: usize| {
+        eprintln!("step {done}/{all} ({:.1} s)", start.elapsed().as_secs_f64());
+    };
+    let images = pipe.generate_with(&texts, &opts, &mut SeededNoise::new(seed), &mut progress)?;
     let seconds = start.elapsed().as_secs_f64();
     let mut written = Vec::new();
     for (i, prompt) in prompts.iter().enumerate() {

@@ -378,6 +378,19 @@ impl Amused {
         opts: &GenerateOptions,
         noise: &mut dyn Noise,
     ) -> Result<Images> {
+        self.generate_with(prompts, opts, noise, &mut |_, _| {})
+    }
+
+    /// [`Amused::generate`], calling `on_step(done, steps)` after each step (progress: a
+    /// 256×256 image takes minutes on a CPU driver). Prompts past one batch (what one binding
+    /// holds of a step's logits) count their steps again.
+    pub fn generate_with(
+        &self,
+        prompts: &[&str],
+        opts: &GenerateOptions,
+        noise: &mut dyn Noise,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Images> {
         if prompts.is_empty() {
             return Err(NnError::Input("no prompt to generate from".into()));
         }
@@ -428,17 +441,18 @@ impl Amused {
         }
         let per_batch = (limit / logits_bytes).max(1) as usize;
         if prompts.len() > per_batch {
-            let mut parts = prompts
-                .chunks(per_batch)
-                .map(|p| self.generate(p, opts, noise));
-            let mut all = parts.next().expect("at least one prompt")?;
-            for part in parts {
-                let part = part?;
+            let mut all: Option<Images> = None;
+            for chunk in prompts.chunks(per_batch) {
+                let part = self.generate_with(chunk, opts, noise, on_step)?;
+                let Some(all) = all.as_mut() else {
+                    all = Some(part);
+                    continue;
+                };
                 all.pixels.extend(part.pixels);
                 all.tokens.extend(part.tokens);
                 all.batch += part.batch;
             }
-            return Ok(all);
+            return Ok(all.expect("at least one prompt"));
         }
         let b = prompts.len();
 
@@ -494,6 +508,7 @@ impl Amused {
                     temperature,
                 )?;
             }
+            on_step(i + 1, opts.steps);
         }
         let image = self.vqvae.decode(&latents, b, grid)?;
         // [b, 3, h, w] → [b, h, w, 3], clamped to [0, 1].
