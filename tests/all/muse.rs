@@ -386,61 +386,62 @@ fn amused_bad_input_gives_clear_errors() {
         .to_string();
     assert!(tok_err.contains("outside the codebook"), "{tok_err}");
 
-    // Folders and configs.
+    // Folders and configs: each edit is undone after its check.
     std::fs::rename(tmp.join("vqvae"), tmp.join("vq")).unwrap();
     assert!(err(&tmp).contains("no vqvae/ folder"), "{}", err(&tmp));
     std::fs::rename(tmp.join("vq"), tmp.join("vqvae")).unwrap();
-    edit("scheduler/scheduler_config.json", "39", "40");
-    assert!(err(&tmp).contains("mask_token_id"), "{}", err(&tmp));
-    edit("scheduler/scheduler_config.json", "40", "39");
-    edit(
-        "vqvae/config.json",
-        "\"mid_block_add_attention\": false",
-        "\"mid_block_add_attention\": true",
-    );
-    assert!(
-        err(&tmp).contains("mid_block_add_attention"),
-        "{}",
-        err(&tmp)
-    );
-    edit(
-        "vqvae/config.json",
-        "\"mid_block_add_attention\": true",
-        "\"mid_block_add_attention\": false",
-    );
-    edit(
-        "transformer/config.json",
-        "\"micro_cond_embed_dim\": 40",
-        "\"micro_cond_embed_dim\": 41",
-    );
-    assert!(err(&tmp).contains("micro_cond_embed_dim"), "{}", err(&tmp));
-    edit(
-        "transformer/config.json",
-        "\"micro_cond_embed_dim\": 41",
-        "\"micro_cond_embed_dim\": 40",
-    );
-    edit(
-        "transformer/config.json",
-        "\"block_out_channels\": 24",
-        "\"block_out_channels\": 48",
-    );
-    assert!(err(&tmp).contains("shape"), "{}", err(&tmp));
-    edit(
-        "transformer/config.json",
-        "\"block_out_channels\": 48",
-        "\"block_out_channels\": 24",
-    );
-    edit(
-        "model_index.json",
-        "AmusedPipeline",
-        "StableDiffusionPipeline",
-    );
-    assert!(err(&tmp).contains("AmusedPipeline"), "{}", err(&tmp));
-    edit(
-        "model_index.json",
-        "StableDiffusionPipeline",
-        "AmusedPipeline",
-    );
+    let cases = [
+        (
+            "scheduler/scheduler_config.json",
+            "39",
+            "40",
+            "mask_token_id",
+        ),
+        (
+            "vqvae/config.json",
+            "\"mid_block_add_attention\": false",
+            "\"mid_block_add_attention\": true",
+            "mid_block_add_attention",
+        ),
+        (
+            "transformer/config.json",
+            "\"micro_cond_embed_dim\": 40",
+            "\"micro_cond_embed_dim\": 41",
+            "micro_cond_embed_dim",
+        ),
+        (
+            "transformer/config.json",
+            "\"block_out_channels\": 24",
+            "\"block_out_channels\": 48",
+            "shape",
+        ),
+        // The projection's weight no longer fits the text encoder's config.
+        (
+            "text_encoder/config.json",
+            "\"projection_dim\": 24",
+            "\"projection_dim\": 16",
+            "shape",
+        ),
+        // The pooled width feeds cond_embed: its weight is named with both shapes.
+        (
+            "transformer/config.json",
+            "\"cond_embed_dim\": 24",
+            "\"cond_embed_dim\": 16",
+            "cond_embed.linear_1.weight",
+        ),
+        (
+            "model_index.json",
+            "AmusedPipeline",
+            "StableDiffusionPipeline",
+            "AmusedPipeline",
+        ),
+    ];
+    for (file, from, to, want) in cases {
+        edit(file, from, to);
+        let e = err(&tmp);
+        assert!(e.contains(want), "{file} {to}: {e}");
+        edit(file, to, from);
+    }
     // A truncated transformer checkpoint.
     let ckpt = tmp.join("transformer/diffusion_pytorch_model.safetensors");
     let bytes = std::fs::read(&ckpt).unwrap();

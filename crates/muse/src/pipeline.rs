@@ -66,6 +66,8 @@ struct TextEncoderConfig {
 pub struct TextEncoder {
     tower: ClipTextTransformer,
     projection: Linear,
+    /// Widths of the hidden states and of the projected pooled output.
+    dims: (usize, usize),
     tokenizer: ClipTokenizer,
     pad_id: u32,
     max_len: usize,
@@ -133,10 +135,16 @@ impl TextEncoder {
         Ok(TextEncoder {
             tower,
             projection,
+            dims: (t.hidden_size, config.projection_dim),
             tokenizer,
             pad_id,
             max_len: t.max_position_embeddings,
         })
+    }
+
+    /// Widths of the hidden states and of the projected pooled output.
+    pub fn dims(&self) -> (usize, usize) {
+        self.dims
     }
 
     /// The token ids of each prompt, padded to the full length.
@@ -303,6 +311,19 @@ impl Amused {
                 format!(
                     "{} is not a token between the codebook ({}) and the vocabulary's end ({})",
                     scheduler.mask_token_id, tc.codebook_size, tc.vocab_size
+                ),
+            ));
+        }
+        if text.dims() != (tc.encoder_hidden_size, tc.cond_embed_dim) {
+            return Err(NnError::config(
+                "encoder_hidden_size",
+                format!(
+                    "the transformer takes text states of {} and pooled embeddings of {}; the \
+                     text encoder gives {} and {}",
+                    tc.encoder_hidden_size,
+                    tc.cond_embed_dim,
+                    text.dims().0,
+                    text.dims().1
                 ),
             ));
         }
