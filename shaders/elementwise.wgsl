@@ -2,7 +2,7 @@
 // contiguous; each input is read through its own element strides and offset.
 //
 //   unary:   out[i] = act(scale · a[i])
-//   binary:  out[i] = act(a[i] ∘ b[i]),  ∘ = add, mul or sub (OP)
+//   binary:  out[i] = act(a[i] ∘ b[i]),  ∘ = add, mul, sub or a·gelu(b) (OP)
 //
 // Compiled after activation.wgsl (ACT) and strided.wgsl. One invocation per element on a 2-D
 // grid, so large tensors fit the dispatch limits.
@@ -53,6 +53,8 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
     switch OP {
         case 1u: { v = x * y; }
         case 2u: { v = x - y; }
+        // GEGLU's product: x · gelu(y), the exact (erf) GELU.
+        case 3u: { v = x * 0.5 * y * (1.0 + erf_approx(y * 0.7071067811865476)); }
         default: { v = x + y; }
     }
     out[i] = T(activate(v));

@@ -27,6 +27,8 @@ pub enum BinaryOp {
     Mul,
     /// a − b.
     Sub,
+    /// a · gelu(b) with the exact (erf) GELU: GEGLU's product of its two halves.
+    GeluMul,
 }
 
 impl BinaryOp {
@@ -35,6 +37,7 @@ impl BinaryOp {
             BinaryOp::Add => 0,
             BinaryOp::Mul => 1,
             BinaryOp::Sub => 2,
+            BinaryOp::GeluMul => 3,
         }
     }
 
@@ -44,6 +47,7 @@ impl BinaryOp {
             BinaryOp::Add => a + b,
             BinaryOp::Mul => a * b,
             BinaryOp::Sub => a - b,
+            BinaryOp::GeluMul => a * Activation::GeluErf.apply(b),
         }
     }
 }

@@ -74,7 +74,12 @@ fn binary_ops_broadcast() {
                 offset: 0,
             }
         };
-        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub] {
+        for op in [
+            BinaryOp::Add,
+            BinaryOp::Mul,
+            BinaryOp::Sub,
+            BinaryOp::GeluMul,
+        ] {
             let got = ta.binary(op, &tb, Activation::GeluErf).unwrap();
             assert_eq!(got.shape(), &shape[..]);
             let want = binary_cpu(op, Activation::GeluErf, &a, &view(sa), &b, &view(sb));

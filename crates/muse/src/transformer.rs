@@ -15,7 +15,7 @@ use tessera_kernels::copy::StridedView;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{head_dim, positive, read_json};
 use tessera_nn::{AttentionWeights, Linear, NnError, Result, SelfAttention, Weights};
-use tessera_tensor::{Activation, AttentionOptions, ConvOptions, Tensor};
+use tessera_tensor::{Activation, AttentionOptions, BinaryOp, ConvOptions, Tensor};
 
 /// The number of micro-conditioning values aMUSEd's pipeline passes (width, height, crop top,
 /// crop left, aesthetic score).
@@ -642,10 +642,11 @@ impl TransformerLayer {
         let n = self.adaptive(2, &x, cond)?;
         let proj = self.ff_in.forward(&n)?;
         let inner = proj.shape()[2] / 2;
-        let gated = proj
-            .narrow(2, inner, inner)?
-            .activation(Activation::GeluErf)?
-            .mul(&proj.narrow(2, 0, inner)?)?;
+        let gated = proj.narrow(2, 0, inner)?.binary(
+            BinaryOp::GeluMul,
+            &proj.narrow(2, inner, inner)?,
+            Activation::None,
+        )?;
         self.ff_out.forward_with(&gated, Activation::None, Some(&x))
     }
 }
