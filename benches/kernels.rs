@@ -1,7 +1,7 @@
 //! Criterion benches of the kernels on the adapter `Gpu::shared()` picks. Each sample records
 //! the op, submits and waits, so the figures include dispatch overhead. Throughput is in FLOPs
 //! for matmul, attention and convolution ("elements" in criterion's output are floating-point
-//! operations) and in elements for the memory-bound kernels.
+//! operations) and in elements for the memory-bound kernels (the token draw: logits read).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,6 +230,64 @@ fn bench_conv(c: &mut Criterion) {
             gpu.sync().unwrap();
         })
     });
+    // The VQ-GAN's full-resolution 3×3: a column matrix past one binding, made in bands.
+    let x = tensor(&gpu, &[1, 128, 256, 256]);
+    g.throughput(Throughput::Elements(2 * 256 * 256 * 128 * 128 * 9));
+    g.bench_function("conv3x3_128ch_256x256", |b| {
+        b.iter(|| {
+            x.conv2d(&w, &opts).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    // aMUSEd's ConvNeXt depthwise 3×3 on a channels-last [2, 16, 16, 768] seen as NCHW.
+    let nhwc = tensor(&gpu, &[2, 16, 16, 768]);
+    let nchw = nhwc.transpose(1, 3).unwrap().transpose(2, 3).unwrap();
+    let dw = tensor(&gpu, &[768, 1, 3, 3]);
+    let dw_opts = ConvOptions {
+        padding: (1, 1),
+        groups: 768,
+        channels_last: true,
+        ..ConvOptions::default()
+    };
+    g.throughput(Throughput::Elements(2 * 2 * 256 * 768 * 9));
+    g.bench_function("depthwise3x3_768ch_16x16_batch2", |b| {
+        b.iter(|| {
+            nchw.conv2d(&dw, &dw_opts).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn bench_masked_tokens(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut g = group(c, "masked_tokens_f32");
+    // aMUSEd-256's step: 256 tokens of 8192 logits, guided (two halves), drawn and read back;
+    // its ConvNeXt GRN over [2, 256, 3072]; an adaptive RMSNorm of [2, 256, 1024].
+    let logits = tensor(&gpu, &[2, 256, 8192]);
+    let uniforms: Vec<f32> = (0..256).map(|i| (i * 61 % 97) as f32 / 97.0).collect();
+    g.throughput(Throughput::Elements(2 * 256 * 8192));
+    g.bench_function("sample_256_of_8192_guided", |b| {
+        b.iter(|| logits.sample_rows(&uniforms, Some(10.0)).unwrap())
+    });
+    let h = tensor(&gpu, &[2, 256, 3072]);
+    let gamma = tensor(&gpu, &[3072]);
+    g.throughput(Throughput::Elements(2 * 256 * 3072));
+    g.bench_function("grn_2x256x3072", |b| {
+        b.iter(|| {
+            h.grn(&gamma, &gamma).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
+    let x = tensor(&gpu, &[2, 256, 1024]);
+    let wb = tensor(&gpu, &[2, 1024]);
+    g.throughput(Throughput::Elements(2 * 256 * 1024));
+    g.bench_function("adaptive_rms_norm_2x256x1024", |b| {
+        b.iter(|| {
+            x.adaptive_norm(false, &wb, &wb, 1e-6).unwrap();
+            gpu.sync().unwrap();
+        })
+    });
     g.finish();
 }
 
@@ -299,6 +357,7 @@ criterion_group!(
     bench_rows,
     bench_image_and_tokens,
     bench_conv,
+    bench_masked_tokens,
     bench_patch_embed
 );
 criterion_main!(benches);
