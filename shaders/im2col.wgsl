@@ -9,7 +9,8 @@
 // convolution runs in bands that each fit a binding. One invocation per element of cols, 2-D
 // grid so large inputs fit the dispatch limits.
 // im2col_packed (one group) writes the matrix packed for the texture matmuls instead, four
-// columns per texel, zero past the last (pack.wgsl's layout), one invocation per texel.
+// columns per texel, zero past the last (pack.wgsl's layout), one invocation per texel;
+// im2col_packed_tex the same reading the input from a texture.
 
 alias T = f32;
 
@@ -40,6 +41,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> cols: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 @group(0) @binding(3) var cols_packed: texture_storage_2d_array<rgba32float, write>;
+// The input packed as [N·C, H·W] rows (im2col_packed_tex): lavapipe gathers from an image with
+// vector instructions, from a storage buffer lane by lane.
+@group(0) @binding(4) var src_tex: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -54,6 +58,23 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64, 4, 1)
 fn im2col_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
+    packed_texel(gid, false);
+}
+
+@compute @workgroup_size(64, 4, 1)
+fn im2col_packed_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
+    packed_texel(gid, true);
+}
+
+// Element `x` of plane `plane` (n·C + c) of the input.
+fn input(plane: u32, i: u32, from_tex: bool) -> f32 {
+    if from_tex {
+        return textureLoad(src_tex, vec2<u32>(i / 4u, plane))[i % 4u];
+    }
+    return f32(src[plane * p.height * p.width + i]);
+}
+
+fn packed_texel(gid: vec3<u32>, from_tex: bool) {
     let width = p.channels * p.kh * p.kw;
     let col0 = 4u * gid.y;
     if col0 >= width || gid.x >= p.band_rows {
@@ -67,14 +88,13 @@ fn im2col_packed(@builtin(global_invocation_id) gid: vec3<u32>) {
     var j = col0 % p.kw;
     var i = (col0 / p.kw) % p.kh;
     var c = col0 / (p.kw * p.kh);
-    let plane = p.height * p.width;
     var v = vec4<f32>();
     for (var e = 0u; e < 4u; e++) {
         let iy = y * p.stride_h + i;
         let ix = x * p.stride_w + j;
         if col0 + e < width && iy >= p.pad_h && ix >= p.pad_w && iy - p.pad_h < p.height
             && ix - p.pad_w < p.width {
-            v[e] = f32(src[(n * p.channels + c) * plane + (iy - p.pad_h) * p.width + ix - p.pad_w]);
+            v[e] = input(n * p.channels + c, (iy - p.pad_h) * p.width + ix - p.pad_w, from_tex);
         }
         j += 1u;
         if j == p.kw {

@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::matmul::{Activation, PackedRows};
+use crate::pack::PackLayout;
 use crate::pool::GpuBuffer;
 use crate::runtime::{Binding, Gpu, KernelKey, Resource, IN_OUT_BINDINGS};
 
@@ -149,12 +150,15 @@ pub fn im2col(
 }
 
 /// [`im2col`] of a one-group convolution written packed for the texture matmuls: `cols` is
-/// `[band rows, patch_len]`.
+/// `[band rows, patch_len]`. With `input_tex` (the input packed as `[n·channels,
+/// height·width]`, see [`im2col_input_texture`]) the input is read from that texture.
+#[allow(clippy::too_many_arguments)]
 pub fn im2col_packed(
     gpu: &Gpu,
     dtype: DType,
     spec: &ConvSpec,
     input: &GpuBuffer,
+    input_tex: Option<&PackedRows>,
     cols: &PackedRows,
     band: Range<usize>,
 ) -> Result<()> {
@@ -167,22 +171,42 @@ pub fn im2col_packed(
             detail: format!("packed columns {cols:?} do not match {spec:?} in one group"),
         });
     }
+    let planes = (spec.n * spec.channels, spec.height * spec.width);
+    if let Some(t) = input_tex {
+        if t.shape() != planes || t.dtype() != dtype {
+            return Err(KernelError::Shape {
+                op: "conv",
+                detail: format!("the packed input {t:?} is not {planes:?} planes of {spec:?}"),
+            });
+        }
+    }
     let params = im2col_params(dtype, spec, input, rows * spec.patch_len(), 0, &band)?;
     let kernel = gpu.kernel(&KernelKey {
         shader: "im2col",
         source: crate::modules::IM2COL,
-        entry: "im2col_packed",
+        entry: if input_tex.is_some() {
+            "im2col_packed_tex"
+        } else {
+            "im2col_packed"
+        },
         dtype,
         constants: vec![],
         bindings: &[
             (0, Binding::Read),
             (2, Binding::Params),
             (3, Binding::StorageTexture),
+            (4, Binding::ReadTexture),
         ],
     })?;
+    let none = gpu.dummy_texture(dtype)?;
+    let tex = input_tex.map_or(&none, PackedRows::texture);
     gpu.dispatch(
         &kernel,
-        &[input.into(), Resource::Texture(cols.texture().array_view())],
+        &[
+            input.into(),
+            Resource::Texture(cols.texture().array_view()),
+            Resource::Texture(tex.view()),
+        ],
         bytemuck::bytes_of(&params),
         [
             rows.div_ceil(64) as u32,
@@ -190,6 +214,21 @@ pub fn im2col_packed(
             1,
         ],
     )
+}
+
+/// The input of a one-group convolution packed as `[n·channels, height·width]` rows for
+/// [`im2col_packed`] to read through a texture, where its planes fit one; `None` otherwise.
+pub fn im2col_input_texture(
+    gpu: &Gpu,
+    dtype: DType,
+    spec: &ConvSpec,
+    input: &GpuBuffer,
+) -> Result<Option<PackedRows>> {
+    let (rows, cols) = (spec.n * spec.channels, spec.height * spec.width);
+    if !PackedRows::fits(gpu, rows, cols, PackLayout::Rows) {
+        return Ok(None);
+    }
+    PackedRows::pack(gpu, dtype, input, rows, cols, PackLayout::Rows).map(Some)
 }
 
 /// Checks that `band` is a non-empty range of the output rows.

@@ -1,6 +1,8 @@
 //! Convolutions (im2col + the matmul with its fused epilogue) and nearest upsampling.
 
-use tessera_kernels::conv::{depthwise, im2col, im2col_packed, ConvSpec, DepthwiseArgs};
+use tessera_kernels::conv::{
+    depthwise, im2col, im2col_input_texture, im2col_packed, ConvSpec, DepthwiseArgs,
+};
 use tessera_kernels::copy::{copy_strided, StridedView};
 use tessera_kernels::matmul::Activation;
 
@@ -143,6 +145,12 @@ impl Tensor {
                 })
                 .collect()
         };
+        // Where the columns are written packed, the input is read through a texture too
+        // (packed once for all bands).
+        let input_tex = match packed_weight {
+            Some(_) => im2col_input_texture(self.gpu(), self.dtype(), &spec, input.buffer())?,
+            None => None,
+        };
         // A band's product, `[G, band, og]` in memory.
         let band_product = |band: std::ops::Range<usize>| -> Result<Tensor> {
             let b = band.len();
@@ -156,6 +164,7 @@ impl Tensor {
                     self.dtype(),
                     &spec,
                     input.buffer(),
+                    input_tex.as_ref(),
                     cols.rows(),
                     band,
                 )?;
