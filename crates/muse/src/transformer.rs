@@ -176,15 +176,15 @@ impl UVit2DConfig {
 }
 
 /// RMSNorm (or LayerNorm without a bias) over the last axis, with or without a weight.
-struct RmsNorm {
+struct Norm {
     weight: Option<Tensor>,
     eps: f32,
     layer_norm: bool,
 }
 
-impl RmsNorm {
+impl Norm {
     fn load(w: &Weights, dim: usize, eps: f64, affine: bool) -> Result<Self> {
-        Ok(RmsNorm {
+        Ok(Norm {
             weight: if affine {
                 Some(w.get("weight", &[dim])?)
             } else {
@@ -304,7 +304,7 @@ impl CrossAttention {
 struct ConvNextBlock {
     depthwise: Tensor,
     depthwise_bias: Option<Tensor>,
-    norm: RmsNorm,
+    norm: Norm,
     linear_1: Linear,
     grn_gamma: Tensor,
     grn_beta: Tensor,
@@ -323,7 +323,7 @@ impl ConvNextBlock {
             } else {
                 None
             },
-            norm: RmsNorm::load(&w.pp("norm"), ch, c.layer_norm_eps, c.ln_elementwise_affine)?,
+            norm: Norm::load(&w.pp("norm"), ch, c.layer_norm_eps, c.ln_elementwise_affine)?,
             linear_1: Linear::load(&w.pp("channelwise_linear_1"), ch, 4 * ch, bias)?,
             grn_gamma: w
                 .get("channelwise_norm.gamma", &[1, 1, 1, 4 * ch])?
@@ -361,9 +361,9 @@ impl ConvNextBlock {
 /// RMSNorm, with residuals.
 struct SkipFfBlock {
     kv_mapper: Option<Linear>,
-    norm1: RmsNorm,
+    norm1: Norm,
     attn1: CrossAttention,
-    norm2: RmsNorm,
+    norm2: Norm,
     attn2: CrossAttention,
 }
 
@@ -382,9 +382,9 @@ impl SkipFfBlock {
             } else {
                 None
             },
-            norm1: RmsNorm::load(&w.pp("norm1"), ch, 1e-6, true)?,
+            norm1: Norm::load(&w.pp("norm1"), ch, 1e-6, true)?,
             attn1: CrossAttention::load(&w.pp("attn1"), ch, heads, c.use_bias)?,
-            norm2: RmsNorm::load(&w.pp("norm2"), ch, 1e-6, true)?,
+            norm2: Norm::load(&w.pp("norm2"), ch, 1e-6, true)?,
             attn2: CrossAttention::load(&w.pp("attn2"), ch, heads, c.use_bias)?,
         })
     }
@@ -412,10 +412,10 @@ impl SkipFfBlock {
 
 /// `UVitBlock`: optional downsampling, ConvNeXt + attention pairs, optional upsampling.
 struct UVitBlock {
-    down: Option<(RmsNorm, Tensor, Option<Tensor>)>,
+    down: Option<(Norm, Tensor, Option<Tensor>)>,
     pairs: Vec<(ConvNextBlock, SkipFfBlock)>,
     /// RMSNorm, the transposed convolution's weight as `[in, out·4]`, its bias repeated ×4.
-    up: Option<(RmsNorm, Tensor, Option<Tensor>)>,
+    up: Option<(Norm, Tensor, Option<Tensor>)>,
 }
 
 /// The conditioning of one [`UVitBlock`].
@@ -433,9 +433,8 @@ impl UVitBlock {
                     dir: w.dir().map(Path::to_path_buf).unwrap_or_default(),
                 })
         };
-        let norm = |s: &Weights| {
-            RmsNorm::load(&s.pp("norm"), ch, c.layer_norm_eps, c.ln_elementwise_affine)
-        };
+        let norm =
+            |s: &Weights| Norm::load(&s.pp("norm"), ch, c.layer_norm_eps, c.ln_elementwise_affine);
         let down = if down {
             let s = w.pp("downsample");
             let conv = sampler_conv(&s)?;
@@ -557,10 +556,11 @@ impl UVitBlock {
     }
 }
 
-/// `BasicTransformerBlock` with `ada_norm_continuous` (RMSNorm) norms: self-attention,
+/// `BasicTransformerBlock` with `ada_norm_continuous` norms (RMSNorm before the attentions,
+/// LayerNorm before the feed-forward, as diffusers builds them): self-attention,
 /// cross-attention to the text, GEGLU feed-forward.
 struct TransformerLayer {
-    norms: [(RmsNorm, Linear); 3],
+    norms: [(Norm, Linear); 3],
     attn1: SelfAttention,
     attn2: CrossAttention,
     ff_in: Linear,
@@ -579,10 +579,9 @@ impl TransformerLayer {
         let heads = c.num_attention_heads;
         let bias = c.use_bias;
         // diffusers builds norm1 and norm2 as RMSNorms and norm3 as a LayerNorm (no bias).
-        let norm = |i: usize| -> Result<(RmsNorm, Linear)> {
+        let norm = |i: usize| -> Result<(Norm, Linear)> {
             let n = w.pp(format!("norm{i}"));
-            let mut norm =
-                RmsNorm::load(&n.pp("norm"), d, c.layer_norm_eps, c.ln_elementwise_affine)?;
+            let mut norm = Norm::load(&n.pp("norm"), d, c.layer_norm_eps, c.ln_elementwise_affine)?;
             norm.layer_norm = i == 3;
             Ok((norm, Linear::load(&n.pp("linear"), d, 2 * d, bias)?))
         };
@@ -608,7 +607,7 @@ impl TransformerLayer {
 
     fn condition(&self, cond: &Tensor, text: &Tensor) -> Result<LayerConditioning> {
         let b = cond.shape()[0];
-        let fold = |(norm, linear): &(RmsNorm, Linear)| -> Result<(Tensor, Tensor)> {
+        let fold = |(norm, linear): &(Norm, Linear)| -> Result<(Tensor, Tensor)> {
             let m = Modulation::new(linear, cond)?;
             let d = m.shift.shape()[2];
             let scale = match &norm.weight {
@@ -672,21 +671,21 @@ pub struct UVit2D {
     gpu: Arc<Gpu>,
     dtype: DType,
     encoder_proj: Linear,
-    encoder_proj_norm: RmsNorm,
+    encoder_proj_norm: Norm,
     embeddings: Tensor,
-    embed_norm: RmsNorm,
+    embed_norm: Norm,
     embed_conv: Linear,
     cond_linear_1: Linear,
     cond_linear_2: Linear,
     down_block: UVitBlock,
-    to_hidden_norm: RmsNorm,
+    to_hidden_norm: Norm,
     to_hidden: Linear,
     layers: Vec<TransformerLayer>,
-    from_hidden_norm: RmsNorm,
+    from_hidden_norm: Norm,
     from_hidden: Linear,
     up_block: UVitBlock,
     mlm_conv1: Linear,
-    mlm_norm: RmsNorm,
+    mlm_norm: Norm,
     mlm_conv2: Linear,
 }
 
@@ -713,9 +712,9 @@ impl UVit2D {
         let affine = c.ln_elementwise_affine;
         Ok(UVit2D {
             encoder_proj: Linear::load(&w.pp("encoder_proj"), c.encoder_hidden_size, d, bias)?,
-            encoder_proj_norm: RmsNorm::load(&w.pp("encoder_proj_layer_norm"), d, eps, affine)?,
+            encoder_proj_norm: Norm::load(&w.pp("encoder_proj_layer_norm"), d, eps, affine)?,
             embeddings: w.get("embed.embeddings.weight", &[c.vocab_size, c.in_channels])?,
-            embed_norm: RmsNorm::load(&w.pp("embed.layer_norm"), c.in_channels, eps, affine)?,
+            embed_norm: Norm::load(&w.pp("embed.layer_norm"), c.in_channels, eps, affine)?,
             embed_conv: conv1x1(&w.pp("embed.conv"), c.in_channels, ch, bias)?,
             cond_linear_1: Linear::load(
                 &w.pp("cond_embed.linear_1"),
@@ -725,16 +724,16 @@ impl UVit2D {
             )?,
             cond_linear_2: Linear::load(&w.pp("cond_embed.linear_2"), d, d, bias)?,
             down_block: UVitBlock::load(&w.pp("down_block"), c, c.downsample, false)?,
-            to_hidden_norm: RmsNorm::load(&w.pp("project_to_hidden_norm"), ch, eps, affine)?,
+            to_hidden_norm: Norm::load(&w.pp("project_to_hidden_norm"), ch, eps, affine)?,
             to_hidden: Linear::load(&w.pp("project_to_hidden"), ch, d, bias)?,
             layers: (0..c.num_hidden_layers)
                 .map(|i| TransformerLayer::load(&w.pp("transformer_layers").pp(i), c))
                 .collect::<Result<Vec<_>>>()?,
-            from_hidden_norm: RmsNorm::load(&w.pp("project_from_hidden_norm"), d, eps, affine)?,
+            from_hidden_norm: Norm::load(&w.pp("project_from_hidden_norm"), d, eps, affine)?,
             from_hidden: Linear::load(&w.pp("project_from_hidden"), d, ch, bias)?,
             up_block: UVitBlock::load(&w.pp("up_block"), c, false, c.upsample)?,
             mlm_conv1: conv1x1(&w.pp("mlm_layer.conv1"), ch, c.in_channels, bias)?,
-            mlm_norm: RmsNorm::load(&w.pp("mlm_layer.layer_norm"), c.in_channels, eps, affine)?,
+            mlm_norm: Norm::load(&w.pp("mlm_layer.layer_norm"), c.in_channels, eps, affine)?,
             mlm_conv2: conv1x1(
                 &w.pp("mlm_layer.conv2"),
                 c.in_channels,
