@@ -8,7 +8,8 @@
 // stream of a pre-LN transformer), so the add and the norm are one dispatch. GroupNorm is
 // LayerNorm over rows of one group: with GROUP_HW > 0 the affine index of column j of row r is
 // (r mod groups)·(cols / GROUP_HW) + j / GROUP_HW, i.e. the channel. Mean and variance are
-// two passes in f32 (no E[x²] - E[x]² cancellation). With `affine_rows` > 0, weight and bias
+// two passes in f32 (no E[x²] - E[x]² cancellation). LayerNorm, RMSNorm and GroupNorm end
+// with the activation ACT (activation.wgsl; a VQ-GAN's GroupNorm + SiLU in one pass). With `affine_rows` > 0, weight and bias
 // hold one row per block of that many rows (adaptive norms: per batch element).
 //
 // Entry points: norm_rows, one workgroup of 64 per row with reductions in workgroup memory
@@ -184,7 +185,7 @@ fn normalize_row(row: u32, lid: u32) {
         if HAS_BIAS {
             v += f32(bias[a]);
         }
-        out[base + j] = T(v);
+        out[base + j] = T(activate(v));
     }
 }
 
@@ -235,7 +236,7 @@ fn norm_rows_texels(@builtin(global_invocation_id) gid: vec3<u32>) {
         if HAS_BIAS {
             v += textureLoad(bias_tex, vec2<u32>(c, affine_row(row)));
         }
-        store_texel(row, c, v);
+        store_texel(row, c, vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w)));
     }
 }
 

@@ -76,7 +76,7 @@ pub mod modules {
     /// Normalise + patchify for the patch embedding.
     pub const PATCH_EMBED: &[ShaderFile] = &[shader_file!("patch_embed")];
     /// LayerNorm, RMSNorm, GroupNorm and softmax over rows.
-    pub const NORM: &[ShaderFile] = &[shader_file!("norm")];
+    pub const NORM: &[ShaderFile] = &[ACTIVATION, shader_file!("norm")];
     /// STFT framing and power spectrum.
     pub const STFT: &[ShaderFile] = &[shader_file!("stft")];
     /// Whisper's log-mel normalisation.

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::matmul::PackedRows;
+use crate::matmul::{Activation, PackedRows};
 use crate::pack::{copies_as_is, PackLayout, PackView};
 use crate::pool::{GpuBuffer, PooledTexture};
 use crate::runtime::{Binding, Gpu, KernelKey, Resource};
@@ -66,6 +66,8 @@ pub struct NormSpec {
     /// Rows sharing one row of weight and bias, which then hold one row per block of rows
     /// (adaptive norms: a row per batch element); `None`: every row shares the one row.
     pub affine_rows: Option<usize>,
+    /// Applied to the output (not to softmax's).
+    pub activation: Activation,
 }
 
 /// The buffers of a normalisation.
@@ -143,6 +145,12 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
     if rows == 0 {
         return Ok(());
     }
+    if matches!(spec.kind, NormKind::Softmax { .. }) && spec.activation != Activation::None {
+        return Err(KernelError::Shape {
+            op: "norm",
+            detail: "softmax takes no activation".into(),
+        });
+    }
     let (kind, eps, scale) = match spec.kind {
         NormKind::LayerNorm { eps } => (0, eps, 1.0),
         NormKind::RmsNorm { eps } => (1, eps, 1.0),
@@ -173,6 +181,7 @@ pub fn norm(gpu: &Gpu, dtype: DType, spec: &NormSpec, args: &NormArgs<'_>) -> Re
             ("HAS_BIAS", args.bias.is_some() as u32 as f64),
             ("GROUP_HW", hw as f64),
             ("SERIAL", serial as u32 as f64),
+            ("ACT", spec.activation.code() as f64),
         ],
         bindings: if texels { TEXEL_BINDINGS } else { BINDINGS },
     })?;
@@ -278,7 +287,7 @@ pub fn norm_cpu(
                     if let Some(b) = bias {
                         v += b[affine(j)] as f64;
                     }
-                    out[r * cols + j] = v as f32;
+                    out[r * cols + j] = spec.activation.apply(v) as f32;
                 }
             }
         }

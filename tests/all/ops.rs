@@ -130,6 +130,7 @@ fn norm_case(kind: NormKind, rows: usize, cols: usize, affine: bool, residual: b
         cols,
         groups: None,
         affine_rows: None,
+        activation: Activation::None,
     };
     let (got, sum) = match kind {
         NormKind::LayerNorm { eps } if residual => {
@@ -221,6 +222,7 @@ fn adaptive_norm_has_a_weight_and_bias_per_batch_element() {
                 cols,
                 groups: None,
                 affine_rows: Some(rows),
+                activation: Activation::None,
             };
             let want = norm_cpu(&spec, &x, None, Some(&wt), Some(&bs));
             let err = rel_error(&got.to_vec().unwrap(), &want);
@@ -248,17 +250,22 @@ fn group_norm_matches_reference() {
         let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w], DType::F32).unwrap();
         let tw = Tensor::from_slice(&gpu, &wt, &[c], DType::F32).unwrap();
         let tb = Tensor::from_slice(&gpu, &bs, &[c], DType::F32).unwrap();
-        let got = tx.group_norm(groups, Some(&tw), Some(&tb), 1e-6).unwrap();
-        let spec = NormSpec {
-            kind: NormKind::LayerNorm { eps: 1e-6 },
-            rows: n * groups,
-            cols: c / groups * h * w,
-            groups: Some((groups, h * w)),
-            affine_rows: None,
-        };
-        let want = norm_cpu(&spec, &x, None, Some(&wt), Some(&bs));
-        let err = rel_error(&got.to_vec().unwrap(), &want);
-        assert!(err <= TOL, "{n}x{c}x{h}x{w}/{groups}: {err}");
+        for act in [Activation::None, Activation::Silu] {
+            let got = tx
+                .group_norm_with(groups, Some(&tw), Some(&tb), 1e-6, act)
+                .unwrap();
+            let spec = NormSpec {
+                kind: NormKind::LayerNorm { eps: 1e-6 },
+                rows: n * groups,
+                cols: c / groups * h * w,
+                groups: Some((groups, h * w)),
+                affine_rows: None,
+                activation: act,
+            };
+            let want = norm_cpu(&spec, &x, None, Some(&wt), Some(&bs));
+            let err = rel_error(&got.to_vec().unwrap(), &want);
+            assert!(err <= TOL, "{n}x{c}x{h}x{w}/{groups} {act:?}: {err}");
+        }
     }
     let tx = Tensor::from_slice(&gpu, &values(12, 1), &[1, 6, 2], DType::F32).unwrap();
     assert!(tx.group_norm(4, None, None, 1e-5).is_err());
@@ -296,6 +303,7 @@ fn f16_norm_and_elementwise() {
         cols,
         groups: None,
         affine_rows: None,
+        activation: Activation::None,
     };
     let got = tx.layer_norm(None, None, 1e-5).unwrap();
     let want = norm_cpu(&spec, &x, None, None, None);

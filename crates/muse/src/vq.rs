@@ -194,10 +194,13 @@ impl NormAct {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(
-            x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), 1e-6)?
-                .activation(Activation::Silu)?,
-        )
+        Ok(x.group_norm_with(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            1e-6,
+            Activation::Silu,
+        )?)
     }
 }
 

@@ -154,18 +154,25 @@ impl Tensor {
         (self.numel() / cols.max(1), cols)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A [`NormSpec`] over `rows × cols` with the rest at their plain values.
+    fn norm_spec(kind: NormKind, rows: usize, cols: usize) -> NormSpec {
+        NormSpec {
+            kind,
+            rows,
+            cols,
+            groups: None,
+            affine_rows: None,
+            activation: Activation::None,
+        }
+    }
+
     fn run_norm(
         &self,
         op: &'static str,
-        kind: NormKind,
+        spec: NormSpec,
         residual: Option<&Tensor>,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
-        rows: usize,
-        cols: usize,
-        groups: Option<(usize, usize)>,
-        affine_rows: Option<usize>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let x = self.contiguous()?;
         let residual = match residual {
@@ -191,13 +198,7 @@ impl Tensor {
         norm::norm(
             self.gpu(),
             self.dtype(),
-            &NormSpec {
-                kind,
-                rows,
-                cols,
-                groups,
-                affine_rows,
-            },
+            &spec,
             &NormArgs {
                 x: x.buffer(),
                 residual: residual
@@ -226,14 +227,10 @@ impl Tensor {
         Ok(self
             .run_norm(
                 "layer_norm",
-                kind,
+                Self::norm_spec(kind, rows, cols),
                 None,
                 weight,
                 bias,
-                rows,
-                cols,
-                None,
-                None,
             )?
             .0)
     }
@@ -253,14 +250,10 @@ impl Tensor {
         let kind = NormKind::LayerNorm { eps };
         let (out, sum) = self.run_norm(
             "add_layer_norm",
-            kind,
+            Self::norm_spec(kind, rows, cols),
             Some(residual),
             weight,
             bias,
-            rows,
-            cols,
-            None,
-            None,
         )?;
         Ok((sum.expect("a residual gives a sum"), out))
     }
@@ -271,7 +264,13 @@ impl Tensor {
         self.check_affine("rms_norm", weight, cols)?;
         let kind = NormKind::RmsNorm { eps };
         Ok(self
-            .run_norm("rms_norm", kind, None, weight, None, rows, cols, None, None)?
+            .run_norm(
+                "rms_norm",
+                Self::norm_spec(kind, rows, cols),
+                None,
+                weight,
+                None,
+            )?
             .0)
     }
 
@@ -309,14 +308,13 @@ impl Tensor {
         Ok(self
             .run_norm(
                 OP,
-                kind,
+                NormSpec {
+                    affine_rows: Some(s[1]),
+                    ..Self::norm_spec(kind, s[0] * s[1], s[2])
+                },
                 None,
                 Some(weight),
                 Some(bias),
-                s[0] * s[1],
-                s[2],
-                None,
-                Some(s[1]),
             )?
             .0)
     }
@@ -329,6 +327,19 @@ impl Tensor {
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f32,
+    ) -> Result<Tensor> {
+        self.group_norm_with(groups, weight, bias, eps, Activation::None)
+    }
+
+    /// [`Tensor::group_norm`] followed by `activation` in the same pass (a VQ-GAN's
+    /// GroupNorm + SiLU).
+    pub fn group_norm_with(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+        activation: Activation,
     ) -> Result<Tensor> {
         let shape = self.shape();
         if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
@@ -346,14 +357,14 @@ impl Tensor {
         Ok(self
             .run_norm(
                 "group_norm",
-                kind,
+                NormSpec {
+                    groups: Some((groups, hw)),
+                    activation,
+                    ..Self::norm_spec(kind, n * groups, cols)
+                },
                 None,
                 weight,
                 bias,
-                n * groups,
-                cols,
-                Some((groups, hw)),
-                None,
             )?
             .0)
     }
@@ -363,7 +374,13 @@ impl Tensor {
         let (rows, cols) = self.rows();
         let kind = NormKind::Softmax { scale };
         Ok(self
-            .run_norm("softmax", kind, None, None, None, rows, cols, None, None)?
+            .run_norm(
+                "softmax",
+                Self::norm_spec(kind, rows, cols),
+                None,
+                None,
+                None,
+            )?
             .0)
     }
 
