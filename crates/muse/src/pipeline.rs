@@ -531,14 +531,15 @@ impl Amused {
             }
             on_step(i + 1, opts.steps);
         }
-        let image = self.vqvae.decode(&latents, b, grid)?;
-        // [b, 3, h, w] → [b, h, w, 3], clamped to [0, 1].
-        let nhwc = image.transpose(1, 3)?.transpose(1, 2)?.contiguous()?;
-        let pixels = nhwc
-            .to_vec()?
-            .into_iter()
-            .map(|v| v.clamp(0.0, 1.0))
-            .collect();
+        // One image at a time: the VQ-GAN's activations are checked to fit a binding per image
+        // (GroupNorm and the convolutions are per image, so the pixels are the same).
+        let mut pixels = Vec::with_capacity(b * height * width * 3);
+        for ids in latents.chunks(seq) {
+            let image = self.vqvae.decode(ids, 1, grid)?;
+            // [1, 3, h, w] → [1, h, w, 3], clamped to [0, 1].
+            let nhwc = image.transpose(1, 3)?.transpose(1, 2)?.contiguous()?;
+            pixels.extend(nhwc.to_vec()?.into_iter().map(|v| v.clamp(0.0, 1.0)));
+        }
         Ok(Images {
             pixels,
             batch: b,
