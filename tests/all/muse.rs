@@ -451,3 +451,22 @@ fn amused_bad_input_gives_clear_errors() {
     assert!(Amused::load(&g, &tmp, DType::F32).is_ok(), "restored");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn embedding_tables_past_a_binding_still_gather() {
+    // CLIP-L's token table in f32 is 145 MiB, past lavapipe's 128 MiB binding: such a table
+    // stays on the host. Either way the rows are the checkpoint's.
+    let g = gpu();
+    let (vocab, dim) = (40_000, 1024);
+    let w = Weights::random(&g, DType::F32).unwrap();
+    let table = tessera::nn::Embedding::load(&w, "token_embedding.weight", vocab, dim).unwrap();
+    let ids = [0u32, 39_999, 17, 17, 25_000];
+    let got = table.forward(&ids).unwrap().to_vec().unwrap();
+    let host = w.get_host("token_embedding.weight", &[vocab, dim]).unwrap();
+    for (k, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        assert_eq!(got[k * dim..(k + 1) * dim], host[id * dim..(id + 1) * dim], "row {id}");
+    }
+    let e = table.forward(&[40_000]).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+}

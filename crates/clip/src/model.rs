@@ -9,8 +9,9 @@ use serde::Deserialize;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{activation, head_dim, positive, ModelConfig};
 use tessera_nn::{
-    gather_rows, AttentionWeights, ImageProcessor, LayerNorm, Linear, Mlp, NnError, PatchEmbedding,
-    PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention, Weights,
+    gather_rows, AttentionWeights, Embedding, ImageProcessor, LayerNorm, Linear, Mlp, NnError,
+    PatchEmbedding, PatchEmbeddingKeys, PreLnBlock, ProcessedImages, Result, SelfAttention,
+    Weights,
 };
 use tessera_tensor::{Activation, MatmulOptions, Normalize, Pixels, Tensor};
 
@@ -237,7 +238,7 @@ fn encoder_layers(
 /// transformers' `CLIPTextTransformer`.
 pub struct ClipTextTransformer {
     config: ClipTextConfig,
-    token_embedding: Tensor,
+    token_embedding: Embedding,
     position_embedding: Tensor,
     layers: Vec<PreLnBlock>,
     final_layer_norm: LayerNorm,
@@ -248,7 +249,12 @@ impl ClipTextTransformer {
     pub fn new(config: &ClipTextConfig, w: &Weights) -> Result<Self> {
         let d = config.hidden_size;
         Ok(ClipTextTransformer {
-            token_embedding: w.get("embeddings.token_embedding.weight", &[config.vocab_size, d])?,
+            token_embedding: Embedding::load(
+                w,
+                "embeddings.token_embedding.weight",
+                config.vocab_size,
+                d,
+            )?,
             position_embedding: w.get(
                 "embeddings.position_embedding.weight",
                 &[config.max_position_embeddings, d],
@@ -312,7 +318,7 @@ impl ClipTextTransformer {
             .collect();
         let mut x = self
             .token_embedding
-            .embedding(&flat)?
+            .forward(&flat)?
             .reshape(&[b, len, d])?
             .add(&self.position_embedding.narrow(0, 0, len)?)?;
         let mut penultimate = x.clone();

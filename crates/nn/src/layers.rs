@@ -1,10 +1,12 @@
 //! The layers the transformer models share, loaded by Hugging Face key names.
 
+use std::sync::Arc;
+
 use tessera_tensor::{
-    Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor, TensorError,
+    Activation, AttentionOptions, DType, Gpu, MatmulOptions, PackedMatrix, Tensor, TensorError,
 };
 
-use crate::error::Result;
+use crate::error::{NnError, Result};
 use crate::weights::Weights;
 
 /// PyTorch's `nn.Linear`: `x · weightᵀ + bias`, weight `[out, in]` as the checkpoint stores it.
@@ -336,6 +338,69 @@ impl PreLnBlock {
             + self.mlp.fc1.macs()
             + self.mlp.fc2.macs())
             + 2 * batch * seq * seq * hidden
+    }
+}
+
+/// PyTorch's `nn.Embedding`: rows of a `[vocab, dim]` table by token id. A table larger than
+/// the adapter binds in one buffer (CLIP-L's 49408 × 768 in f32 is 145 MiB; lavapipe binds
+/// 128) stays on the host and its rows are gathered there and uploaded (a few hundred rows a
+/// forward); otherwise the gather runs on the GPU.
+pub struct Embedding {
+    table: Table,
+    dim: usize,
+    gpu: Arc<Gpu>,
+    dtype: DType,
+}
+
+enum Table {
+    Gpu(Tensor),
+    Host { values: Vec<f32>, vocab: usize },
+}
+
+impl Embedding {
+    /// The `[vocab, dim]` table `name` under `w`.
+    pub fn load(w: &Weights, name: &str, vocab: usize, dim: usize) -> Result<Self> {
+        let bytes = (vocab * dim * w.dtype().size()) as u64;
+        let table = if w.gpu().check_binding_size("embedding", bytes).is_ok() {
+            Table::Gpu(w.get(name, &[vocab, dim])?)
+        } else {
+            Table::Host {
+                values: w.get_host(name, &[vocab, dim])?,
+                vocab,
+            }
+        };
+        Ok(Embedding {
+            table,
+            dim,
+            gpu: w.gpu().clone(),
+            dtype: w.dtype(),
+        })
+    }
+
+    /// `[ids.len(), dim]`; an id past the vocabulary is an error.
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        match &self.table {
+            Table::Gpu(t) => Ok(t.embedding(ids)?),
+            Table::Host { values, vocab } => {
+                let d = self.dim;
+                let mut rows = Vec::with_capacity(ids.len() * d);
+                for &id in ids {
+                    let i = id as usize;
+                    if i >= *vocab {
+                        return Err(NnError::Input(format!(
+                            "token id {id} is outside the vocabulary of {vocab}"
+                        )));
+                    }
+                    rows.extend_from_slice(&values[i * d..(i + 1) * d]);
+                }
+                Ok(Tensor::from_slice(
+                    &self.gpu,
+                    &rows,
+                    &[ids.len(), d],
+                    self.dtype,
+                )?)
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ mod weights;
 pub use error::{NnError, Result};
 pub use image;
 pub use layers::{
-    gather_rows, AttentionWeights, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
+    gather_rows, AttentionWeights, Embedding, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
 };
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
 pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE};
