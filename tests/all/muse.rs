@@ -465,7 +465,11 @@ fn embedding_tables_past_a_binding_still_gather() {
     let host = w.get_host("token_embedding.weight", &[vocab, dim]).unwrap();
     for (k, &id) in ids.iter().enumerate() {
         let id = id as usize;
-        assert_eq!(got[k * dim..(k + 1) * dim], host[id * dim..(id + 1) * dim], "row {id}");
+        assert_eq!(
+            got[k * dim..(k + 1) * dim],
+            host[id * dim..(id + 1) * dim],
+            "row {id}"
+        );
     }
     let e = table.forward(&[40_000]).unwrap_err().to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
