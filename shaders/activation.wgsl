@@ -18,10 +18,15 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
+// GELU with the exact (erf) normal CDF.
+fn gelu_erf(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
+}
+
 fn activate(x: f32) -> f32 {
     switch ACT {
         case 1u: { return max(x, 0.0); }
-        case 2u: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
+        case 2u: { return gelu_erf(x); }
         case 3u: {
             // tanh(u) = 1 - 2 / (exp(2u) + 1) stays finite for large |u|.
             let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);

@@ -54,7 +54,7 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         case 1u: { v = x * y; }
         case 2u: { v = x - y; }
         // GEGLU's product: x · gelu(y), the exact (erf) GELU.
-        case 3u: { v = x * 0.5 * y * (1.0 + erf_approx(y * 0.7071067811865476)); }
+        case 3u: { v = x * gelu_erf(y); }
         default: { v = x + y; }
     }
     out[i] = T(activate(v));

@@ -66,7 +66,7 @@ fn im2col_packed_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
     packed_texel(gid, true);
 }
 
-// Element `x` of plane `plane` (n·C + c) of the input.
+// Element `i` (y·W + x) of plane `plane` (n·C + c) of the input.
 fn input(plane: u32, i: u32, from_tex: bool) -> f32 {
     if from_tex {
         return textureLoad(src_tex, vec2<u32>(i / 4u, plane))[i % 4u];

@@ -9,8 +9,9 @@
 // LayerNorm over rows of one group: with GROUP_HW > 0 the affine index of column j of row r is
 // (r mod groups)·(cols / GROUP_HW) + j / GROUP_HW, i.e. the channel. Mean and variance are
 // two passes in f32 (no E[x²] - E[x]² cancellation). LayerNorm, RMSNorm and GroupNorm end
-// with the activation ACT (activation.wgsl; a VQ-GAN's GroupNorm + SiLU in one pass). With `affine_rows` > 0, weight and bias
-// hold one row per block of that many rows (adaptive norms: per batch element).
+// with the activation ACT (activation.wgsl; a VQ-GAN's GroupNorm + SiLU in one pass). With
+// `affine_rows` > 0, weight and bias hold one row per block of that many rows (adaptive norms:
+// per batch element).
 //
 // Entry points: norm_rows, one workgroup of 64 per row with reductions in workgroup memory
 // (GPUs, long rows); norm_rows_serial (SERIAL = true), one invocation per row and no barriers,

@@ -2,7 +2,8 @@
 // `u + g·(c − u)` (classifier-free guidance; `c` the row `cond_offset` rows further on, none
 // when `cond_offset` is 0), their softmax, and one token drawn by the inverse of the cumulative
 // distribution at the row's uniform: the first index whose running sum exceeds `u · total`,
-// as a multinomial draw of one sample. Writes the index and its probability.
+// as a multinomial draw of one sample. Writes the index to `picked[row]` and the bits of its
+// probability to `picked[rows + row]`, so one read-back brings both.
 //
 // One workgroup of 64 invocations per row; invocation `i` owns the `i`-th contiguous chunk of
 // columns, so the chunk sums give each chunk's starting point of the running sum.
@@ -23,8 +24,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read> logits: array<T>;
 @group(0) @binding(1) var<storage, read> uniforms: array<f32>;
 @group(0) @binding(2) var<storage, read_write> picked: array<u32>;
-@group(0) @binding(3) var<storage, read_write> picked_prob: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: Params;
 
 const WG: u32 = 64u;
 var<workgroup> part: array<f32, 64>;
@@ -113,6 +113,6 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             }
         }
         picked[row] = pick;
-        picked_prob[row] = exp(logit(row, pick) - row_max) / total;
+        picked[p.rows + row] = bitcast<u32>(exp(logit(row, pick) - row_max) / total);
     }
 }

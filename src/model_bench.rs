@@ -35,6 +35,20 @@ pub const MODELS: &[&str] = &[
     "amused-256-vqgan",
 ];
 
+/// A deterministic input in [−0.5, 0.5) of `shape`.
+fn pattern(gpu: &Arc<Gpu>, shape: &[usize], dtype: DType) -> Result<Tensor, BenchError> {
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+        .collect();
+    Ok(Tensor::from_slice(gpu, &values, shape, dtype)?)
+}
+
+/// Token ids as an f32 tensor, the output of the benchmarks that produce tokens.
+fn ids_tensor(gpu: &Arc<Gpu>, ids: &[u32]) -> Result<Tensor, BenchError> {
+    let values: Vec<f32> = ids.iter().map(|&t| t as f32).collect();
+    Ok(Tensor::from_slice(gpu, &values, &[ids.len()], DType::F32)?)
+}
+
 /// aMUSEd-256's transformer (the defaults are close; these are the checkpoint's).
 fn amused_256() -> UVit2DConfig {
     UVit2DConfig {
@@ -173,15 +187,7 @@ impl ModelBench {
                 let model = UVit2D::new(&config, &w)?;
                 let (rows, text_len, side) = (2, 77, config.sample_size);
                 let seq = side * side;
-                let text: Vec<f32> = (0..rows * text_len * config.encoder_hidden_size)
-                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
-                    .collect();
-                let text = Tensor::from_slice(
-                    gpu,
-                    &text,
-                    &[rows, text_len, config.encoder_hidden_size],
-                    dtype,
-                )?;
+                let text = pattern(gpu, &[rows, text_len, config.encoder_hidden_size], dtype)?;
                 let pooled = text
                     .narrow(1, 0, 1)?
                     .contiguous()?
@@ -209,13 +215,7 @@ impl ModelBench {
                         move || {
                             let logits = model.forward(&ids, (side, side), &cond)?;
                             let (drawn, _) = logits.sample_rows(&uniforms, Some(10.0))?;
-                            let drawn: Vec<f32> = drawn.iter().map(|&t| t as f32).collect();
-                            Ok(Tensor::from_slice(
-                                &gpu,
-                                &drawn,
-                                &[drawn.len()],
-                                DType::F32,
-                            )?)
+                            ids_tensor(&gpu, &drawn)
                         }
                     }),
                 }
@@ -245,10 +245,7 @@ impl ModelBench {
                     config.max_source_positions,
                     config.vocab_size,
                 );
-                let states: Vec<f32> = (0..pos * d)
-                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
-                    .collect();
-                let states = Tensor::from_slice(gpu, &states, &[1, pos, d], dtype)?;
+                let states = pattern(gpu, &[1, pos, d], dtype)?;
                 let (prompt, new) = (4, 28);
                 let options = GreedyOptions {
                     prompt: vec![50258, 50259, 50359, 50363],
@@ -275,10 +272,8 @@ impl ModelBench {
                     run: Box::new({
                         let gpu = gpu.clone();
                         move || {
-                            // The tokens, as a tensor like the other models' outputs.
                             let ids = model.greedy(&states, &options)?.swap_remove(0);
-                            let ids: Vec<f32> = ids.iter().map(|&t| t as f32).collect();
-                            Ok(Tensor::from_slice(&gpu, &ids, &[ids.len()], DType::F32)?)
+                            ids_tensor(&gpu, &ids)
                         }
                     }),
                 }
@@ -291,11 +286,7 @@ impl ModelBench {
                 };
                 let model = WhisperEncoder::new(&config, &w)?;
                 let frames = config.frames();
-                let feats: Vec<f32> = (0..batch * config.num_mel_bins * frames)
-                    .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
-                    .collect();
-                let input =
-                    Tensor::from_slice(gpu, &feats, &[batch, config.num_mel_bins, frames], dtype)?;
+                let input = pattern(gpu, &[batch, config.num_mel_bins, frames], dtype)?;
                 let pos = config.max_source_positions;
                 let largest = [
                     frames * config.d_model,

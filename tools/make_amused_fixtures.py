@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 
 import diffusers.schedulers.scheduling_amused as sched_mod
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
+from make_model_fixtures import round_to
 
 ROOT = "tests/fixtures/models"
 torch.manual_seed(0)
@@ -45,13 +46,6 @@ def randomize(model):
             else:
                 p.copy_(0.5 * torch.randn_like(p))
     return model.eval()
-
-
-def round_to(model, dtype):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.to(dtype).to(torch.float32))
-    return model
 
 
 def text_encoder(path):

@@ -308,23 +308,17 @@ pub fn depthwise(
     }
     let (out_h, out_w) = spec.out_size();
     let total = spec.n * c * out_h * out_w;
-    let last_in = view.offset
-        + view
-            .shape
-            .iter()
-            .zip(&view.strides)
-            .map(|(&s, &st)| (s - 1) * st)
-            .sum::<usize>();
-    let elem = dtype.size() as u64;
-    if ((last_in + 1) as u64) * elem > args.input.len_bytes()
-        || ((c * spec.kernel.0 * spec.kernel.1) as u64) * elem > args.weight.len_bytes()
-        || args.bias.is_some_and(|b| (c as u64) * elem > b.len_bytes())
-        || (total as u64) * elem > args.out.len_bytes()
-        || u32::try_from(last_in.max(total)).is_err()
-    {
+    args.input.check_holds("conv", "input", view.end(), dtype)?;
+    args.weight
+        .check_holds("conv", "weight", c * spec.kernel.0 * spec.kernel.1, dtype)?;
+    if let Some(b) = args.bias {
+        b.check_holds("conv", "bias", c, dtype)?;
+    }
+    args.out.check_holds("conv", "out", total, dtype)?;
+    if u32::try_from(view.end().max(total)).is_err() {
         return Err(KernelError::Shape {
             op: "conv",
-            detail: format!("buffers do not hold {spec:?}"),
+            detail: format!("{spec:?} over {view:?} exceeds the 32-bit index range"),
         });
     }
     let (grid, row_pitch) = gpu.grid_1d(total, 256);

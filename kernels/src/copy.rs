@@ -73,6 +73,21 @@ impl StridedView {
         self.shape.iter().product()
     }
 
+    /// One past the highest element index the view reaches (0 for an empty view).
+    pub fn end(&self) -> usize {
+        if self.numel() == 0 {
+            return 0;
+        }
+        self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(s, st)| (s - 1) * st)
+                .sum::<usize>()
+            + 1
+    }
+
     /// Fails unless every element of the view lies within `len_bytes` of `dtype` elements.
     pub(crate) fn check_within(
         &self,
@@ -80,17 +95,7 @@ impl StridedView {
         len_bytes: u64,
         dtype: DType,
     ) -> Result<()> {
-        if self.numel() == 0 {
-            return Ok(());
-        }
-        let last = self.offset
-            + self
-                .shape
-                .iter()
-                .zip(&self.strides)
-                .map(|(s, st)| (s - 1) * st)
-                .sum::<usize>();
-        if ((last + 1) * dtype.size()) as u64 > len_bytes {
+        if (self.end() * dtype.size()) as u64 > len_bytes {
             return Err(KernelError::Shape {
                 op,
                 detail: format!("view {self:?} reaches past its buffer of {len_bytes} bytes"),

@@ -41,18 +41,12 @@ pub fn grn(
 ) -> Result<()> {
     const OP: &str = "grn";
     let n = batch * positions * channels;
-    let elem = dtype.size() as u64;
-    if (n as u64) * elem > args.x.len_bytes()
-        || (n as u64) * elem > args.out.len_bytes()
-        || (channels as u64) * elem > args.gamma.len_bytes()
-        || (channels as u64) * elem > args.beta.len_bytes()
-        || ((batch * channels * 4) as u64) > args.norms.len_bytes()
-    {
-        return Err(KernelError::Shape {
-            op: OP,
-            detail: format!("buffers too small for [{batch}, {positions}, {channels}]"),
-        });
-    }
+    args.x.check_holds(OP, "x", n, dtype)?;
+    args.out.check_holds(OP, "out", n, dtype)?;
+    args.gamma.check_holds(OP, "gamma", channels, dtype)?;
+    args.beta.check_holds(OP, "beta", channels, dtype)?;
+    args.norms
+        .check_holds(OP, "norms", batch * channels, DType::F32)?;
     if gpu.is_cpu() && positions > 60_000 {
         return Err(KernelError::Limit {
             op: OP,

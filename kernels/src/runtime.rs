@@ -1037,6 +1037,16 @@ impl Gpu {
         self.take_error()
     }
 
+    /// [`Gpu::read`] of the first `count` 32-bit words of `buffer` (indices, bit patterns).
+    pub fn read_u32(&self, buffer: &GpuBuffer, count: usize) -> Result<Vec<u32>> {
+        let bytes = self.read(buffer, (count * 4) as u64)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .take(count)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
     /// Submits the recorded work and reads back the first `bytes` bytes of `buffer`.
     pub fn read(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
         let padded = bytes.max(4).next_multiple_of(4);

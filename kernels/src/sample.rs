@@ -32,8 +32,8 @@ pub struct Guidance {
 }
 
 /// Records the draw of one column per row of `logits` (`rows` rows of `cols`, or twice as many
-/// with `guidance`) at `uniforms[row]` ∈ [0, 1): the column index into `picked` (u32) and its
-/// softmax probability into `picked_prob` (f32).
+/// with `guidance`) at `uniforms[row]` ∈ [0, 1): into `picked` (`2 · rows` u32), the column
+/// index of each row, then the bits of its softmax probability (f32) — one read-back for both.
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
     gpu: &Gpu,
@@ -44,7 +44,6 @@ pub fn sample(
     guidance: Option<Guidance>,
     uniforms: &GpuBuffer,
     picked: &GpuBuffer,
-    picked_prob: &GpuBuffer,
 ) -> Result<()> {
     const OP: &str = "sample";
     let stored_rows = match guidance {
@@ -60,17 +59,16 @@ pub fn sample(
         Some(g) => g.cond_offset + rows,
         None => rows,
     };
-    if cols == 0
-        || ((stored_rows * cols * dtype.size()) as u64) > logits.len_bytes()
-        || ((rows * 4) as u64) > uniforms.len_bytes()
-        || ((rows * 4) as u64) > picked.len_bytes()
-        || ((rows * 4) as u64) > picked_prob.len_bytes()
-    {
+    if cols == 0 {
         return Err(KernelError::Shape {
             op: OP,
-            detail: format!("buffers too small for {rows} rows of {cols} columns"),
+            detail: "rows must have at least one column".into(),
         });
     }
+    logits.check_holds(OP, "logits", stored_rows * cols, dtype)?;
+    uniforms.check_holds(OP, "uniforms", rows, DType::F32)?;
+    // u32 and f32 words alike.
+    picked.check_holds(OP, "picked", 2 * rows, DType::F32)?;
     // llvmpipe ends an invocation's loops after 65535 iterations in total: 3 passes over a
     // 64th of the row, and 64 more for the chunk sums.
     let iterations = 3 * cols.div_ceil(64) + 128;
@@ -95,8 +93,7 @@ pub fn sample(
             (0, Binding::Read),
             (1, Binding::Read),
             (2, Binding::ReadWrite),
-            (3, Binding::ReadWrite),
-            (4, Binding::Params),
+            (3, Binding::Params),
         ],
     })?;
     let (grid, row_pitch) = gpu.grid_1d(rows, 1);
@@ -110,12 +107,7 @@ pub fn sample(
     };
     gpu.dispatch(
         &kernel,
-        &[
-            logits.into(),
-            uniforms.into(),
-            picked.into(),
-            picked_prob.into(),
-        ],
+        &[logits.into(), uniforms.into(), picked.into()],
         bytemuck::bytes_of(&params),
         grid,
     )

@@ -41,16 +41,32 @@ impl Reference {
         Reference(std::fs::read(model_dir(model).join("reference.safetensors")).unwrap())
     }
 
-    pub fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+    /// A tensor of 4-byte elements of `dtype`: its shape and its words.
+    fn words(&self, name: &str, dtype: Dtype) -> (Vec<usize>, Vec<[u8; 4]>) {
         let st = SafeTensors::deserialize(&self.0).unwrap();
         let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        let values = t
+        assert_eq!(t.dtype(), dtype, "{name}");
+        let words = t
             .data()
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| [b[0], b[1], b[2], b[3]])
             .collect();
-        (t.shape().to_vec(), values)
+        (t.shape().to_vec(), words)
+    }
+
+    pub fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let (shape, words) = self.words(name, Dtype::F32);
+        (shape, words.into_iter().map(f32::from_le_bytes).collect())
+    }
+
+    /// An int32 tensor (token ids) as u32.
+    pub fn ints(&self, name: &str) -> (Vec<usize>, Vec<u32>) {
+        let (shape, words) = self.words(name, Dtype::I32);
+        let ids = words
+            .into_iter()
+            .map(|w| i32::from_le_bytes(w) as u32)
+            .collect();
+        (shape, ids)
     }
 
     /// `pixel_values` `[B, 3, H, W]` as HWC images, with the identity normalisation.

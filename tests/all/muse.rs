@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 
-use safetensors::{Dtype, SafeTensors};
 use tessera::kernels::grn::grn_cpu;
 use tessera::kernels::sample::{sample_cpu, Guidance};
 use tessera::muse::{
@@ -19,20 +18,6 @@ use crate::common::{f16_or_clear_error, gpu, rel_error, values};
 use crate::models::{model_dir, Reference};
 
 const TOL: f32 = 1e-3;
-
-fn ints(r: &Reference, name: &str) -> (Vec<usize>, Vec<u32>) {
-    let bytes = std::fs::read(model_dir("amused").join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::I32, "{name}");
-    let _ = r;
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
-        .collect();
-    (t.shape().to_vec(), v)
-}
 
 /// `[b, c, h, w]` → `[b, h·w, c]`.
 fn channels_last(shape: &[usize], v: &[f32]) -> Vec<f32> {
@@ -82,7 +67,7 @@ fn amused_text_encoder_matches_transformers() {
     )
     .unwrap();
     let ids = enc.tokenize(&["a photo of a cat", ""]).unwrap();
-    let (_, want_ids) = ints(&r, "text_input_ids");
+    let (_, want_ids) = r.ints("text_input_ids");
     assert_eq!(ids.concat(), want_ids, "padded to 77 with the pad token");
     let out = enc.encode_ids(&ids).unwrap();
     let (_, want) = r.get("text_hidden_states");
@@ -98,7 +83,7 @@ fn check_transformer(folder: &str, dtype: DType, tol: f32) {
     let model = transformer(folder, dtype);
     let (text, pooled) = text_inputs(dtype);
     let cond = model.condition(&text, &pooled, &micro_conds(&r)).unwrap();
-    let (_, ids) = ints(&r, "transformer_input_ids");
+    let (_, ids) = r.ints("transformer_input_ids");
     let logits = model.forward(&ids, (4, 4), &cond).unwrap();
     assert_eq!(logits.shape(), [2, 16, 32]);
     let (s, want) = Reference::load(folder).get("transformer_logits");
@@ -127,7 +112,7 @@ fn vq_decoder_matches_diffusers() {
     let vq = VqDecoder::new(&VqConfig::load(&dir).unwrap(), &w).unwrap();
     assert_eq!(vq.config().scale_factor(), 4);
     for name in ["vq", "vq_wide"] {
-        let (s, tokens) = ints(&r, &format!("{name}_tokens"));
+        let (s, tokens) = r.ints(&format!("{name}_tokens"));
         let img = vq.decode(&tokens, s[0], (s[1], s[2])).unwrap();
         let (ws, want) = r.get(&format!("{name}_image"));
         assert_eq!(img.shape(), ws.as_slice());
@@ -151,15 +136,15 @@ fn scheduler_step_matches_diffusers() {
     .unwrap();
     let (_, uniforms) = r.get("step_multinomial");
     let (drawn, probs) = logits.sample_rows(&uniforms, Some(3.0)).unwrap();
-    let (_, mut sample) = ints(&r, "step_sample");
+    let (_, mut sample) = r.ints("step_sample");
     let (_, gumbel) = r.get("step_gumbel");
     let temps = tessera::muse::linspace(2.0, 0.0, 12);
     // diffusers' timesteps run 11..0; the fixture stepped at timesteps[3], step index 3.
     let pred = sched
         .step(3, 12, &mut sample, &drawn, &probs, &gumbel, temps[3])
         .unwrap();
-    assert_eq!(pred, ints(&r, "step_pred_original").1);
-    assert_eq!(sample, ints(&r, "step_prev_sample").1);
+    assert_eq!(pred, r.ints("step_pred_original").1);
+    assert_eq!(sample, r.ints("step_prev_sample").1);
     assert!(sample.contains(&39) && sample.iter().any(|&t| t != 39));
 }
 
@@ -197,7 +182,7 @@ fn amused_pipeline_matches_diffusers_given_its_draws() {
         .generate(&["a photo of a cat"], &opts, &mut replay)
         .unwrap();
     assert!(replay.0.is_empty(), "every draw used");
-    assert_eq!(images.tokens, ints(&r, "pipe_tokens").1);
+    assert_eq!(images.tokens, r.ints("pipe_tokens").1);
     assert_eq!((images.height, images.width), (16, 16));
     let (_, want) = r.get("pipe_image");
     let e = rel_error(&images.pixels, &want);

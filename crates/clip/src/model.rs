@@ -321,11 +321,12 @@ impl ClipTextTransformer {
             .forward(&flat)?
             .reshape(&[b, len, d])?
             .add(&self.position_embedding.narrow(0, 0, len)?)?;
-        let mut penultimate = x.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i + 1 == self.layers.len() {
-                penultimate = x.clone();
-            }
+        let last = self.layers.len().saturating_sub(1);
+        for layer in &self.layers[..last] {
+            x = layer.forward(x, true)?;
+        }
+        let penultimate = x.clone();
+        for layer in &self.layers[last..] {
             x = layer.forward(x, true)?;
         }
         let last_hidden_state = self.final_layer_norm.forward(&x)?;

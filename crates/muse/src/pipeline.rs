@@ -66,11 +66,8 @@ struct TextEncoderConfig {
 pub struct TextEncoder {
     tower: ClipTextTransformer,
     projection: Linear,
-    /// Widths of the hidden states and of the projected pooled output.
-    dims: (usize, usize),
     tokenizer: ClipTokenizer,
     pad_id: u32,
-    max_len: usize,
 }
 
 /// What the transformer is conditioned on: `[batch, len, hidden]` and `[batch, projection]`.
@@ -135,23 +132,21 @@ impl TextEncoder {
         Ok(TextEncoder {
             tower,
             projection,
-            dims: (t.hidden_size, config.projection_dim),
             tokenizer,
             pad_id,
-            max_len: t.max_position_embeddings,
         })
     }
 
     /// Widths of the hidden states and of the projected pooled output.
     pub fn dims(&self) -> (usize, usize) {
-        self.dims
+        (self.tower.config().hidden_size, self.projection.out_dim())
     }
 
     /// The token ids of each prompt, padded to the full length.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let mut ids = self.tokenizer.encode(prompts)?;
         for s in &mut ids {
-            s.resize(self.max_len, self.pad_id);
+            s.resize(self.tower.config().max_position_embeddings, self.pad_id);
         }
         Ok(ids)
     }

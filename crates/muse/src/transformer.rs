@@ -441,7 +441,11 @@ impl UVitBlock {
             Some((
                 norm(&s)?,
                 conv.get("weight", &[ch, ch, 2, 2])?,
-                conv.get_opt("bias", &[ch])?.filter(|_| c.use_bias),
+                if c.use_bias {
+                    Some(conv.get("bias", &[ch])?)
+                } else {
+                    None
+                },
             ))
         } else {
             None

@@ -19,4 +19,4 @@ pub use layers::{
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
 pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE};
 pub use resample::{resize, Filter};
-pub use weights::{Weights, DIFFUSERS_FILES, INDEX_FILE, SINGLE_FILE};
+pub use weights::{Weights, INDEX_FILE, SINGLE_FILE};

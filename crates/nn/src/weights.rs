@@ -21,11 +21,22 @@ use crate::error::{NnError, Result};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of a sharded checkpoint's index.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// The names diffusers gives a model's checkpoint (single file, index), looked for after
-/// transformers' ones.
-pub const DIFFUSERS_FILES: [&str; 2] = [
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.safetensors.index.json",
+/// A checkpoint's file names (single file, index) in the order they are looked for:
+/// transformers', diffusers', then the Hub's half-precision variants of both.
+const CHECKPOINT_FILES: [[&str; 2]; 4] = [
+    [SINGLE_FILE, INDEX_FILE],
+    [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.safetensors.index.json",
+    ],
+    [
+        "model.fp16.safetensors",
+        "model.safetensors.index.fp16.json",
+    ],
+    [
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.safetensors.index.fp16.json",
+    ],
 ];
 
 struct Entry {
@@ -77,38 +88,22 @@ fn map_file(path: &Path) -> Result<Mmap> {
 
 impl Checkpoint {
     fn open(dir: &Path) -> Result<Self> {
-        // The Hub's half-precision variants are looked for last.
-        let layouts = [
-            [SINGLE_FILE, INDEX_FILE],
-            DIFFUSERS_FILES,
-            [
-                "model.fp16.safetensors",
-                "model.safetensors.index.fp16.json",
-            ],
-            [
-                "diffusion_pytorch_model.fp16.safetensors",
-                "diffusion_pytorch_model.safetensors.index.fp16.json",
-            ],
-        ];
-        let found = layouts.iter().find_map(|[single, index]| {
+        // The first index or single file of the names, in their order.
+        let found = CHECKPOINT_FILES.iter().find_map(|&[single, index]| {
             if dir.join(index).is_file() {
-                Some((dir.join(index), true))
+                Some((index, true))
             } else if dir.join(single).is_file() {
-                Some((dir.join(single), false))
+                Some((single, false))
             } else {
                 None
             }
         });
-        let names: Vec<String> = if let Some((index, true)) = &found {
-            let index: Index = crate::config::read_json(index, "safetensors index")?;
+        let names: Vec<String> = if let Some((index, true)) = found {
+            let index: Index = crate::config::read_json(&dir.join(index), "safetensors index")?;
             let names: BTreeSet<String> = index.weight_map.into_values().collect();
             names.into_iter().collect()
-        } else if let Some((single, false)) = &found {
-            vec![single
-                .file_name()
-                .expect("joined a file name")
-                .to_string_lossy()
-                .into_owned()]
+        } else if let Some((single, false)) = found {
+            vec![single.to_string()]
         } else {
             let detail = if dir.join("pytorch_model.bin").is_file() {
                 "only safetensors checkpoints load; this folder has pytorch_model.bin \

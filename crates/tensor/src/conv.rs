@@ -295,11 +295,7 @@ impl Tensor {
             opts.activation,
             &DepthwiseArgs {
                 input: self.buffer(),
-                view: &StridedView {
-                    shape: self.shape().to_vec(),
-                    strides: self.strides().to_vec(),
-                    offset: self.offset(),
-                },
+                view: &self.view(),
                 weight: weight.buffer(),
                 bias: bias.as_ref().map(Tensor::buffer),
                 out: out.buffer(),

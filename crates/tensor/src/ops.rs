@@ -66,14 +66,6 @@ impl Tensor {
         }
     }
 
-    fn own_view(&self) -> StridedView {
-        StridedView {
-            shape: self.shape().to_vec(),
-            strides: self.strides().to_vec(),
-            offset: self.offset(),
-        }
-    }
-
     /// `act(self ∘ other)` elementwise with broadcasting.
     pub fn binary(&self, op: BinaryOp, other: &Tensor, act: Activation) -> Result<Tensor> {
         self.same_device("binary", other)?;
@@ -117,7 +109,7 @@ impl Tensor {
             act,
             scale,
             self.buffer(),
-            &self.own_view(),
+            &self.view(),
             out.buffer(),
         )?;
         Ok(out)
@@ -457,7 +449,7 @@ impl Tensor {
                 t.gpu(),
                 t.dtype(),
                 t.buffer(),
-                &t.own_view(),
+                &t.view(),
                 out.buffer(),
                 &dst,
             )?;
@@ -485,11 +477,7 @@ impl Tensor {
             values.buffer(),
             &indices,
         )?;
-        let bytes = self.gpu().read(&indices, (rows * k * 4) as u64)?;
-        let indices = bytes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let indices = self.gpu().read_u32(&indices, rows * k)?;
         Ok((values, indices))
     }
 
@@ -558,8 +546,7 @@ impl Tensor {
         let x = self.contiguous()?;
         let gpu = self.gpu();
         let u = gpu.upload("sample", bytemuck::cast_slice(uniforms))?;
-        let picked = gpu.alloc("sample", (rows * 4) as u64)?;
-        let probs = gpu.alloc("sample", (rows * 4) as u64)?;
+        let picked = gpu.alloc("sample", (2 * rows * 4) as u64)?;
         sample(
             gpu,
             self.dtype(),
@@ -572,19 +559,14 @@ impl Tensor {
             }),
             &u,
             &picked,
-            &probs,
         )?;
-        let words = |b: Vec<u8>| -> Vec<u32> {
-            b.chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        };
-        let picked = words(gpu.read(&picked, (rows * 4) as u64)?);
-        let probs = words(gpu.read(&probs, (rows * 4) as u64)?)
+        let mut words = gpu.read_u32(&picked, 2 * rows)?;
+        let probs = words
+            .split_off(rows)
             .into_iter()
             .map(f32::from_bits)
             .collect();
-        Ok((picked, probs))
+        Ok((words, probs))
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.

@@ -213,6 +213,15 @@ impl Tensor {
         }
     }
 
+    /// This tensor's elements as a view of its buffer (shape, strides, offset).
+    pub(crate) fn view(&self) -> StridedView {
+        StridedView {
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+        }
+    }
+
     /// The same buffer seen through another shape, strides and offset.
     pub(crate) fn view_as(&self, shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Tensor {
         Tensor {
@@ -269,16 +278,11 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = Tensor::empty(&self.gpu, &self.shape, self.dtype)?;
-        let view = StridedView {
-            shape: self.shape.clone(),
-            strides: self.strides.clone(),
-            offset: self.offset,
-        };
         copy_strided(
             &self.gpu,
             self.dtype,
             &self.buffer,
-            &view,
+            &self.view(),
             &out.buffer,
             &StridedView::contiguous(&self.shape),
         )?;
@@ -290,18 +294,11 @@ impl Tensor {
     pub fn copy_into_view(&self, dst: &Tensor, view: &StridedView) -> Result<()> {
         const OP: &str = "copy_into_view";
         self.same_device(OP, dst)?;
-        let last = view.offset
-            + view
-                .shape
-                .iter()
-                .zip(&view.strides)
-                .map(|(&n, &s)| n.saturating_sub(1) * s)
-                .sum::<usize>();
         if view.shape != self.shape
             || view.strides.len() != view.shape.len()
             || self.dtype != dst.dtype
             || !dst.is_contiguous()
-            || (self.numel() > 0 && last >= dst.numel())
+            || view.end() > dst.numel()
         {
             return Err(TensorError::Shape {
                 op: OP,
@@ -315,11 +312,7 @@ impl Tensor {
             &self.gpu,
             self.dtype,
             &self.buffer,
-            &StridedView {
-                shape: self.shape.clone(),
-                strides: self.strides.clone(),
-                offset: self.offset,
-            },
+            &self.view(),
             &dst.buffer,
             view,
         )?;
