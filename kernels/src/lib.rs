@@ -22,6 +22,7 @@ mod pool;
 mod runtime;
 pub mod sample;
 pub mod stft;
+pub mod timestamp;
 pub mod topk;
 
 pub use dtype::{specialize, DType};
@@ -89,6 +90,8 @@ pub mod modules {
     pub const GRN: &[ShaderFile] = &[shader_file!("grn")];
     /// Masked-token sampling with classifier-free guidance.
     pub const SAMPLE: &[ShaderFile] = &[shader_file!("sample")];
+    /// Whisper's timestamp rule and greedy pick.
+    pub const TIMESTAMP_PICK: &[ShaderFile] = &[shader_file!("timestamp_pick")];
     /// Top-k and arg-max over rows.
     pub const TOPK: &[ShaderFile] = &[shader_file!("topk")];
     /// Storage-buffer and texture matmuls, GEMV.
@@ -114,6 +117,7 @@ pub const SHADERS: &[(&str, &[ShaderFile])] = &[
     ("topk", modules::TOPK),
     ("grn", modules::GRN),
     ("sample", modules::SAMPLE),
+    ("timestamp_pick", modules::TIMESTAMP_PICK),
     ("stft", modules::STFT),
     ("mel", modules::MEL),
     ("pack", modules::PACK),

@@ -13,3 +13,4 @@ mod patch_embed;
 mod runtime;
 mod shaders;
 mod tensor;
+mod timestamps;

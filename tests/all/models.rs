@@ -38,7 +38,23 @@ pub struct Reference(Vec<u8>);
 
 impl Reference {
     pub fn load(model: &str) -> Self {
-        Reference(std::fs::read(model_dir(model).join("reference.safetensors")).unwrap())
+        Self::file(model, "reference.safetensors")
+    }
+
+    /// Another safetensors file of a model folder.
+    pub fn file(model: &str, file: &str) -> Self {
+        Reference(std::fs::read(model_dir(model).join(file)).unwrap())
+    }
+
+    /// An f64 tensor.
+    pub fn f64s(&self, name: &str) -> Vec<f64> {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), Dtype::F64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 
     /// A tensor of 4-byte elements of `dtype`: its shape and its words.

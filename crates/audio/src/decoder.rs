@@ -355,19 +355,44 @@ impl WhisperDecoder {
         };
         let mask = suppression(&[&options.suppress_tokens])?;
         let first_mask = suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?;
+        if let Some(rules) = &options.timestamps {
+            rules.check(vocab)?;
+        }
         for step in 0..options.max_new_tokens {
             // At most `max` tokens in all, prompt included (transformers' max_length).
             if len + step >= max {
                 break;
             }
-            // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there: one
-            // id per row comes back instead of the vocabulary's logits.
             let logits = self.forward(&mut cache, &next, true)?;
-            let masked = match (step, &first_mask, &mask) {
-                (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
-                _ => logits,
+            let tokens = match &options.timestamps {
+                // The rule depends on each row's tokens so far: a row of −∞ masks per batch
+                // entry (suppressed tokens too), added and decided on in one pass on the GPU.
+                Some(rules) => {
+                    let mut bias = vec![0f32; b * vocab];
+                    for (bi, row) in bias.chunks_mut(vocab).enumerate() {
+                        let suppressed = options.suppress_tokens.iter();
+                        let at_begin = options.begin_suppress_tokens.iter().filter(|_| step == 0);
+                        for &t in suppressed.chain(at_begin) {
+                            if let Some(v) = row.get_mut(t as usize) {
+                                *v = f32::NEG_INFINITY;
+                            }
+                        }
+                        rules.mask(&out[bi][len..], row);
+                    }
+                    let bias =
+                        Tensor::from_slice(encoder_out.gpu(), &bias, logits.shape(), DType::F32)?;
+                    logits.timestamp_pick(&bias, rules.begin() as usize)?
+                }
+                // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there:
+                // one id per row comes back instead of the vocabulary's logits.
+                None => {
+                    let masked = match (step, &first_mask, &mask) {
+                        (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
+                        _ => logits,
+                    };
+                    masked.argmax()?
+                }
             };
-            let tokens = masked.argmax()?;
             for (bi, &token) in tokens.iter().enumerate() {
                 if !done[bi] {
                     out[bi].push(token);
@@ -507,6 +532,84 @@ pub struct GreedyOptions {
     pub begin_suppress_tokens: Vec<u32>,
     /// The token that ends decoding.
     pub eos_token_id: Option<u32>,
+    /// Decode with timestamp tokens under Whisper's rules (the prompt then leaves out
+    /// `<|notimestamps|>`); `None` decodes text only.
+    pub timestamps: Option<TimestampRules>,
+}
+
+/// Whisper's timestamp rules, as transformers' `WhisperTimeStampLogitsProcessor` applies them
+/// to each step's logits: `<|notimestamps|>` is never chosen; the first token is a timestamp
+/// (at most `max_initial_index` steps of 0.02 s in); timestamps come in pairs (after a text
+/// token's closing timestamp the next one opens the following segment) except right before the
+/// end token; they never decrease; and when the timestamps' summed probability exceeds every
+/// text token's, a timestamp is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampRules {
+    /// `<|notimestamps|>`: the timestamp tokens `<|0.00|>`, `<|0.02|>`, ... follow it.
+    pub no_timestamps: u32,
+    /// The end token; the text tokens lie below it.
+    pub eos: u32,
+    /// The latest first timestamp, in steps from `<|0.00|>` (transformers'
+    /// `max_initial_timestamp_index`; 50, one second, in the released checkpoints).
+    pub max_initial_index: Option<u32>,
+}
+
+impl TimestampRules {
+    /// `<|0.00|>`, the first timestamp token.
+    pub fn begin(&self) -> u32 {
+        self.no_timestamps + 1
+    }
+
+    fn check(&self, vocab: usize) -> Result<()> {
+        if self.begin() as usize >= vocab || self.eos >= self.no_timestamps {
+            return Err(AudioError::Unsupported(format!(
+                "timestamps need <|notimestamps|> ({}) after the end token ({}) and timestamp \
+                 tokens after it inside the vocabulary of {vocab}",
+                self.no_timestamps, self.eos
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets to −∞ the entries of `bias` (one per vocabulary token) that the rules forbid after
+    /// `generated` (the tokens decoded after the prompt).
+    pub fn mask(&self, generated: &[u32], bias: &mut [f32]) {
+        let vocab = bias.len();
+        let begin = (self.begin() as usize).min(vocab);
+        let mut forbid = |lo: usize, hi: usize| {
+            for v in &mut bias[lo.min(vocab)..hi.min(vocab)] {
+                *v = f32::NEG_INFINITY;
+            }
+        };
+        forbid(self.no_timestamps as usize, self.no_timestamps as usize + 1);
+        let is_stamp = |t: &u32| *t >= self.begin();
+        let last = generated.last().is_some_and(is_stamp);
+        let penultimate = generated.len() < 2 || is_stamp(&generated[generated.len() - 2]);
+        if last {
+            if penultimate {
+                // A closed pair: text (or the end) must follow.
+                forbid(begin, vocab);
+            } else {
+                // A segment's closing timestamp: the next opens a segment, or the end.
+                forbid(0, self.eos as usize);
+            }
+        }
+        if let Some(&latest) = generated.iter().rev().find(|t| is_stamp(t)) {
+            // Never earlier than the latest; the same one only to open the next segment.
+            let from = if last && !penultimate {
+                latest
+            } else {
+                latest + 1
+            };
+            forbid(begin, from as usize);
+        }
+        if generated.is_empty() {
+            forbid(0, begin);
+            if let Some(index) = self.max_initial_index {
+                forbid(begin + index as usize + 1, vocab);
+            }
+        }
+    }
 }
 
 /// The decoding settings of a Whisper folder: `generation_config.json` where it has one, over
@@ -530,6 +633,8 @@ pub struct WhisperGeneration {
     pub task_to_id: Option<HashMap<String, u32>>,
     /// Whether the checkpoint is multilingual (takes language and task tokens).
     pub is_multilingual: Option<bool>,
+    /// The latest first timestamp, in 0.02 s steps (see [`TimestampRules`]).
+    pub max_initial_timestamp_index: Option<u32>,
 }
 
 impl WhisperGeneration {
@@ -550,6 +655,9 @@ impl WhisperGeneration {
             lang_to_id: g.lang_to_id.or(base.lang_to_id),
             task_to_id: g.task_to_id.or(base.task_to_id),
             is_multilingual: g.is_multilingual.or(base.is_multilingual),
+            max_initial_timestamp_index: g
+                .max_initial_timestamp_index
+                .or(base.max_initial_timestamp_index),
         })
     }
 
@@ -558,6 +666,35 @@ impl WhisperGeneration {
     /// `<|notimestamps|>` where the checkpoint has one. A multilingual checkpoint without a
     /// `language` gets none here: see [`WhisperGeneration::language_tokens`] to detect it.
     pub fn prompt(&self, language: Option<&str>, task: &str) -> Result<Vec<u32>> {
+        let mut prompt = self.timestamp_prompt_unchecked(language, task)?;
+        prompt.extend(self.no_timestamps_token_id);
+        Ok(prompt)
+    }
+
+    /// The prompt for decoding with timestamps: [`WhisperGeneration::prompt`] without
+    /// `<|notimestamps|>` (which the checkpoint must have: timestamps are the tokens after it).
+    pub fn timestamp_prompt(&self, language: Option<&str>, task: &str) -> Result<Vec<u32>> {
+        self.timestamp_rules()?;
+        self.timestamp_prompt_unchecked(language, task)
+    }
+
+    /// The timestamp rules of this checkpoint: needs `no_timestamps_token_id` and
+    /// `eos_token_id`.
+    pub fn timestamp_rules(&self) -> Result<TimestampRules> {
+        match (self.no_timestamps_token_id, self.eos_token_id) {
+            (Some(no_timestamps), Some(eos)) => Ok(TimestampRules {
+                no_timestamps,
+                eos,
+                max_initial_index: self.max_initial_timestamp_index,
+            }),
+            _ => Err(AudioError::Unsupported(
+                "timestamps need no_timestamps_token_id and eos_token_id in the generation config"
+                    .into(),
+            )),
+        }
+    }
+
+    fn timestamp_prompt_unchecked(&self, language: Option<&str>, task: &str) -> Result<Vec<u32>> {
         let start = self.decoder_start_token_id.ok_or_else(|| {
             AudioError::Unsupported("the config has no decoder_start_token_id".into())
         })?;
@@ -582,7 +719,6 @@ impl WhisperGeneration {
                 "this checkpoint is English-only: it takes no language or task".into(),
             ));
         }
-        prompt.extend(self.no_timestamps_token_id);
         Ok(prompt)
     }
 
@@ -628,6 +764,7 @@ impl WhisperGeneration {
             suppress_tokens: self.suppress_tokens.clone().unwrap_or_default(),
             begin_suppress_tokens: self.begin_suppress_tokens.clone().unwrap_or_default(),
             eos_token_id: self.eos_token_id,
+            timestamps: None,
         }
     }
 }

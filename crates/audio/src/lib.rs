@@ -7,14 +7,19 @@ mod decode;
 mod decoder;
 mod error;
 mod mel;
+mod transcribe;
 mod whisper;
 
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 pub use decoder::{
-    DecoderCache, GreedyOptions, WhisperDecoder, WhisperGeneration, WhisperTokenizer,
+    DecoderCache, GreedyOptions, TimestampRules, WhisperDecoder, WhisperGeneration,
+    WhisperTokenizer,
 };
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};
+pub use transcribe::{
+    long_form_features, split_segments, transcribe, Progress, Segment, TIME_PRECISION,
+};
 pub use whisper::{WhisperConfig, WhisperEncoder};

@@ -58,6 +58,11 @@ impl LogMel {
         })
     }
 
+    /// The GPU it runs on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// Mel bands.
     pub fn n_mels(&self) -> usize {
         self.n_mels

@@ -195,6 +195,11 @@ impl WhisperEncoder {
         &self.config
     }
 
+    /// The GPU the weights live on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        self.embed_positions.gpu()
+    }
+
     /// The log-mel front end this encoder takes (`num_mel_bins` bands).
     pub fn log_mel(&self, gpu: &Arc<Gpu>) -> Result<LogMel> {
         LogMel::new(gpu, self.config.num_mel_bins)

@@ -9,6 +9,7 @@ use tessera_kernels::grn::{grn, GrnArgs};
 use tessera_kernels::matmul::Activation;
 use tessera_kernels::norm::{self, NormArgs, NormKind, NormSpec};
 use tessera_kernels::sample::{sample, Guidance};
+use tessera_kernels::timestamp::timestamp_pick;
 use tessera_kernels::topk;
 use tessera_kernels::{DType, Gpu};
 
@@ -567,6 +568,40 @@ impl Tensor {
             .map(f32::from_bits)
             .collect();
         Ok((words, probs))
+    }
+
+    /// Whisper's greedy pick under its timestamp rule, per row (last axis) of these logits plus
+    /// `bias` (f32, this shape: the row's −∞ masks): the best column from `split` on (the
+    /// timestamp tokens) when their log-sum-exp exceeds the best column before `split`, else
+    /// the best column of the row, ties to the lower index. One index per row, read back.
+    pub fn timestamp_pick(&self, bias: &Tensor, split: usize) -> Result<Vec<u32>> {
+        let (rows, cols) = self.rows();
+        if bias.shape() != self.shape() || bias.dtype() != DType::F32 {
+            return Err(TensorError::Shape {
+                op: "timestamp_pick",
+                detail: format!(
+                    "bias {:?} ({:?}) for logits {:?}: needs the same shape in f32",
+                    bias.shape(),
+                    bias.dtype(),
+                    self.shape()
+                ),
+            });
+        }
+        let (x, b) = (self.contiguous()?, bias.contiguous()?);
+        let picked = self
+            .gpu()
+            .alloc("timestamp_pick", (rows.max(1) * 4) as u64)?;
+        timestamp_pick(
+            self.gpu(),
+            self.dtype(),
+            x.buffer(),
+            b.buffer(),
+            rows,
+            cols,
+            split,
+            &picked,
+        )?;
+        Ok(self.gpu().read_u32(&picked, rows)?)
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.

@@ -1,0 +1,196 @@
+//! Transcription with timestamps: transformers' sequential algorithm of
+//! `WhisperForConditionalGeneration.generate(..., return_timestamps=True)`, for clips of any
+//! length. The log-mel of the whole recording is computed once; a 30 s window of it from
+//! `seek` is encoded and decoded with the timestamp rules; the tokens split into segments at
+//! their timestamp pairs; and `seek` moves to the last closed segment's end (or past the whole
+//! window when the decoding ends with a single timestamp or none), until it passes the end.
+
+use crate::decoder::{GreedyOptions, WhisperDecoder};
+use crate::error::{AudioError, Result};
+use crate::mel::{LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
+use crate::whisper::WhisperEncoder;
+use tessera_kernels::stft::{BINS, HOP, N_FFT};
+use tessera_kernels::DType;
+use tessera_tensor::Tensor;
+
+/// Seconds per timestamp token step.
+pub const TIME_PRECISION: f64 = 0.02;
+/// Seconds per mel frame.
+const FRAME_SECONDS: f64 = 0.01;
+/// Mel frames per encoder position (the two convolutions' strides).
+const INPUT_STRIDE: usize = 2;
+
+/// A stretch of speech between two timestamps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    /// Start, seconds from the start of the recording.
+    pub start: f64,
+    /// End, seconds from the start of the recording.
+    pub end: f64,
+    /// The decoded tokens, timestamps included (the opening one first).
+    pub tokens: Vec<u32>,
+}
+
+/// Splits one window's decoded tokens (prompt and end token left out) into segments, as
+/// transformers' `_retrieve_segment`: a segment ends at each pair of consecutive timestamps.
+/// `offset` is the window's start in seconds and `window_frames` the mel frames it holds.
+/// Returns the segments and the mel frames to advance: to the last closed segment's end, or
+/// the whole window when the tokens end with a single timestamp or hold no pair.
+pub fn split_segments(
+    tokens: &[u32],
+    timestamp_begin: u32,
+    offset: f64,
+    window_frames: usize,
+) -> (Vec<Segment>, usize) {
+    let is_stamp: Vec<bool> = tokens.iter().map(|&t| t >= timestamp_begin).collect();
+    let n = tokens.len();
+    let single_ending = n >= 2 && !is_stamp[n - 2] && is_stamp[n - 1];
+    let mut slices: Vec<usize> = (0..n.saturating_sub(1))
+        .filter(|&i| is_stamp[i] && is_stamp[i + 1])
+        .map(|i| i + 1)
+        .collect();
+    let at = |pos: u32| offset + (pos - timestamp_begin) as f64 * TIME_PRECISION;
+    if slices.is_empty() {
+        // No pair: the whole window is one segment, ending at its last timestamp if that is
+        // past <|0.00|>, else at the window's end.
+        // In f32, as torch computes it from the frame count (a long tensor times a float).
+        let mut end_pos =
+            (window_frames as f32 * FRAME_SECONDS as f32 / TIME_PRECISION as f32) as i64 as f64;
+        if let Some(&last) = tokens.iter().rev().find(|&&t| t >= timestamp_begin) {
+            if last != timestamp_begin {
+                end_pos = (last - timestamp_begin) as f64;
+            }
+        }
+        let segment = Segment {
+            start: offset,
+            end: offset + end_pos * TIME_PRECISION,
+            tokens: tokens.to_vec(),
+        };
+        return (vec![segment], window_frames);
+    }
+    if single_ending {
+        slices.push(n);
+    } else {
+        // The last segment keeps its closing timestamp, to tell it from a single ending.
+        *slices.last_mut().expect("at least one slice") += 1;
+    }
+    let mut segments = Vec::with_capacity(slices.len());
+    let mut from = 0;
+    for (i, &to) in slices.iter().enumerate() {
+        let piece = &tokens[from..to];
+        let last = i + 1 == slices.len();
+        let end = if !last || single_ending {
+            piece[piece.len() - 1]
+        } else {
+            piece[piece.len() - 2]
+        };
+        segments.push(Segment {
+            start: at(piece[0]),
+            end: at(end),
+            tokens: piece.to_vec(),
+        });
+        from = to;
+    }
+    let advance = if single_ending {
+        window_frames
+    } else {
+        (tokens[from - 2] - timestamp_begin) as usize * INPUT_STRIDE
+    };
+    (segments, advance)
+}
+
+/// Whisper's log-mel of a whole recording as transformers' feature extractor gives it to
+/// `generate`: `[n_mels, frames]` row-major and the frame count. Clips of at most 30 s are
+/// padded to 30 s (3000 frames); longer ones give `samples / 160` frames, normalised against
+/// the whole recording's loudest frame. Recordings whose frames would pass a buffer binding
+/// are computed in pieces of whole 30 s windows, each normalised on its own.
+pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, usize)> {
+    if samples.len() <= CHUNK_SAMPLES {
+        let features = front.whisper_features(&[samples])?;
+        return Ok((features.to_vec()?, CHUNK_FRAMES));
+    }
+    let limits = front.gpu().limits();
+    let binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size) as usize;
+    // The largest per-frame buffer: the DFT's [frames, 2·BINS] f32 (the frames' N_FFT is less).
+    let frame_bytes = (2 * BINS).max(N_FFT) * 4;
+    let windows_per_piece = (binding / frame_bytes / CHUNK_FRAMES).max(1);
+    let piece = windows_per_piece * CHUNK_SAMPLES;
+    let n_mels = front.n_mels();
+    let frames = samples.len() / HOP;
+    let mut rows = vec![Vec::with_capacity(frames); n_mels];
+    for chunk in samples.chunks(piece) {
+        // A tail too short for the STFT's reflect padding is left out: it holds no frame
+        // the whole-recording mel would give beyond the padding.
+        if chunk.len() <= N_FFT / 2 {
+            continue;
+        }
+        let mel = front.compute(&[chunk])?.to_vec()?;
+        let len = chunk.len() / HOP;
+        for (row, values) in rows.iter_mut().zip(mel.chunks(len)) {
+            row.extend_from_slice(values);
+        }
+    }
+    let frames = rows[0].len();
+    Ok((rows.concat(), frames))
+}
+
+/// Progress of [`transcribe`]: mel frames done and in all, and the segments so far.
+pub type Progress<'a> = dyn FnMut(usize, usize, &[Segment]) + 'a;
+
+/// Transcribes `features` (`[n_mels, frames]`, see [`long_form_features`]) with timestamps:
+/// window by window from `seek` 0, each decoded greedily from `options.prompt` (start,
+/// language and task tokens, no `<|notimestamps|>`) under `options.timestamps`, as
+/// transformers' `generate(return_timestamps=True)` with its default settings (no temperature
+/// fallback, no conditioning on earlier windows). Returns every segment in order.
+pub fn transcribe(
+    encoder: &WhisperEncoder,
+    decoder: &WhisperDecoder,
+    features: &[f32],
+    frames: usize,
+    options: &GreedyOptions,
+    progress: &mut Progress,
+) -> Result<Vec<Segment>> {
+    let rules = options.timestamps.ok_or_else(|| {
+        AudioError::Unsupported("transcribing with timestamps needs timestamp rules".into())
+    })?;
+    let n_mels = encoder.config().num_mel_bins;
+    if frames == 0 || features.len() != n_mels * frames {
+        return Err(AudioError::Unsupported(format!(
+            "{} feature values are not {n_mels} mel bands of {frames} frames",
+            features.len()
+        )));
+    }
+    let gpu = encoder.gpu();
+    let begin = rules.begin();
+    let mut segments = Vec::new();
+    let mut seek = 0;
+    let mut window = vec![0f32; n_mels * CHUNK_FRAMES];
+    while seek < frames {
+        progress(seek, frames, &segments);
+        let take = (frames - seek).min(CHUNK_FRAMES);
+        // The window's frames, zero past the recording's end (transformers pads the
+        // normalised log-mel with zeros).
+        for (m, row) in window.chunks_mut(CHUNK_FRAMES).enumerate() {
+            let from = m * frames + seek;
+            row[..take].copy_from_slice(&features[from..from + take]);
+            row[take..].fill(0.0);
+        }
+        let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
+        let states = encoder.forward(&input)?;
+        let mut tokens = decoder.greedy(&states, options)?.swap_remove(0);
+        tokens.drain(..options.prompt.len());
+        if tokens.last().copied() == options.eos_token_id {
+            tokens.pop();
+        }
+        let offset = seek as f64 * TIME_PRECISION / INPUT_STRIDE as f64;
+        let (found, advance) = split_segments(&tokens, begin, offset, take);
+        segments.extend(found);
+        // The rules make a closed segment end after <|0.00|>, so `advance` is at least 2;
+        // the guard only keeps a malformed decoding from looping.
+        seek += advance.max(1);
+    }
+    progress(frames, frames, &segments);
+    Ok(segments)
+}

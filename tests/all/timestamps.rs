@@ -1,0 +1,308 @@
+//! Whisper with timestamps against transformers (tools/make_whisper_timestamp_fixtures.py): the
+//! timestamp rule's masks, the GPU pick against its CPU reference, the split of a window's
+//! tokens into segments, the whole-recording log-mel, and transcriptions of a 12 s and a 75 s
+//! clip (transformers' sequential algorithm) token for token.
+
+use serde_json::Value;
+use tessera::audio::{
+    long_form_features, split_segments, transcribe, Segment, TimestampRules, WhisperDecoder,
+    WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+};
+use tessera::kernels::timestamp::timestamp_pick_cpu;
+use tessera::{DType, Tensor};
+
+use crate::common::{f16_or_clear_error, gpu, values};
+use crate::models::{model_dir, Reference};
+
+const MODEL: &str = "whisper_timestamps";
+
+fn reference_json() -> Value {
+    let text = std::fs::read_to_string(model_dir(MODEL).join("timestamps_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The fixture clip: five pitches stepping every 1.5 s under a slow swell (the formula of the
+/// fixture script, in f64 rounded to f32).
+fn clip(seconds: usize) -> Vec<f32> {
+    use std::f64::consts::PI;
+    (0..seconds * 16_000)
+        .map(|i| {
+            let t = i as f64 / 16000.0;
+            let f = 220.0 * (1 + (i / 24000) % 5) as f64;
+            let env = 0.5 * (1.0 + (2.0 * PI * 0.37 * t).sin());
+            (env * 0.4 * (2.0 * PI * f * t).sin()) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn timestamp_rules_mask_as_transformers() {
+    let generation = WhisperGeneration::load(&model_dir(MODEL)).unwrap();
+    let rules = generation.timestamp_rules().unwrap();
+    assert_eq!(
+        rules,
+        TimestampRules {
+            no_timestamps: 58,
+            eos: 49,
+            max_initial_index: Some(50)
+        }
+    );
+    let vocab = 1560;
+    let reference = reference_json();
+    for case in reference["rule_masks"].as_array().unwrap() {
+        let history = ids(&case["history"]);
+        let mut bias = vec![0f32; vocab];
+        rules.mask(&history, &mut bias);
+        let mut want = vec![false; vocab];
+        for range in case["masked"].as_array().unwrap() {
+            let r = ids(range);
+            want[r[0] as usize..r[1] as usize].fill(true);
+        }
+        let got: Vec<bool> = bias.iter().map(|v| *v == f32::NEG_INFINITY).collect();
+        assert_eq!(got, want, "after {history:?}");
+    }
+}
+
+#[test]
+fn timestamp_pick_matches_cpu_reference() {
+    let g = gpu();
+    for (rows, cols, split) in [
+        (1, 1, 0),
+        (3, 7, 3),
+        (4, 100, 100),
+        (5, 1560, 59),
+        (2, 51866, 50365),
+        (3, 300, 0),
+    ] {
+        for scale in [0.5f32, 6.0] {
+            let logits: Vec<f32> = values(rows * cols, cols as u64 + rows as u64)
+                .iter()
+                .map(|v| scale * v)
+                .collect();
+            // Masks of a few kinds: none, text masked, timestamps masked, a whole row masked.
+            let mut bias = vec![0f32; rows * cols];
+            for (r, row) in bias.chunks_mut(cols).enumerate() {
+                match r % 4 {
+                    1 => row[..split].fill(f32::NEG_INFINITY),
+                    2 => row[split..].fill(f32::NEG_INFINITY),
+                    3 if rows > 3 => row.fill(f32::NEG_INFINITY),
+                    _ => row
+                        .iter_mut()
+                        .step_by(3)
+                        .for_each(|v| *v = f32::NEG_INFINITY),
+                }
+            }
+            let want = timestamp_pick_cpu(&logits, &bias, cols, split);
+            let t = Tensor::from_slice(&g, &logits, &[rows, cols], DType::F32).unwrap();
+            let b = Tensor::from_slice(&g, &bias, &[rows, cols], DType::F32).unwrap();
+            let got = t.timestamp_pick(&b, split).unwrap();
+            assert_eq!(got, want, "{rows}×{cols} split {split} scale {scale}");
+            if f16_or_clear_error(&g) && cols < 2000 {
+                // f16 logits: against the reference on the same rounded values.
+                let t16 = Tensor::from_slice(&g, &logits, &[rows, cols], DType::F16).unwrap();
+                let rounded = t16.to_vec().unwrap();
+                let want16 = timestamp_pick_cpu(&rounded, &bias, cols, split);
+                assert_eq!(t16.timestamp_pick(&b, split).unwrap(), want16);
+            }
+        }
+    }
+    // The decision itself: one timestamp column against many below the best text column,
+    // and many timestamps whose summed probability beats a better text column.
+    let row = [2.0f32, 0.0, 1.9, 1.9, 1.9];
+    let t = Tensor::from_slice(&g, &row, &[1, 5], DType::F32).unwrap();
+    let zero = Tensor::from_slice(&g, &[0f32; 5], &[1, 5], DType::F32).unwrap();
+    assert_eq!(
+        t.timestamp_pick(&zero, 2).unwrap(),
+        [2],
+        "summed probability wins"
+    );
+    assert_eq!(
+        t.timestamp_pick(&zero, 4).unwrap(),
+        [0],
+        "one timestamp loses"
+    );
+    let bad = Tensor::from_slice(&g, &[0f32; 4], &[1, 4], DType::F32).unwrap();
+    assert!(t.timestamp_pick(&bad, 2).is_err(), "bias of another shape");
+    assert!(t.timestamp_pick(&zero, 6).is_err(), "split past the row");
+}
+
+#[test]
+fn split_segments_as_transformers() {
+    let reference = reference_json();
+    for case in reference["split_cases"].as_array().unwrap() {
+        let tokens = ids(&case["tokens"]);
+        let seek = case["seek"].as_u64().unwrap() as f64;
+        let frames = case["frames"].as_u64().unwrap() as usize;
+        let (got, advance) = split_segments(&tokens, 59, seek * 0.02 / 2.0, frames);
+        let want: Vec<Segment> = case["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Segment {
+                start: s["start"].as_f64().unwrap(),
+                end: s["end"].as_f64().unwrap(),
+                tokens: ids(&s["tokens"]),
+            })
+            .collect();
+        assert_eq!(got, want, "{tokens:?}");
+        assert_eq!(
+            advance as u64,
+            case["advance"].as_u64().unwrap(),
+            "{tokens:?}"
+        );
+    }
+}
+
+fn load() -> (WhisperEncoder, WhisperDecoder, WhisperGeneration) {
+    let g = gpu();
+    let dir = model_dir(MODEL);
+    (
+        WhisperEncoder::load(&g, &dir, DType::F32).unwrap(),
+        WhisperDecoder::load(&g, &dir, DType::F32).unwrap(),
+        WhisperGeneration::load(&dir).unwrap(),
+    )
+}
+
+#[test]
+fn transcribes_with_timestamps_as_transformers() {
+    let (encoder, decoder, generation) = load();
+    let reference = Reference::file(MODEL, "timestamps_reference.safetensors");
+    let json = reference_json();
+    let stride = json["feature_stride"].as_u64().unwrap() as usize;
+    let front = encoder.log_mel(encoder.gpu()).unwrap();
+    let prompt = generation
+        .timestamp_prompt(Some("en"), "transcribe")
+        .unwrap();
+    assert_eq!(prompt, ids(&json["prompt"]));
+    let max_new = json["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut options = generation.greedy_options(prompt, max_new);
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    for (case, seconds, frames) in [("short", 12, 3000), ("long", 75, 7500)] {
+        let (features, n) = long_form_features(&front, &clip(seconds)).unwrap();
+        assert_eq!(n, frames, "{case}");
+        // The front end: every `stride`-th frame, normalised against the whole recording.
+        let (shape, want) = reference.get(&format!("{case}_features"));
+        let kept = shape[1];
+        let mut err = 0f32;
+        for m in 0..80 {
+            for j in 0..kept {
+                err = err.max((features[m * n + j * stride] - want[m * kept + j]).abs());
+            }
+        }
+        assert!(err < 2e-3, "{case} features: {err}");
+
+        let mut seen = Vec::new();
+        let segments = transcribe(
+            &encoder,
+            &decoder,
+            &features,
+            n,
+            &options,
+            &mut |done, all, so_far: &[Segment]| seen.push((done, all, so_far.len())),
+        )
+        .unwrap();
+        let (_, tokens) = reference.ints(&format!("{case}_tokens"));
+        let (_, lengths) = reference.ints(&format!("{case}_lengths"));
+        let starts = reference.f64s(&format!("{case}_start"));
+        let ends = reference.f64s(&format!("{case}_end"));
+        assert_eq!(segments.len(), lengths.len(), "{case}: segment count");
+        let mut at = 0;
+        for (i, s) in segments.iter().enumerate() {
+            let len = lengths[i] as usize;
+            assert_eq!(s.tokens, tokens[at..at + len], "{case} segment {i}");
+            assert!(
+                (s.start - starts[i]).abs() < 1e-9,
+                "{case} {i}: {}",
+                s.start
+            );
+            assert!((s.end - ends[i]).abs() < 1e-9, "{case} {i}: {}", s.end);
+            at += len;
+        }
+        // Progress: from 0, never backwards, ending with every frame done.
+        assert_eq!(seen.first(), Some(&(0, n, 0)));
+        assert_eq!(seen.last(), Some(&(n, n, segments.len())));
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{case}: {seen:?}");
+        if case == "long" {
+            let tokenizer = WhisperTokenizer::load(&model_dir(MODEL)).unwrap();
+            let texts: Vec<String> = segments
+                .iter()
+                .map(|s| tokenizer.decode(&s.tokens).unwrap())
+                .collect();
+            let want: Vec<String> = json["long_texts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(texts, want);
+        }
+    }
+}
+
+#[test]
+fn timestamp_input_is_checked() {
+    let (encoder, decoder, generation) = load();
+    let prompt = generation
+        .timestamp_prompt(Some("en"), "transcribe")
+        .unwrap();
+    let text_only = generation.greedy_options(prompt.clone(), 4);
+    let features = vec![0f32; 80 * 3000];
+    let e = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        3000,
+        &text_only,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("timestamp rules"), "{e}");
+    let mut options = text_only.clone();
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    let e = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        2999,
+        &options,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("80 mel bands of 2999 frames"), "{e}");
+    // Rules whose timestamps fall outside the vocabulary.
+    let mut outside = options.clone();
+    outside.timestamps = Some(TimestampRules {
+        no_timestamps: 1559,
+        ..options.timestamps.unwrap()
+    });
+    let e = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        3000,
+        &outside,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("inside the vocabulary"), "{e}");
+    // A checkpoint without <|notimestamps|> cannot decode timestamps.
+    let plain = WhisperGeneration::load(&model_dir("whisper")).unwrap();
+    assert!(plain.timestamp_rules().is_err());
+    assert!(plain.timestamp_prompt(None, "transcribe").is_err());
+    // Text-only decoding of the same checkpoint keeps <|notimestamps|> in its prompt.
+    assert_eq!(
+        generation.prompt(Some("en"), "transcribe").unwrap(),
+        [50, 51, 54, 58]
+    );
+}
