@@ -7,8 +7,9 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::json;
 use tessera::audio::{
-    load_16k, windows, LogMel, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
-    CHUNK_FRAMES, CHUNK_SAMPLES,
+    load_16k, long_form_features, transcribe as transcribe_segments, windows, LogMel,
+    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, CHUNK_FRAMES,
+    CHUNK_SAMPLES,
 };
 use tessera::Gpu;
 
@@ -44,7 +45,7 @@ pub enum AudioCommand {
         #[command(flatten)]
         model: ModelArgs,
         /// The spoken language (en, de, ...) of a multilingual checkpoint; detected per window
-        /// when left out.
+        /// when left out (with --timestamps, once from the first window).
         #[arg(long)]
         language: Option<String>,
         /// transcribe, or translate (into English) on multilingual checkpoints.
@@ -53,9 +54,70 @@ pub enum AudioCommand {
         /// Most tokens decoded per window (at most the decoder's positions).
         #[arg(long, default_value_t = 224)]
         max_tokens: usize,
+        /// Segments with start and end times: decoding with timestamp tokens, each window
+        /// starting where the last finished segment ended (transformers' long-form algorithm).
+        #[arg(long)]
+        timestamps: bool,
+        /// Also write the segments as subtitles: SubRip for FILE.srt, WebVTT for FILE.vtt
+        /// (implies --timestamps).
+        #[arg(long, value_name = "FILE")]
+        subtitles: Option<PathBuf>,
         /// The audio file.
         audio: PathBuf,
     },
+}
+
+/// How a transcription's segments are written as subtitles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subtitles {
+    Srt,
+    Vtt,
+}
+
+impl Subtitles {
+    fn of(path: &Path) -> Result<Self, BoxError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("srt") => Ok(Subtitles::Srt),
+            Some(e) if e.eq_ignore_ascii_case("vtt") => Ok(Subtitles::Vtt),
+            _ => Err(format!(
+                "subtitles go to a .srt or .vtt file, not {}",
+                path.display()
+            )
+            .into()),
+        }
+    }
+
+    /// `HH:MM:SS,mmm` (SubRip) or `HH:MM:SS.mmm` (WebVTT).
+    fn time(self, seconds: f64) -> String {
+        let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+        let sep = if self == Subtitles::Srt { ',' } else { '.' };
+        format!(
+            "{:02}:{:02}:{:02}{sep}{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+
+    fn render(self, cues: &[(f64, f64, String)]) -> String {
+        let mut out = String::new();
+        if self == Subtitles::Vtt {
+            out.push_str("WEBVTT\n\n");
+        }
+        for (i, (start, end, text)) in cues.iter().enumerate() {
+            if self == Subtitles::Srt {
+                out.push_str(&format!("{}\n", i + 1));
+            }
+            out.push_str(&format!(
+                "{} --> {}\n{}\n\n",
+                self.time(*start),
+                self.time(*end),
+                text.trim()
+            ));
+        }
+        out
+    }
 }
 
 fn parse_mels(s: &str) -> Result<usize, String> {
@@ -110,8 +172,25 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             language,
             task,
             max_tokens,
+            timestamps,
+            subtitles,
             audio,
-        } => transcribe(&model, language.as_deref(), &task, max_tokens, &audio),
+        } => {
+            if timestamps || subtitles.is_some() {
+                let format = subtitles.as_deref().map(Subtitles::of).transpose()?;
+                let subtitles = subtitles.zip(format);
+                transcribe_timestamped(
+                    &model,
+                    language.as_deref(),
+                    &task,
+                    max_tokens,
+                    &audio,
+                    subtitles,
+                )
+            } else {
+                transcribe(&model, language.as_deref(), &task, max_tokens, &audio)
+            }
+        }
         AudioCommand::Encode { model: args, audio } => {
             let samples = load_16k(&audio)?;
             let gpu = Gpu::shared()?;
@@ -253,6 +332,136 @@ fn transcribe(
                 Some(text) => println!("{}", text.trim()),
                 None => println!("{tokens:?}"),
             }
+        }
+    }
+    Ok(())
+}
+
+/// `tessera audio transcribe --timestamps`: segments over the whole recording, each window
+/// decoded with timestamp tokens from where the last finished segment ended.
+fn transcribe_timestamped(
+    args: &ModelArgs,
+    language: Option<&str>,
+    task: &str,
+    max_tokens: usize,
+    audio: &Path,
+    subtitles: Option<(PathBuf, Subtitles)>,
+) -> Result<(), BoxError> {
+    let samples = load_16k(audio)?;
+    let gpu = Gpu::shared()?;
+    let start = Instant::now();
+    let dtype = args.dtype.into();
+    let encoder = WhisperEncoder::load(&gpu, &args.model, dtype)?;
+    let decoder = WhisperDecoder::load(&gpu, &args.model, dtype)?;
+    let generation = WhisperGeneration::load(&args.model)?;
+    let tokenizer = if args.model.join("tokenizer.json").is_file() {
+        Some(WhisperTokenizer::load(&args.model)?)
+    } else if subtitles.is_some() {
+        return Err("subtitles need the checkpoint's tokenizer.json".into());
+    } else {
+        None
+    };
+    // Checked before anything is encoded.
+    let mut prompt = generation.timestamp_prompt(language, task)?;
+    let rules = generation.timestamp_rules()?;
+    let languages = generation.language_tokens();
+    let detect = generation.multilingual() && language.is_none() && !languages.is_empty();
+    eprintln!(
+        "loaded Whisper in {:.0} ms on {}",
+        start.elapsed().as_secs_f64() * 1e3,
+        gpu.summary().name
+    );
+    let start = Instant::now();
+    let front = encoder.log_mel(&gpu)?;
+    let (features, frames) = long_form_features(&front, &samples)?;
+    if detect {
+        // Once, from the first window (as transformers detects it for long-form audio).
+        let n_mels = front.n_mels();
+        let take = frames.min(CHUNK_FRAMES);
+        let mut first = vec![0f32; n_mels * CHUNK_FRAMES];
+        for (m, row) in first.chunks_mut(CHUNK_FRAMES).enumerate() {
+            row[..take].copy_from_slice(&features[m * frames..m * frames + take]);
+        }
+        let first = tessera::Tensor::from_slice(
+            &gpu,
+            &first,
+            &[1, n_mels, CHUNK_FRAMES],
+            tessera::DType::F32,
+        )?;
+        let states = encoder.forward(&first)?;
+        prompt.insert(
+            1,
+            decoder.detect_language(&states, prompt[0], &languages)?[0],
+        );
+    }
+    let mut options = generation.greedy_options(prompt.clone(), max_tokens);
+    options.timestamps = Some(rules);
+    let segments = transcribe_segments(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &mut |done, all, _| eprintln!("{:.1} of {:.1} s", done as f64 * 0.01, all as f64 * 0.01),
+    )?;
+    eprintln!(
+        "transcribed {:.2} s of audio in {:.1} ms, {} segments",
+        samples.len() as f64 / 16_000.0,
+        start.elapsed().as_secs_f64() * 1e3,
+        segments.len()
+    );
+    let language = prompt
+        .get(1)
+        .filter(|_| generation.multilingual())
+        .and_then(|id| {
+            generation
+                .lang_to_id
+                .iter()
+                .flatten()
+                .find(|(_, v)| *v == id)
+                .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
+        });
+    // Text leaves the timestamp tokens out whether or not the tokenizer marks them special.
+    let texts: Vec<Option<String>> = segments
+        .iter()
+        .map(|s| {
+            let words: Vec<u32> = s
+                .tokens
+                .iter()
+                .copied()
+                .filter(|&t| t < rules.begin())
+                .collect();
+            tokenizer.as_ref().map(|t| t.decode(&words)).transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some((path, format)) = &subtitles {
+        // Cues end with the recording (the last window's timestamps can run past it).
+        let duration = samples.len() as f64 / 16_000.0;
+        let cues: Vec<(f64, f64, String)> = segments
+            .iter()
+            .zip(&texts)
+            .filter(|(s, _)| s.start < duration)
+            .map(|(s, t)| (s.start, s.end.min(duration), t.clone().unwrap_or_default()))
+            .collect();
+        std::fs::write(path, format.render(&cues))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if args.json {
+        let out: Vec<_> = segments
+            .iter()
+            .zip(&texts)
+            .map(|(s, text)| {
+                json!({"start": s.start, "end": s.end, "tokens": s.tokens, "text": text})
+            })
+            .collect();
+        println!("{}", json!({ "language": language, "segments": out }));
+    } else {
+        for (s, text) in segments.iter().zip(&texts) {
+            let body = match text {
+                Some(text) => text.trim().to_string(),
+                None => format!("{:?}", s.tokens),
+            };
+            println!("[{:.2} --> {:.2}] {body}", s.start, s.end);
         }
     }
     Ok(())

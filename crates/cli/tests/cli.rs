@@ -662,6 +662,189 @@ fn audio_transcribe_prints_the_library_greedy_tokens_and_their_text() {
     assert!(error_line(&o).contains("English-only"), "{}", stderr(&o));
 }
 
+/// A mono 16 kHz WAV of f32 samples.
+fn f32_wav(samples: &[f32]) -> Vec<u8> {
+    let data = (samples.len() * 4) as u32;
+    let mut wav = Vec::with_capacity(44 + data as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    // IEEE float, mono, 16 kHz, 64000 bytes/s, 4-byte frames, 32 bits.
+    for v in [3u16, 1] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [16_000u32, 64_000] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [4u16, 32] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    wav
+}
+
+#[test]
+fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
+    use std::path::Path;
+    use tessera::audio::{
+        load_16k, long_form_features, transcribe, WhisperDecoder, WhisperEncoder, WhisperGeneration,
+    };
+    let model = fixture("whisper_timestamps");
+    // 45 s of a stepped tone: two windows.
+    let samples: Vec<f32> = (0..45 * 16_000)
+        .map(|i| {
+            let t = i as f64 / 16000.0;
+            let f = 220.0 * (1 + (i / 24000) % 5) as f64;
+            (0.3 * (2.0 * std::f64::consts::PI * f * t).sin()) as f32
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("tessera-cli-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audio = dir.join("tone.wav");
+    std::fs::write(&audio, f32_wav(&samples)).unwrap();
+    let (srt, vtt) = (dir.join("out.srt"), dir.join("out.vtt"));
+    let audio_arg = audio.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "audio",
+            "transcribe",
+            "--model",
+            &model,
+            "--max-tokens",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        args.push(audio_arg);
+        tessera(&args, &[])
+    };
+    let o = run(&[
+        "--timestamps",
+        "--json",
+        "--subtitles",
+        srt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+
+    // The library on the same file (tests/all/timestamps.rs checks it against transformers);
+    // the language is detected once from the first window.
+    let gpu = tessera::Gpu::shared().unwrap();
+    let dir_m = Path::new(&model);
+    let encoder = WhisperEncoder::load(&gpu, dir_m, tessera::DType::F32).unwrap();
+    let decoder = WhisperDecoder::load(&gpu, dir_m, tessera::DType::F32).unwrap();
+    let generation = WhisperGeneration::load(dir_m).unwrap();
+    let language = v["language"].as_str().unwrap();
+    assert!(["en", "de"].contains(&language), "{language}");
+    let prompt = generation
+        .timestamp_prompt(Some(language), "transcribe")
+        .unwrap();
+    let mut options = generation.greedy_options(prompt, 30);
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    let front = encoder.log_mel(&gpu).unwrap();
+    let pcm = load_16k(&audio).unwrap();
+    assert_eq!(pcm, samples, "f32 WAV read back exactly");
+    let (features, frames) = long_form_features(&front, &pcm).unwrap();
+    let want = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let got = v["segments"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(want.len() >= 2, "{want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        // JSON numbers parse back to within an ulp.
+        assert!((g["start"].as_f64().unwrap() - w.start).abs() < 1e-9);
+        assert!((g["end"].as_f64().unwrap() - w.end).abs() < 1e-9);
+        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
+        let text = g["text"].as_str().unwrap();
+        assert!(
+            !text.contains("<|"),
+            "timestamps left out of the text: {text}"
+        );
+    }
+
+    // SubRip: numbered cues, comma milliseconds, ending with the recording.
+    let subs = std::fs::read_to_string(&srt).unwrap();
+    let cues: Vec<&str> = subs.trim_end().split("\n\n").collect();
+    let inside = want.iter().filter(|s| s.start < 45.0).count();
+    assert_eq!(cues.len(), inside, "{subs}");
+    let first: Vec<&str> = cues[0].lines().collect();
+    assert_eq!(first[0], "1");
+    let ms = |s: f64| (s.min(45.0) * 1000.0).round() as u64;
+    let stamp = |ms: u64| {
+        format!(
+            "{:02}:{:02}:{:02},{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    };
+    assert_eq!(
+        first[1],
+        format!(
+            "{} --> {}",
+            stamp(ms(want[0].start)),
+            stamp(ms(want[0].end))
+        )
+    );
+    let last: Vec<&str> = cues[inside - 1].lines().collect();
+    assert!(
+        last[1].ends_with(&stamp(ms(want[inside - 1].end))),
+        "{subs}"
+    );
+
+    // WebVTT: a header and dot milliseconds; plain output one line per segment.
+    let o = run(&["--language", language, "--subtitles", vtt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let subs = std::fs::read_to_string(&vtt).unwrap();
+    assert!(subs.starts_with("WEBVTT\n\n"), "{subs}");
+    assert!(
+        subs.contains(&stamp(ms(want[0].end)).replace(',', ".")),
+        "{subs}"
+    );
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), want.len());
+    assert!(
+        lines[0].starts_with(&format!("[{:.2} --> {:.2}]", want[0].start, want[0].end)),
+        "{}",
+        lines[0]
+    );
+
+    // Subtitles to a file of another kind, and timestamps from a checkpoint without them.
+    let o = run(&["--subtitles", dir.join("out.txt").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains(".srt or .vtt"), "{}", stderr(&o));
+    let o = tessera(
+        &[
+            "audio",
+            "transcribe",
+            "--model",
+            &fixture("whisper"),
+            "--timestamps",
+            audio_arg,
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        error_line(&o).contains("no_timestamps_token_id"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn model_command_errors_are_one_line() {
     let img = fixture("images/noise.png");
