@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tessera_audio::{GreedyOptions, WhisperConfig, WhisperDecoder, WhisperEncoder};
+use tessera_audio::{GreedyOptions, TimestampRules, WhisperConfig, WhisperDecoder, WhisperEncoder};
 use tessera_clip::{ClipConfig, ClipModel};
 use tessera_kernels::{DType, Gpu};
 use tessera_muse::{UVit2D, UVit2DConfig, VqConfig, VqDecoder};
@@ -19,7 +19,9 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// The benchmark models, by name: `vit-b16` (batch 1), `vit-b16-b8`, `clip-b32-image`,
 /// `clip-b32-text` (8 × 77 tokens), `whisper-tiny`, `whisper-base` (30 s), `whisper-base-decode`
 /// (the decoder's greedy decoding of 28 tokens after a 4-token prompt, over a 30 s window's
-/// encoder states: one step and one read-back of the logits per token), `amused-256-step` (one
+/// encoder states: one step and one read-back of the logits per token),
+/// `whisper-base-decode-timestamps` (the same under the timestamp rules: each token's masks
+/// uploaded and the rule decided on the GPU), `amused-256-step` (one
 /// unmasking step of aMUSEd-256's transformer: 16×16 tokens, the guided batch of 2, the draw
 /// of every token and its read-back), `amused-256-vqgan` (its VQ-GAN decoding 16×16 tokens to a
 /// 256×256 image).
@@ -31,6 +33,7 @@ pub const MODELS: &[&str] = &[
     "whisper-tiny",
     "whisper-base",
     "whisper-base-decode",
+    "whisper-base-decode-timestamps",
     "amused-256-step",
     "amused-256-vqgan",
 ];
@@ -237,7 +240,7 @@ impl ModelBench {
                     run: Box::new(move || Ok(model.decode(&ids, 1, (side, side))?)),
                 }
             }
-            "whisper-base-decode" => {
+            "whisper-base-decode" | "whisper-base-decode-timestamps" => {
                 let config = whisper_base();
                 let model = WhisperDecoder::new(&config, &w)?;
                 let (d, pos, vocab) = (
@@ -246,12 +249,22 @@ impl ModelBench {
                     config.vocab_size,
                 );
                 let states = pattern(gpu, &[1, pos, d], dtype)?;
-                let (prompt, new) = (4, 28);
-                let options = GreedyOptions {
+                let new = 28;
+                // Start, English, transcribe, then <|notimestamps|> or the timestamp rules.
+                let mut options = GreedyOptions {
                     prompt: vec![50258, 50259, 50359, 50363],
                     max_new_tokens: new,
                     ..GreedyOptions::default()
                 };
+                if name == "whisper-base-decode-timestamps" {
+                    options.prompt.pop();
+                    options.timestamps = Some(TimestampRules {
+                        no_timestamps: 50363,
+                        eos: 50257,
+                        max_initial_index: Some(50),
+                    });
+                }
+                let prompt = options.prompt.len();
                 // Per token: the projections, the MLP, attention over the tokens so far and
                 // the encoder's positions, the output head; once: the encoder's keys and values.
                 let tokens = prompt + new - 1;

@@ -306,3 +306,30 @@ fn timestamp_input_is_checked() {
         [50, 51, 54, 58]
     );
 }
+
+#[test]
+fn text_leaves_timestamps_out_even_when_not_special() {
+    // The fixture's tokenizer marks timestamps special; a copy that does not.
+    let dir = std::env::temp_dir().join(format!("tessera-ts-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(model_dir(MODEL).join("tokenizer.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    let mut changed = 0;
+    for t in json["added_tokens"].as_array_mut().unwrap() {
+        if t["content"].as_str().unwrap().starts_with("<|0.") {
+            t["special"] = Value::Bool(false);
+            changed += 1;
+        }
+    }
+    assert!(changed >= 50);
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+    let plain = WhisperTokenizer::load(&dir).unwrap();
+    let special = WhisperTokenizer::load(&model_dir(MODEL)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // <|0.20|> te ni <|0.96|>: the words only, from both.
+    let ids = [69, 0, 1, 107];
+    let words = special.decode(&[0, 1]).unwrap();
+    assert_eq!(words.split_whitespace().count(), 2, "{words}");
+    assert_eq!(special.decode(&ids).unwrap(), words);
+    assert_eq!(plain.decode(&ids).unwrap(), words);
+}

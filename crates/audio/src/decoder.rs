@@ -454,10 +454,21 @@ impl WhisperTokenizer {
             })
     }
 
-    /// The text of `ids`, special tokens (start, language, task, timestamps, end) left out.
+    /// The text of `ids`, special tokens (start, language, task, timestamps, end) left out —
+    /// timestamps too where the tokenizer does not mark them special (`<|1.00|>` is an added
+    /// token of either kind in the Hub's files).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| {
+                self.0
+                    .id_to_token(id)
+                    .is_none_or(|t| !(t.len() > 4 && t.starts_with("<|") && t.ends_with("|>")))
+            })
+            .collect();
         self.0
-            .decode(ids, true)
+            .decode(&text, true)
             .map_err(|e| AudioError::Unsupported(format!("cannot decode tokens: {e}")))
     }
 }

@@ -421,18 +421,9 @@ fn transcribe_timestamped(
                 .find(|(_, v)| *v == id)
                 .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
         });
-    // Text leaves the timestamp tokens out whether or not the tokenizer marks them special.
     let texts: Vec<Option<String>> = segments
         .iter()
-        .map(|s| {
-            let words: Vec<u32> = s
-                .tokens
-                .iter()
-                .copied()
-                .filter(|&t| t < rules.begin())
-                .collect();
-            tokenizer.as_ref().map(|t| t.decode(&words)).transpose()
-        })
+        .map(|s| tokenizer.as_ref().map(|t| t.decode(&s.tokens)).transpose())
         .collect::<Result<_, _>>()?;
     if let Some((path, format)) = &subtitles {
         // Cues end with the recording (the last window's timestamps can run past it).

@@ -93,8 +93,10 @@ pub fn run(
         "adapter: {} ({}); matmul 1024³ {dtype}: {matmul:.1} GFLOP/s",
         s.name, s.backend
     );
+    // The name column as wide as the longest name.
+    let w = rows.iter().map(|r| r.model.len()).max().unwrap_or(0).max(5);
     println!(
-        "{:<19} {:>5} {:>11} {:>7} {:>8} {:>8} {:>10} {:>8} {:>11}",
+        "{:<w$} {:>5} {:>11} {:>7} {:>8} {:>8} {:>10} {:>8} {:>11}",
         "model",
         "batch",
         "median ms",
@@ -107,7 +109,7 @@ pub fn run(
     );
     for r in &rows {
         println!(
-            "{:<19} {:>5} {:>11.1} {:>7.1} {:>8.1} {:>7.0}% {:>10.1} {:>8.1} {:>11.2}",
+            "{:<w$} {:>5} {:>11.1} {:>7.1} {:>8.1} {:>7.0}% {:>10.1} {:>8.1} {:>11.2}",
             r.model,
             r.batch,
             r.median_ms,
