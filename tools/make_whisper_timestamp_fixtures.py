@@ -13,7 +13,10 @@ transcribes two synthetic clips whose samples the Rust tests compute with the sa
   short   12 s: one padded 30 s window, decoded again from its last timestamp as
           transformers' sequential algorithm does
   long    75 s: long-form, the mel of the whole clip sliced into windows from `seek`
+  long_beams  the same with beam search (4 beams)
 
+and without timestamps, on the short clip: greedy decoding and beam search (4 beams, and 2 beams
+with length penalty 0.5), the whole sequences (text_greedy, text_beams4, text_beams2),
 and `_retrieve_segment` splits a few hand-made token sequences. Written to
 tests/fixtures/models/whisper_timestamps/:
   config.json, generation_config.json, model.safetensors, tokenizer.json, preprocessor_config.json
@@ -51,8 +54,10 @@ TS_BEGIN = NOTS + 1
 VOCAB = TS_BEGIN + 1501
 MAX_NEW_TOKENS = 40
 EMBED_SCALE = 1.0
+EOS_LIFT = 0.6
 # Every 50th frame of the input features is kept for the front end's test.
 FEATURE_STRIDE = 50
+BEAMS = 4
 
 
 def clip(seconds):
@@ -105,6 +110,10 @@ def main():
     model = randomize(WhisperForConditionalGeneration(config))
     with torch.no_grad():
         model.model.decoder.embed_tokens.weight.mul_(EMBED_SCALE)
+        # Lift the end token's logit everywhere (the final norm's bias along its embedding), so
+        # that decoding ends by itself now and then rather than only at the length limit.
+        e = model.model.decoder.embed_tokens.weight[EOS]
+        model.model.decoder.layer_norm.bias.add_(EOS_LIFT * e / e.dot(e))
     model.save_pretrained(PATH, safe_serialization=True)
     generation = GenerationConfig(
         decoder_start_token_id=SOT, eos_token_id=EOS, bos_token_id=EOS, pad_token_id=EOS,
@@ -122,7 +131,7 @@ def main():
 
     tensors = {}
     texts = []
-    for case, seconds in [("short", 12), ("long", 75)]:
+    for case, seconds, beams in [("short", 12, 1), ("long", 75, 1), ("long_beams", 75, BEAMS)]:
         pcm = clip(seconds)
         if seconds <= 30:
             inputs = fe(pcm, sampling_rate=16000, return_tensors="pt")
@@ -133,7 +142,7 @@ def main():
         with torch.no_grad():
             out = model.generate(feats, attention_mask=inputs.get("attention_mask"), language="en",
                                  task="transcribe", return_timestamps=True, return_segments=True,
-                                 max_new_tokens=MAX_NEW_TOKENS)
+                                 max_new_tokens=MAX_NEW_TOKENS, num_beams=beams)
         tokens, lengths, start, end = segments_of(out)
         print(case, feats.shape, len(lengths), "segments", list(zip(start, end))[:6])
         tensors[f"{case}_tokens"] = torch.tensor(tokens, dtype=torch.int32)
@@ -144,6 +153,21 @@ def main():
         if case == "long":
             texts = [tok.decode([t for t in s["tokens"].tolist() if t < TS_BEGIN])
                      for s in out["segments"][0]]
+
+    # Without timestamps on the short clip's window (the timestamp tokens suppressed too: this
+    # random model would emit them after <|notimestamps|>, which real checkpoints do not, and
+    # transformers would then split the output at them): the tokens after the prompt, end
+    # token left out, greedy and by beam search for two beam counts and length penalties.
+    feats = fe(clip(12), sampling_rate=16000, return_tensors="pt")["input_features"]
+    text_only = list(generation.suppress_tokens) + list(range(TS_BEGIN, VOCAB))
+    for name, beams, penalty in [("text_greedy", 1, 1.0), (f"text_beams{BEAMS}", BEAMS, 1.0),
+                                 ("text_beams2", 2, 0.5)]:
+        with torch.no_grad():
+            out = model.generate(feats, language="en", task="transcribe", num_beams=beams,
+                                 length_penalty=penalty, max_new_tokens=MAX_NEW_TOKENS,
+                                 suppress_tokens=text_only)
+        print(name, penalty, out[0].tolist())
+        tensors[name] = out[0].to(torch.int32).contiguous()
 
     # _retrieve_segment on hand-made windows: (tokens, seek in frames, frames in the window).
     cases = []

@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 use tessera::audio::{
-    long_form_features, split_segments, transcribe, Segment, TimestampRules, WhisperDecoder,
-    WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+    long_form_features, split_segments, transcribe, BeamOptions, Segment, TimestampRules,
+    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
 };
 use tessera::kernels::timestamp::timestamp_pick_cpu;
 use tessera::{DType, Tensor};
@@ -185,11 +185,19 @@ fn transcribes_with_timestamps_as_transformers() {
     let max_new = json["max_new_tokens"].as_u64().unwrap() as usize;
     let mut options = generation.greedy_options(prompt, max_new);
     options.timestamps = Some(generation.timestamp_rules().unwrap());
-    for (case, seconds, frames) in [("short", 12, 3000), ("long", 75, 7500)] {
+    for (case, seconds, frames, beams) in [
+        ("short", 12, 3000, None),
+        ("long", 75, 7500, None),
+        ("long_beams", 75, 7500, Some(4)),
+    ] {
+        options.beams = beams.map(|num_beams| BeamOptions {
+            num_beams,
+            length_penalty: 1.0,
+        });
         let (features, n) = long_form_features(&front, &clip(seconds)).unwrap();
         assert_eq!(n, frames, "{case}");
         // The front end: every `stride`-th frame, normalised against the whole recording.
-        let (shape, want) = reference.get(&format!("{case}_features"));
+        let (shape, want) = reference.get(&format!("{}_features", case.trim_end_matches("_beams")));
         let kept = shape[1];
         let mut err = 0f32;
         for m in 0..80 {
@@ -245,6 +253,53 @@ fn transcribes_with_timestamps_as_transformers() {
             assert_eq!(texts, want);
         }
     }
+}
+
+#[test]
+fn text_decoding_greedy_and_beam_search_as_transformers() {
+    let (encoder, decoder, generation) = load();
+    let reference = Reference::file(MODEL, "timestamps_reference.safetensors");
+    let front = encoder.log_mel(encoder.gpu()).unwrap();
+    let states = encoder
+        .forward(&front.whisper_features(&[&clip(12)]).unwrap())
+        .unwrap();
+    let prompt = generation.prompt(Some("en"), "transcribe").unwrap();
+    let max_new = reference_json()["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut options = generation.greedy_options(prompt.clone(), max_new);
+    // The fixture suppresses the timestamps too (see its script).
+    options.suppress_tokens.extend(59..1560);
+    for (case, beams) in [
+        ("text_greedy", None),
+        (
+            "text_beams4",
+            Some(BeamOptions {
+                num_beams: 4,
+                length_penalty: 1.0,
+            }),
+        ),
+        (
+            "text_beams2",
+            Some(BeamOptions {
+                num_beams: 2,
+                length_penalty: 0.5,
+            }),
+        ),
+    ] {
+        options.beams = beams;
+        let mut got = decoder.generate(&states, &options).unwrap().swap_remove(0);
+        assert_eq!(got[..prompt.len()], prompt);
+        got.drain(..prompt.len());
+        if got.last() == Some(&49) {
+            got.pop();
+        }
+        assert_eq!(got, reference.ints(case).1, "{case}");
+    }
+    // Bad settings are errors.
+    options.beams = Some(BeamOptions {
+        num_beams: 1,
+        length_penalty: 1.0,
+    });
+    assert!(decoder.generate(&states, &options).is_err(), "one beam");
 }
 
 #[test]

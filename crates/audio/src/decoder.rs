@@ -54,6 +54,57 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
+    /// The cache of batch entry 0 repeated `n` times (beam search's beams over one audio).
+    fn repeat_first(&self, n: usize) -> Result<DecoderCache> {
+        let first = |t: &Tensor| -> Result<Tensor> {
+            let one = t.narrow(0, 0, 1)?;
+            Ok(Tensor::concat(&vec![&one; n], 0)?)
+        };
+        let self_kv = self
+            .self_kv
+            .iter()
+            .map(|kv| match kv {
+                Some((k, v)) => Ok(Some((first(k)?, first(v)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cross_kv = self
+            .cross_kv
+            .iter()
+            .map(|kv| match kv {
+                CrossKv::Heads(k, v) => Ok(CrossKv::Heads(first(k)?, first(v)?)),
+                CrossKv::Packed(p) => Ok(CrossKv::Packed(vec![p[0].clone(); n])),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DecoderCache {
+            self_kv,
+            cross_kv,
+            head_mask: self.head_mask.clone(),
+            len: self.len,
+            batch: n,
+        })
+    }
+
+    /// Keeps batch entry `rows[i]` as entry `i` of the self-attention keys and values (the
+    /// cross-attention's are the same for every beam). A gather of whole rows on the GPU.
+    fn reorder(&mut self, rows: &[u32]) -> Result<()> {
+        if rows.iter().enumerate().all(|(i, &r)| i == r as usize) {
+            return Ok(());
+        }
+        for (k, v) in self.self_kv.iter_mut().flatten() {
+            for t in [k, v] {
+                let shape = t.shape().to_vec();
+                let per_row = shape[1..].iter().product::<usize>();
+                *t = t
+                    .contiguous()?
+                    .reshape(&[shape[0], per_row])?
+                    .embedding(rows)?
+                    .reshape(&shape)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Tokens decoded so far.
     pub fn len(&self) -> usize {
         self.len
@@ -410,6 +461,209 @@ impl WhisperDecoder {
 }
 
 impl WhisperDecoder {
+    /// Decodes each batch entry of `encoder_out` from `options.prompt`: greedily, or with
+    /// `options.beams` by beam search (one batch entry at a time, its beams as the batch).
+    /// Returns the prompt and the tokens after it, per batch entry.
+    pub fn generate(&self, encoder_out: &Tensor, options: &GreedyOptions) -> Result<Vec<Vec<u32>>> {
+        let Some(beams) = options.beams else {
+            return self.greedy(encoder_out, options);
+        };
+        let batch = encoder_out.shape().first().copied().unwrap_or(1).max(1);
+        (0..batch)
+            .map(|bi| self.beam_search(&encoder_out.narrow(0, bi, 1)?, options, &beams))
+            .collect()
+    }
+
+    /// transformers' beam search (`GenerationMixin._beam_search` with `early_stopping=False`,
+    /// one sequence returned) over one audio's encoder states `[1, positions, d_model]`: each
+    /// step every beam's logits go through log-softmax, the suppressions and the timestamp rule
+    /// of `options`; the `2·num_beams` best continuations of all beams by summed log-probability
+    /// are kept; those ending in the end token (or at the length limit) among the first
+    /// `num_beams` join the finished set, scored by length-penalised log-probability; the best
+    /// `num_beams` others continue. Decoding stops when no running beam can beat the worst of
+    /// `num_beams` finished ones, or at the length limit. Returns the best finished sequence,
+    /// prompt included.
+    ///
+    /// The beams' logits are read back each step (`num_beams × vocab` floats, 1 MB for
+    /// Whisper at 5 beams) and ranked on the CPU in f32, as torch does.
+    pub fn beam_search(
+        &self,
+        encoder_out: &Tensor,
+        options: &GreedyOptions,
+        beam: &BeamOptions,
+    ) -> Result<Vec<u32>> {
+        let beams = beam.num_beams;
+        let prompt = &options.prompt;
+        let len = prompt.len();
+        let vocab = self.config.vocab_size;
+        let max = self.config.max_target_positions;
+        if beams < 2 || beams > 64 {
+            return Err(AudioError::Unsupported(format!(
+                "beam search takes 2 to 64 beams, not {beams}"
+            )));
+        }
+        if encoder_out.shape().first() != Some(&1) {
+            return Err(AudioError::Unsupported(format!(
+                "beam search decodes one audio at a time, got encoder states {:?}",
+                encoder_out.shape()
+            )));
+        }
+        if len == 0 || len > max {
+            return Err(AudioError::Unsupported(format!(
+                "a prompt of {len} tokens: beam search needs 1 to {max} (the decoder's positions)"
+            )));
+        }
+        if let Some(rules) = &options.timestamps {
+            rules.check(vocab)?;
+        }
+        // transformers' max_length: the prompt and max_new_tokens, within the positions.
+        let max_length = (len + options.max_new_tokens).min(max);
+        if max_length <= len {
+            return Ok(prompt.clone());
+        }
+        let mut cache = self.start(encoder_out)?.repeat_first(beams)?;
+        let eos = options.eos_token_id;
+        let lp = beam.length_penalty;
+        let keep = 2 * beams;
+        let mut running: Vec<Vec<u32>> = vec![prompt.clone(); beams];
+        let mut running_scores = vec![-1.0e9f32; beams];
+        running_scores[0] = 0.0;
+        // The finished set: (score, tokens, finished), `beams` slots.
+        let mut finished: Vec<(f32, Vec<u32>, bool)> = vec![(-1.0e9, prompt.clone(), false); beams];
+        let mut improvable = true;
+        let mut next: Vec<Vec<u32>> = running.clone();
+        let mut cur = len;
+        loop {
+            let logits = self.forward(&mut cache, &next, true)?.to_vec()?;
+            // Every beam's processed log-probabilities plus its running score.
+            let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(beams * vocab);
+            for (r, row) in logits.chunks_exact(vocab).enumerate() {
+                let mut lp_row = log_softmax(row);
+                for &t in options
+                    .suppress_tokens
+                    .iter()
+                    .chain(options.begin_suppress_tokens.iter().filter(|_| cur == len))
+                {
+                    if let Some(v) = lp_row.get_mut(t as usize) {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+                if let Some(rules) = &options.timestamps {
+                    rules.mask(&running[r][len..], &mut lp_row);
+                    rules.decide(&mut lp_row);
+                }
+                let score = running_scores[r];
+                candidates.extend(
+                    lp_row
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &v)| (v + score, r * vocab + t)),
+                );
+            }
+            // The `keep` best, ties to the lower flat index.
+            let top = top_k(&mut candidates, keep);
+            let hits: Vec<bool> = top
+                .iter()
+                .map(|&(_, i)| Some((i % vocab) as u32) == eos || cur + 1 >= max_length)
+                .collect();
+            let seqs: Vec<Vec<u32>> = top
+                .iter()
+                .map(|&(_, i)| {
+                    let mut s = running[i / vocab].clone();
+                    s.push((i % vocab) as u32);
+                    s
+                })
+                .collect();
+            // The next running beams: the best that did not finish.
+            let mut open: Vec<(f32, usize)> = top
+                .iter()
+                .zip(&hits)
+                .enumerate()
+                .map(|(c, (&(v, _), &h))| (v + f32::from(u8::from(h)) * -1.0e9, c))
+                .collect();
+            let chosen = top_k(&mut open, beams);
+            let order: Vec<u32> = chosen
+                .iter()
+                .map(|&(_, c)| (top[c].1 / vocab) as u32)
+                .collect();
+            running = chosen.iter().map(|&(_, c)| seqs[c].clone()).collect();
+            running_scores = chosen.iter().map(|&(v, _)| v).collect();
+            // The finished set: candidates among the first `beams` that finished, scored with
+            // the length penalty, merged with the set so far.
+            let penalty = ((cur + 1 - len) as f32).powf(lp);
+            let mut merged: Vec<(f32, usize)> =
+                finished.iter().enumerate().map(|(i, f)| (f.0, i)).collect();
+            for (c, (&(v, _), &h)) in top.iter().zip(&hits).enumerate() {
+                let did = h && c < beams;
+                let mut s = v / penalty;
+                if !improvable {
+                    s += -1.0e9;
+                }
+                if !did {
+                    s += -1.0e9;
+                }
+                merged.push((s, beams + c));
+            }
+            let best = top_k(&mut merged, beams);
+            finished = best
+                .iter()
+                .map(|&(s, i)| {
+                    if i < beams {
+                        (s, finished[i].1.clone(), finished[i].2)
+                    } else {
+                        let c = i - beams;
+                        (s, seqs[c].clone(), hits[c] && c < beams)
+                    }
+                })
+                .collect();
+            cache.reorder(&order)?;
+            cur += 1;
+            // Can a running beam still beat the finished ones? (transformers' heuristic: the
+            // best running score at the current length against the worst finished score, once
+            // every slot holds a finished sequence.)
+            let best_running = running_scores[0] / ((cur - len) as f32).powf(lp);
+            let worst = finished.iter().map(|f| f.0).fold(f32::INFINITY, f32::min);
+            improvable = improvable
+                && finished
+                    .iter()
+                    .any(|f| best_running > if f.2 { worst } else { -1.0e9 });
+            if !improvable || hits.iter().all(|&h| h) {
+                break;
+            }
+            next = running.iter().map(|s| vec![s[s.len() - 1]]).collect();
+        }
+        Ok(finished.swap_remove(0).1)
+    }
+}
+
+/// log-softmax of a row in f32, as torch computes it: `x − max − ln Σ exp(x − max)`.
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return row.to_vec();
+    }
+    let sum: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+    let ln = sum.ln();
+    row.iter().map(|&v| v - m - ln).collect()
+}
+
+/// The `k` largest `(value, index)` pairs, best first, ties to the lower index (NaN last).
+fn top_k(items: &mut [(f32, usize)], k: usize) -> Vec<(f32, usize)> {
+    let order = |a: &(f32, usize), b: &(f32, usize)| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or_else(|| a.0.is_nan().cmp(&b.0.is_nan()))
+            .then(a.1.cmp(&b.1))
+    };
+    let k = k.min(items.len());
+    if k < items.len() {
+        items.select_nth_unstable_by(k, order);
+    }
+    let mut top = items[..k].to_vec();
+    top.sort_by(order);
+    top
+}
+
+impl WhisperDecoder {
     /// The most likely of `languages` (token ids) after the start token, per batch entry of
     /// `encoder_out`, as transformers' `detect_language` picks it.
     pub fn detect_language(
@@ -546,6 +800,28 @@ pub struct GreedyOptions {
     /// Decode with timestamp tokens under Whisper's rules (the prompt then leaves out
     /// `<|notimestamps|>`); `None` decodes text only.
     pub timestamps: Option<TimestampRules>,
+    /// Beam search instead of greedy decoding ([`WhisperDecoder::generate`]).
+    pub beams: Option<BeamOptions>,
+}
+
+/// Beam search settings, as transformers' `generate(num_beams=…, length_penalty=…)` with
+/// `early_stopping=False`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BeamOptions {
+    /// Beams kept (2 or more; transformers' `num_beams`).
+    pub num_beams: usize,
+    /// Finished sequences are ranked by their summed log-probability over (decoded length) to
+    /// this power (transformers' default 1.0).
+    pub length_penalty: f32,
+}
+
+impl Default for BeamOptions {
+    fn default() -> Self {
+        BeamOptions {
+            num_beams: 5,
+            length_penalty: 1.0,
+        }
+    }
 }
 
 /// Whisper's timestamp rules, as transformers' `WhisperTimeStampLogitsProcessor` applies them
@@ -580,6 +856,30 @@ impl TimestampRules {
             )));
         }
         Ok(())
+    }
+
+    /// The last rule on a row of (masked) log-probabilities: when the timestamps' summed
+    /// probability beats every text token's, the text tokens are set to −∞. (The GPU's
+    /// `Tensor::timestamp_pick` decides the same for greedy decoding.)
+    pub fn decide(&self, row: &mut [f32]) {
+        let begin = (self.begin() as usize).min(row.len());
+        let lse = |xs: &[f32]| {
+            let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if m == f32::NEG_INFINITY {
+                return m;
+            }
+            m + xs.iter().map(|&v| (v - m).exp()).sum::<f32>().ln()
+        };
+        let all = lse(row);
+        let stamps = lse(&row[begin..]) - all;
+        let text = row[..begin]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max)
+            - all;
+        if stamps > text {
+            row[..begin].fill(f32::NEG_INFINITY);
+        }
     }
 
     /// Sets to −∞ the entries of `bias` (one per vocabulary token) that the rules forbid after
@@ -776,6 +1076,7 @@ impl WhisperGeneration {
             begin_suppress_tokens: self.begin_suppress_tokens.clone().unwrap_or_default(),
             eos_token_id: self.eos_token_id,
             timestamps: None,
+            beams: None,
         }
     }
 }

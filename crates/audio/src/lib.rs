@@ -13,7 +13,7 @@ mod whisper;
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 pub use decoder::{
-    DecoderCache, GreedyOptions, TimestampRules, WhisperDecoder, WhisperGeneration,
+    BeamOptions, DecoderCache, GreedyOptions, TimestampRules, WhisperDecoder, WhisperGeneration,
     WhisperTokenizer,
 };
 pub use error::{AudioError, Result};

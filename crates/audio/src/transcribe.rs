@@ -179,7 +179,7 @@ pub fn transcribe(
         }
         let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
         let states = encoder.forward(&input)?;
-        let mut tokens = decoder.greedy(&states, options)?.swap_remove(0);
+        let mut tokens = decoder.generate(&states, options)?.swap_remove(0);
         tokens.drain(..options.prompt.len());
         if tokens.last().copied() == options.eos_token_id {
             tokens.pop();
