@@ -1,11 +1,13 @@
 //! Real-size models with random weights for benchmarks (`benches/models.rs`,
 //! `tessera bench models`): ViT-B/16, CLIP ViT-B/32 (image and text towers), Whisper tiny and
-//! base encoders and the base decoder's greedy decoding, with their FLOP counts and largest
-//! activations.
+//! base encoders and the base decoder (greedy, with timestamps, by beam search), aMUSEd-256's
+//! transformer step and VQ-GAN, with their FLOP counts and largest activations.
 
 use std::sync::Arc;
 
-use tessera_audio::{GreedyOptions, TimestampRules, WhisperConfig, WhisperDecoder, WhisperEncoder};
+use tessera_audio::{
+    BeamOptions, GreedyOptions, TimestampRules, WhisperConfig, WhisperDecoder, WhisperEncoder,
+};
 use tessera_clip::{ClipConfig, ClipModel};
 use tessera_kernels::{DType, Gpu};
 use tessera_muse::{UVit2D, UVit2DConfig, VqConfig, VqDecoder};
@@ -21,7 +23,9 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// (the decoder's greedy decoding of 28 tokens after a 4-token prompt, over a 30 s window's
 /// encoder states: one step and one read-back of the logits per token),
 /// `whisper-base-decode-timestamps` (the same under the timestamp rules: each token's masks
-/// uploaded and the rule decided on the GPU), `amused-256-step` (one
+/// uploaded and the rule decided on the GPU), `whisper-base-decode-beams` (the same by beam
+/// search with 5 beams: 5 rows a step, their logits read back and ranked on the CPU),
+/// `amused-256-step` (one
 /// unmasking step of aMUSEd-256's transformer: 16×16 tokens, the guided batch of 2, the draw
 /// of every token and its read-back), `amused-256-vqgan` (its VQ-GAN decoding 16×16 tokens to a
 /// 256×256 image).
@@ -34,6 +38,7 @@ pub const MODELS: &[&str] = &[
     "whisper-base",
     "whisper-base-decode",
     "whisper-base-decode-timestamps",
+    "whisper-base-decode-beams",
     "amused-256-step",
     "amused-256-vqgan",
 ];
@@ -240,7 +245,9 @@ impl ModelBench {
                     run: Box::new(move || Ok(model.decode(&ids, 1, (side, side))?)),
                 }
             }
-            "whisper-base-decode" | "whisper-base-decode-timestamps" => {
+            "whisper-base-decode"
+            | "whisper-base-decode-timestamps"
+            | "whisper-base-decode-beams" => {
                 let config = whisper_base();
                 let model = WhisperDecoder::new(&config, &w)?;
                 let (d, pos, vocab) = (
@@ -264,6 +271,12 @@ impl ModelBench {
                         max_initial_index: Some(50),
                     });
                 }
+                let rows = if name == "whisper-base-decode-beams" {
+                    options.beams = Some(BeamOptions::default());
+                    BeamOptions::default().num_beams
+                } else {
+                    1
+                };
                 let prompt = options.prompt.len();
                 // Per token: the projections, the MLP, attention over the tokens so far and
                 // the encoder's positions, the output head; once: the encoder's keys and values.
@@ -274,7 +287,9 @@ impl ModelBench {
                 let attention: usize = (1..=tokens)
                     .map(|t| config.decoder_layers * 2 * d * (t + pos))
                     .sum();
-                let macs = tokens * per_token + attention + config.decoder_layers * pos * 2 * d * d;
+                // Beams decode as rows of a batch over one audio's keys and values.
+                let macs = rows * (tokens * per_token + attention)
+                    + config.decoder_layers * pos * 2 * d * d;
                 ModelBench {
                     name,
                     batch,
@@ -285,7 +300,7 @@ impl ModelBench {
                     run: Box::new({
                         let gpu = gpu.clone();
                         move || {
-                            let ids = model.greedy(&states, &options)?.swap_remove(0);
+                            let ids = model.generate(&states, &options)?.swap_remove(0);
                             ids_tensor(&gpu, &ids)
                         }
                     }),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::json;
 use tessera::audio::{
-    load_16k, long_form_features, transcribe as transcribe_segments, windows, LogMel,
+    load_16k, long_form_features, transcribe as transcribe_segments, windows, BeamOptions, LogMel,
     WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, CHUNK_FRAMES,
     CHUNK_SAMPLES,
 };
@@ -54,6 +54,14 @@ pub enum AudioCommand {
         /// Most tokens decoded per window (at most the decoder's positions).
         #[arg(long, default_value_t = 224)]
         max_tokens: usize,
+        /// Beam search with this many beams (transformers' num_beams) instead of greedy
+        /// decoding; 1 is greedy.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        beams: u32,
+        /// With --beams: finished sequences are ranked by log-probability over length to this
+        /// power.
+        #[arg(long, default_value_t = 1.0)]
+        length_penalty: f32,
         /// Segments with start and end times: decoding with timestamp tokens, each window
         /// starting where the last finished segment ended (transformers' long-form algorithm).
         #[arg(long)]
@@ -172,10 +180,16 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             language,
             task,
             max_tokens,
+            beams,
+            length_penalty,
             timestamps,
             subtitles,
             audio,
         } => {
+            let beams = (beams > 1).then_some(BeamOptions {
+                num_beams: beams as usize,
+                length_penalty,
+            });
             if timestamps || subtitles.is_some() {
                 let format = subtitles.as_deref().map(Subtitles::of).transpose()?;
                 let subtitles = subtitles.zip(format);
@@ -183,12 +197,18 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
                     &model,
                     language.as_deref(),
                     &task,
-                    max_tokens,
+                    (max_tokens, beams),
                     &audio,
                     subtitles,
                 )
             } else {
-                transcribe(&model, language.as_deref(), &task, max_tokens, &audio)
+                transcribe(
+                    &model,
+                    language.as_deref(),
+                    &task,
+                    (max_tokens, beams),
+                    &audio,
+                )
             }
         }
         AudioCommand::Encode { model: args, audio } => {
@@ -238,7 +258,7 @@ fn transcribe(
     args: &ModelArgs,
     language: Option<&str>,
     task: &str,
-    max_tokens: usize,
+    (max_tokens, beams): (usize, Option<BeamOptions>),
     audio: &Path,
 ) -> Result<(), BoxError> {
     let samples = load_16k(audio)?;
@@ -283,8 +303,20 @@ fn transcribe(
         } else {
             vec![base.clone(); group.len()]
         };
-        let options = generation.greedy_options(Vec::new(), max_tokens);
-        let decoded = decoder.greedy_prompts(&states, &prompts, &options)?;
+        let mut options = generation.greedy_options(Vec::new(), max_tokens);
+        let decoded = match beams {
+            None => decoder.greedy_prompts(&states, &prompts, &options)?,
+            // Beam search takes the windows one at a time, each its own prompt.
+            Some(beams) => {
+                options.beams = Some(beams);
+                let mut out = Vec::with_capacity(prompts.len());
+                for (i, prompt) in prompts.iter().enumerate() {
+                    options.prompt = prompt.clone();
+                    out.extend(decoder.generate(&states.narrow(0, i, 1)?, &options)?);
+                }
+                out
+            }
+        };
         for (i, (mut tokens, prompt)) in decoded.into_iter().zip(&prompts).enumerate() {
             tokens.drain(..prompt.len());
             if tokens.last().copied() == generation.eos_token_id {
@@ -343,7 +375,7 @@ fn transcribe_timestamped(
     args: &ModelArgs,
     language: Option<&str>,
     task: &str,
-    max_tokens: usize,
+    (max_tokens, beams): (usize, Option<BeamOptions>),
     audio: &Path,
     subtitles: Option<(PathBuf, Subtitles)>,
 ) -> Result<(), BoxError> {
@@ -396,6 +428,7 @@ fn transcribe_timestamped(
     }
     let mut options = generation.greedy_options(prompt.clone(), max_tokens);
     options.timestamps = Some(rules);
+    options.beams = beams;
     let segments = transcribe_segments(
         &encoder,
         &decoder,

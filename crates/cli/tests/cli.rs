@@ -821,6 +821,38 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         lines[0]
     );
 
+    // Beam search through the command line: the library's segments with the same beams.
+    let o = run(&[
+        "--timestamps",
+        "--json",
+        "--language",
+        language,
+        "--beams",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    options.beams = Some(tessera::audio::BeamOptions {
+        num_beams: 3,
+        length_penalty: 1.0,
+    });
+    let want = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let got = v["segments"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
+    }
+    let o = run(&["--beams", "0"]);
+    assert!(!o.status.success(), "no beams");
+
     // Subtitles to a file of another kind, and timestamps from a checkpoint without them.
     let o = run(&["--subtitles", dir.join("out.txt").to_str().unwrap()]);
     assert!(!o.status.success());
