@@ -14,6 +14,10 @@ transcribes two synthetic clips whose samples the Rust tests compute with the sa
           transformers' sequential algorithm does
   long    75 s: long-form, the mel of the whole clip sliced into windows from `seek`
   long_beams  the same with beam search (4 beams)
+  long_previous         each window prompted with the segments before it
+                        (condition_on_prev_tokens=True)
+  long_prompt_previous  the same after a prompt text (prompt_ids)
+  short_prompt          the short clip with the prompt text before every window
 
 and without timestamps, on the short clip: greedy decoding and beam search (4 beams, and 2 beams
 with length penalty 0.5), the whole sequences (text_greedy, text_beams4, text_beams2),
@@ -24,7 +28,8 @@ tests/fixtures/models/whisper_timestamps/:
                                     <case>_lengths, <case>_start, <case>_end (f64), and
                                     <case>_features (every 50th frame of the input features)
   timestamps_reference.json         the split cases, the timestamp rule's masks after a few
-                                    histories, and the text of the long clip's segments
+                                    histories, the text of the long clip's segments, the prompt
+                                    text's tokens, and the previous-text prompt of a long history
 
     tools/.venv/bin/python tools/make_whisper_timestamp_fixtures.py
 """
@@ -44,6 +49,7 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+from transformers.models.whisper.generation_whisper import _pad_to_max_length
 
 from make_model_fixtures import randomize
 
@@ -58,6 +64,8 @@ EOS_LIFT = 0.6
 # Every 50th frame of the input features is kept for the front end's test.
 FEATURE_STRIDE = 50
 BEAMS = 4
+# The text the prompt_ids cases prompt with.
+PROMPT_TEXT = "  ta ke tax "
 
 
 def clip(seconds):
@@ -131,7 +139,15 @@ def main():
 
     tensors = {}
     texts = []
-    for case, seconds, beams in [("short", 12, 1), ("long", 75, 1), ("long_beams", 75, BEAMS)]:
+    prompt_ids = [SOPREV] + tok.encode(" " + PROMPT_TEXT.strip(), add_special_tokens=False).ids
+    for case, seconds, beams, condition, prompt in [
+        ("short", 12, 1, False, None),
+        ("long", 75, 1, False, None),
+        ("long_beams", 75, BEAMS, False, None),
+        ("long_previous", 75, 1, True, None),
+        ("long_prompt_previous", 75, 1, True, prompt_ids),
+        ("short_prompt", 12, 1, False, prompt_ids),
+    ]:
         pcm = clip(seconds)
         if seconds <= 30:
             inputs = fe(pcm, sampling_rate=16000, return_tensors="pt")
@@ -142,14 +158,17 @@ def main():
         with torch.no_grad():
             out = model.generate(feats, attention_mask=inputs.get("attention_mask"), language="en",
                                  task="transcribe", return_timestamps=True, return_segments=True,
-                                 max_new_tokens=MAX_NEW_TOKENS, num_beams=beams)
+                                 max_new_tokens=MAX_NEW_TOKENS, num_beams=beams,
+                                 condition_on_prev_tokens=condition,
+                                 prompt_ids=None if prompt is None else torch.tensor(prompt))
         tokens, lengths, start, end = segments_of(out)
         print(case, feats.shape, len(lengths), "segments", list(zip(start, end))[:6])
         tensors[f"{case}_tokens"] = torch.tensor(tokens, dtype=torch.int32)
         tensors[f"{case}_lengths"] = torch.tensor(lengths, dtype=torch.int32)
         tensors[f"{case}_start"] = torch.tensor(start, dtype=torch.float64)
         tensors[f"{case}_end"] = torch.tensor(end, dtype=torch.float64)
-        tensors[f"{case}_features"] = feats[0, :, ::FEATURE_STRIDE].contiguous()
+        if case in ("short", "long"):
+            tensors[f"{case}_features"] = feats[0, :, ::FEATURE_STRIDE].contiguous()
         if case == "long":
             texts = [tok.decode([t for t in s["tokens"].tolist() if t < TS_BEGIN])
                      for s in out["segments"][0]]
@@ -212,9 +231,23 @@ def main():
             elif m:
                 ranges[-1][1] = i + 1
         masks.append({"history": history, "masked": ranges})
+    # The previous-text prompt transformers builds from a long history (past the 223-token
+    # cut-off): 70 segments of text closed by a timestamp pair or by a single timestamp.
+    history = []
+    for i in range(70):
+        seg = [TS_BEGIN + i, i % 40, (i * 7) % 40, TS_BEGIN + i + 1]
+        if i % 3 == 0:
+            seg.append(TS_BEGIN + i + 1)
+        history.append({"tokens": torch.tensor(seg)})
+    prev = _pad_to_max_length([history], EOS, "cpu", padding_side="left", padding="longest",
+                              bos_token_tensor=torch.tensor([SOPREV]), cut_off_length=448 // 2 - 1,
+                              skip_ending_double_timestamps=True, timestamp_begin=TS_BEGIN)
+    previous_case = {"history": [h["tokens"].tolist() for h in history], "prefix": prev[0].tolist()}
     save_file(tensors, f"{PATH}/timestamps_reference.safetensors")
     with open(f"{PATH}/timestamps_reference.json", "w") as f:
-        json.dump({"split_cases": cases, "rule_masks": masks, "prompt": prompt, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
+        json.dump({"split_cases": cases, "rule_masks": masks, "prompt": prompt,
+                   "prompt_text": PROMPT_TEXT, "prompt_ids": prompt_ids,
+                   "previous_case": previous_case, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
                    "feature_stride": FEATURE_STRIDE}, f)
 
 

@@ -22,6 +22,7 @@ struct Params {
 /// the picked column into `picked` (u32 per row): the best column from `split` on when the
 /// log-sum-exp of those columns exceeds the best column before `split`, else the best column
 /// of the row (ties to the lower index). Columns at −∞ never win; an all-masked row gives 0.
+#[allow(clippy::too_many_arguments)]
 pub fn timestamp_pick(
     gpu: &Gpu,
     dtype: DType,

@@ -708,6 +708,31 @@ impl WhisperTokenizer {
             })
     }
 
+    /// transformers' `get_prompt_ids`: `<|startofprev|>` and the tokens of `" " + text`
+    /// (trimmed), to prompt decoding with a vocabulary or style. Text that tokenizes to a
+    /// special token (`<|en|>`, a timestamp, ...) is refused.
+    pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let prev = self.0.token_to_id("<|startofprev|>").ok_or_else(|| {
+            AudioError::Unsupported("the tokenizer has no <|startofprev|> to prompt with".into())
+        })?;
+        let encoding = self
+            .0
+            .encode(format!(" {}", text.trim()), false)
+            .map_err(|e| AudioError::Unsupported(format!("cannot tokenize the prompt: {e}")))?;
+        if let Some(t) = encoding
+            .get_tokens()
+            .iter()
+            .find(|t| t.len() > 4 && t.starts_with("<|") && t.ends_with("|>"))
+        {
+            return Err(AudioError::Unsupported(format!(
+                "the prompt holds the special token {t}, which prompts may not"
+            )));
+        }
+        let mut ids = vec![prev];
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
     /// The text of `ids`, special tokens (start, language, task, timestamps, end) left out —
     /// timestamps too where the tokenizer does not mark them special (`<|1.00|>` is an added
     /// token of either kind in the Hub's files).
@@ -946,6 +971,8 @@ pub struct WhisperGeneration {
     pub is_multilingual: Option<bool>,
     /// The latest first timestamp, in 0.02 s steps (see [`TimestampRules`]).
     pub max_initial_timestamp_index: Option<u32>,
+    /// `<|startofprev|>`.
+    pub prev_sot_token_id: Option<u32>,
 }
 
 impl WhisperGeneration {
@@ -969,6 +996,7 @@ impl WhisperGeneration {
             max_initial_timestamp_index: g
                 .max_initial_timestamp_index
                 .or(base.max_initial_timestamp_index),
+            prev_sot_token_id: g.prev_sot_token_id.or(base.prev_sot_token_id),
         })
     }
 
@@ -1031,6 +1059,16 @@ impl WhisperGeneration {
             ));
         }
         Ok(prompt)
+    }
+
+    /// `<|startofprev|>`, which precedes the text a window is prompted with: the config's
+    /// `prev_sot_token_id`, else (as transformers falls back) the second-to-last suppressed
+    /// token.
+    pub fn prev_sot_token(&self) -> Option<u32> {
+        self.prev_sot_token_id.or_else(|| {
+            let s = self.suppress_tokens.as_deref().unwrap_or_default();
+            (s.len() >= 2).then(|| s[s.len() - 2])
+        })
     }
 
     /// Whether the checkpoint takes language and task tokens: `is_multilingual`, else whether

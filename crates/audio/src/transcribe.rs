@@ -139,17 +139,67 @@ pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, 
 /// Progress of [`transcribe`]: mel frames done and in all, and the segments so far.
 pub type Progress<'a> = dyn FnMut(usize, usize, &[Segment]) + 'a;
 
+/// What a window is prompted with before its start, language and task tokens (transformers'
+/// `prompt_ids` and `condition_on_prev_tokens`, with `prompt_condition_type="first-segment"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowContext {
+    /// `<|startofprev|>` and the tokens of a text that sets the vocabulary and style
+    /// ([`crate::WhisperTokenizer::prompt_ids`]). Without `previous_text` it precedes every
+    /// window; with it, it counts as the text before the first window.
+    pub prompt_ids: Option<Vec<u32>>,
+    /// `<|startofprev|>` ([`crate::WhisperGeneration::prev_sot_token`]) to prompt every window
+    /// with the tokens of the segments before it (the last `max_target_positions / 2 − 1`,
+    /// a closing timestamp pair kept single), as openai-whisper's
+    /// `condition_on_previous_text`; `None` decodes each window on its own.
+    pub previous_text: Option<u32>,
+}
+
+impl WindowContext {
+    /// The tokens before a window's start token after the segments `history` (their tokens;
+    /// with `previous_text`, the prompt text's first), for timestamps from `begin` and a
+    /// decoder of `max_positions` positions.
+    pub fn prefix(&self, history: &[Vec<u32>], begin: u32, max_positions: usize) -> Vec<u32> {
+        window_prefix(self, history, begin, max_positions)
+    }
+}
+
+fn window_prefix(
+    context: &WindowContext,
+    history: &[Vec<u32>],
+    begin: u32,
+    max_positions: usize,
+) -> Vec<u32> {
+    match (context.previous_text, &context.prompt_ids) {
+        (Some(prev), _) if !history.is_empty() => {
+            let mut tokens: Vec<u32> = Vec::new();
+            for t in history {
+                // A segment closed by a timestamp pair continues from one of them.
+                let closed = t.len() > 2 && t[t.len() - 2] >= begin;
+                tokens.extend_from_slice(if closed { &t[..t.len() - 1] } else { t });
+            }
+            let keep = tokens.len().min(max_positions / 2 - 1);
+            let mut prefix = vec![prev];
+            prefix.extend_from_slice(&tokens[tokens.len() - keep..]);
+            prefix
+        }
+        (_, Some(prompt)) => prompt.clone(),
+        _ => Vec::new(),
+    }
+}
+
 /// Transcribes `features` (`[n_mels, frames]`, see [`long_form_features`]) with timestamps:
-/// window by window from `seek` 0, each decoded greedily from `options.prompt` (start,
-/// language and task tokens, no `<|notimestamps|>`) under `options.timestamps`, as
-/// transformers' `generate(return_timestamps=True)` with its default settings (no temperature
-/// fallback, no conditioning on earlier windows). Returns every segment in order.
+/// window by window from `seek` 0, each decoded (greedily, or by beam search with
+/// `options.beams`) from `options.prompt` (start, language and task tokens, no
+/// `<|notimestamps|>`) after the tokens `context` adds, under `options.timestamps`, as
+/// transformers' `generate(return_timestamps=True)` without temperature fallback. Returns
+/// every segment in order.
 pub fn transcribe(
     encoder: &WhisperEncoder,
     decoder: &WhisperDecoder,
     features: &[f32],
     frames: usize,
     options: &GreedyOptions,
+    context: &WindowContext,
     progress: &mut Progress,
 ) -> Result<Vec<Segment>> {
     let rules = options.timestamps.ok_or_else(|| {
@@ -164,6 +214,16 @@ pub fn transcribe(
     }
     let gpu = encoder.gpu();
     let begin = rules.begin();
+    let max_positions = decoder.config().max_target_positions;
+    // The text before the first window, as transformers keeps the prompt: a segment of its
+    // own, `<|startofprev|>` left out.
+    let mut history: Vec<Vec<u32>> = match (&context.prompt_ids, context.previous_text) {
+        (Some(prompt), Some(prev)) => {
+            vec![prompt.strip_prefix(&[prev]).unwrap_or(prompt).to_vec()]
+        }
+        _ => Vec::new(),
+    };
+    let mut window_options = options.clone();
     let mut segments = Vec::new();
     let mut seek = 0;
     let mut window = vec![0f32; n_mels * CHUNK_FRAMES];
@@ -179,13 +239,17 @@ pub fn transcribe(
         }
         let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
         let states = encoder.forward(&input)?;
-        let mut tokens = decoder.generate(&states, options)?.swap_remove(0);
-        tokens.drain(..options.prompt.len());
+        let mut prompt = window_prefix(context, &history, begin, max_positions);
+        prompt.extend_from_slice(&options.prompt);
+        window_options.prompt = prompt;
+        let mut tokens = decoder.generate(&states, &window_options)?.swap_remove(0);
+        tokens.drain(..window_options.prompt.len());
         if tokens.last().copied() == options.eos_token_id {
             tokens.pop();
         }
         let offset = seek as f64 * TIME_PRECISION / INPUT_STRIDE as f64;
         let (found, advance) = split_segments(&tokens, begin, offset, take);
+        history.extend(found.iter().map(|s| s.tokens.clone()));
         segments.extend(found);
         // The rules make a closed segment end after <|0.00|>, so `advance` is at least 2;
         // the guard only keeps a malformed decoding from looping.

@@ -8,8 +8,8 @@ use clap::Subcommand;
 use serde_json::json;
 use tessera::audio::{
     load_16k, long_form_features, transcribe as transcribe_segments, windows, BeamOptions, LogMel,
-    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, CHUNK_FRAMES,
-    CHUNK_SAMPLES,
+    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, WindowContext,
+    CHUNK_FRAMES, CHUNK_SAMPLES,
 };
 use tessera::Gpu;
 
@@ -40,39 +40,73 @@ pub enum AudioCommand {
         audio: PathBuf,
     },
     /// Transcribe (or translate into English) AUDIO with a Whisper checkpoint: greedy decoding
-    /// of each 30 s window; text where the folder has tokenizer.json, else token ids.
-    Transcribe {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// The spoken language (en, de, ...) of a multilingual checkpoint; detected per window
-        /// when left out (with --timestamps, once from the first window).
-        #[arg(long)]
-        language: Option<String>,
-        /// transcribe, or translate (into English) on multilingual checkpoints.
-        #[arg(long, default_value = "transcribe")]
-        task: String,
-        /// Most tokens decoded per window (at most the decoder's positions).
-        #[arg(long, default_value_t = 224)]
-        max_tokens: usize,
-        /// Beam search with this many beams (transformers' num_beams) instead of greedy
-        /// decoding; 1 is greedy.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-        beams: u32,
-        /// With --beams: finished sequences are ranked by log-probability over length to this
-        /// power.
-        #[arg(long, default_value_t = 1.0)]
-        length_penalty: f32,
-        /// Segments with start and end times: decoding with timestamp tokens, each window
-        /// starting where the last finished segment ended (transformers' long-form algorithm).
-        #[arg(long)]
-        timestamps: bool,
-        /// Also write the segments as subtitles: SubRip for FILE.srt, WebVTT for FILE.vtt
-        /// (implies --timestamps).
-        #[arg(long, value_name = "FILE")]
-        subtitles: Option<PathBuf>,
-        /// The audio file.
-        audio: PathBuf,
-    },
+    /// (or beam search) of each 30 s window, or with --timestamps segments over the whole
+    /// recording; text where the folder has tokenizer.json, else token ids.
+    Transcribe(TranscribeArgs),
+}
+
+/// `tessera audio transcribe`'s options.
+#[derive(clap::Args)]
+pub struct TranscribeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The spoken language (en, de, ...) of a multilingual checkpoint; detected per window
+    /// when left out (with --timestamps, once from the first window).
+    #[arg(long)]
+    language: Option<String>,
+    /// transcribe, or translate (into English) on multilingual checkpoints.
+    #[arg(long, default_value = "transcribe")]
+    task: String,
+    /// Most tokens decoded per window (at most the decoder's positions).
+    #[arg(long, default_value_t = 224)]
+    max_tokens: usize,
+    /// Beam search with this many beams (transformers' num_beams) instead of greedy
+    /// decoding; 1 is greedy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    beams: u32,
+    /// With --beams: finished sequences are ranked by log-probability over length to this
+    /// power.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Text to prompt decoding with (names, spellings, style): before every window, or with
+    /// --condition-on-previous as the text before the first (transformers' prompt_ids).
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Prompt each window with the text of the segments before it (openai-whisper's
+    /// condition_on_previous_text; implies --timestamps).
+    #[arg(long)]
+    condition_on_previous: bool,
+    /// Segments with start and end times: decoding with timestamp tokens, each window
+    /// starting where the last finished segment ended (transformers' long-form algorithm).
+    #[arg(long)]
+    timestamps: bool,
+    /// Also write the segments as subtitles: SubRip for FILE.srt, WebVTT for FILE.vtt
+    /// (implies --timestamps).
+    #[arg(long, value_name = "FILE")]
+    subtitles: Option<PathBuf>,
+    /// The audio file.
+    audio: PathBuf,
+}
+
+impl TranscribeArgs {
+    fn beam_options(&self) -> Option<BeamOptions> {
+        (self.beams > 1).then_some(BeamOptions {
+            num_beams: self.beams as usize,
+            length_penalty: self.length_penalty,
+        })
+    }
+
+    /// The prompt text's tokens, `<|startofprev|>` first (the tokenizer is needed for them).
+    fn prompt_ids(
+        &self,
+        tokenizer: Option<&WhisperTokenizer>,
+    ) -> Result<Option<Vec<u32>>, BoxError> {
+        match (&self.prompt, tokenizer) {
+            (None, _) => Ok(None),
+            (Some(text), Some(t)) => Ok(Some(t.prompt_ids(text)?)),
+            (Some(_), None) => Err("--prompt needs the checkpoint's tokenizer.json".into()),
+        }
+    }
 }
 
 /// How a transcription's segments are written as subtitles.
@@ -175,40 +209,11 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             }
             Ok(())
         }
-        AudioCommand::Transcribe {
-            model,
-            language,
-            task,
-            max_tokens,
-            beams,
-            length_penalty,
-            timestamps,
-            subtitles,
-            audio,
-        } => {
-            let beams = (beams > 1).then_some(BeamOptions {
-                num_beams: beams as usize,
-                length_penalty,
-            });
-            if timestamps || subtitles.is_some() {
-                let format = subtitles.as_deref().map(Subtitles::of).transpose()?;
-                let subtitles = subtitles.zip(format);
-                transcribe_timestamped(
-                    &model,
-                    language.as_deref(),
-                    &task,
-                    (max_tokens, beams),
-                    &audio,
-                    subtitles,
-                )
+        AudioCommand::Transcribe(args) => {
+            if args.timestamps || args.subtitles.is_some() || args.condition_on_previous {
+                transcribe_timestamped(&args)
             } else {
-                transcribe(
-                    &model,
-                    language.as_deref(),
-                    &task,
-                    (max_tokens, beams),
-                    &audio,
-                )
+                transcribe(&args)
             }
         }
         AudioCommand::Encode { model: args, audio } => {
@@ -253,104 +258,139 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
 /// encoder activations stay near 100 MB for whisper-base.
 const WINDOWS_PER_BATCH: usize = 4;
 
-/// `tessera audio transcribe`.
-fn transcribe(
-    args: &ModelArgs,
-    language: Option<&str>,
-    task: &str,
-    (max_tokens, beams): (usize, Option<BeamOptions>),
-    audio: &Path,
-) -> Result<(), BoxError> {
-    let samples = load_16k(audio)?;
-    let gpu = Gpu::shared()?;
-    let start = Instant::now();
-    let dtype = args.dtype.into();
-    let encoder = WhisperEncoder::load(&gpu, &args.model, dtype)?;
-    let decoder = WhisperDecoder::load(&gpu, &args.model, dtype)?;
-    let generation = WhisperGeneration::load(&args.model)?;
-    let tokenizer = if args.model.join("tokenizer.json").is_file() {
-        Some(WhisperTokenizer::load(&args.model)?)
-    } else {
-        None
-    };
+/// A Whisper checkpoint loaded for transcription, with the recording.
+struct Loaded {
+    gpu: std::sync::Arc<Gpu>,
+    encoder: WhisperEncoder,
+    decoder: WhisperDecoder,
+    generation: WhisperGeneration,
+    tokenizer: Option<WhisperTokenizer>,
+    samples: Vec<f32>,
+}
+
+impl Loaded {
+    fn new(args: &TranscribeArgs) -> Result<Self, BoxError> {
+        let samples = load_16k(&args.audio)?;
+        let gpu = Gpu::shared()?;
+        let start = Instant::now();
+        let (dir, dtype) = (&args.model.model, args.model.dtype.into());
+        let loaded = Loaded {
+            encoder: WhisperEncoder::load(&gpu, dir, dtype)?,
+            decoder: WhisperDecoder::load(&gpu, dir, dtype)?,
+            generation: WhisperGeneration::load(dir)?,
+            tokenizer: if dir.join("tokenizer.json").is_file() {
+                Some(WhisperTokenizer::load(dir)?)
+            } else {
+                None
+            },
+            samples,
+            gpu,
+        };
+        eprintln!(
+            "loaded Whisper in {:.0} ms on {}",
+            start.elapsed().as_secs_f64() * 1e3,
+            loaded.gpu.summary().name
+        );
+        Ok(loaded)
+    }
+
+    /// The language a prompt's token names (`en`), for multilingual checkpoints.
+    fn language_of(&self, token: Option<&u32>) -> Option<String> {
+        let g = &self.generation;
+        token.filter(|_| g.multilingual()).and_then(|id| {
+            g.lang_to_id
+                .iter()
+                .flatten()
+                .find(|(_, v)| *v == id)
+                .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
+        })
+    }
+
+    /// Whether a language is to be detected, and the candidates.
+    fn detection(&self, args: &TranscribeArgs) -> Option<Vec<u32>> {
+        let languages = self.generation.language_tokens();
+        (self.generation.multilingual() && args.language.is_none() && !languages.is_empty())
+            .then_some(languages)
+    }
+
+    fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / 16_000.0
+    }
+}
+
+/// `tessera audio transcribe`: fixed 30 s windows, text only.
+fn transcribe(args: &TranscribeArgs) -> Result<(), BoxError> {
+    let m = Loaded::new(args)?;
     // Checked before any window is encoded.
-    let base = generation.prompt(language, task)?;
-    let multilingual = generation.multilingual();
-    let languages = generation.language_tokens();
-    let detect = multilingual && language.is_none() && !languages.is_empty();
-    eprintln!(
-        "loaded Whisper in {:.0} ms on {}",
-        start.elapsed().as_secs_f64() * 1e3,
-        gpu.summary().name
-    );
+    let base = m.generation.prompt(args.language.as_deref(), &args.task)?;
+    let prefix = args.prompt_ids(m.tokenizer.as_ref())?.unwrap_or_default();
+    let detect = m.detection(args);
     let start = Instant::now();
-    let front = encoder.log_mel(&gpu)?;
+    let front = m.encoder.log_mel(&m.gpu)?;
     let mut out = Vec::new();
-    let windows = windows(&samples);
+    let windows = windows(&m.samples);
+    let mut options = m.generation.greedy_options(Vec::new(), args.max_tokens);
     for (g, group) in windows.chunks(WINDOWS_PER_BATCH).enumerate() {
         let refs: Vec<&[f32]> = group.iter().map(Vec::as_slice).collect();
-        let states = encoder.forward(&front.whisper_features(&refs)?)?;
-        let prompts: Vec<Vec<u32>> = if detect {
-            let detected = decoder.detect_language(&states, base[0], &languages)?;
-            detected
+        let states = m.encoder.forward(&front.whisper_features(&refs)?)?;
+        // Start, language, task (and <|notimestamps|>) per window; the prompt text before.
+        let inits: Vec<Vec<u32>> = match &detect {
+            Some(languages) => m
+                .decoder
+                .detect_language(&states, base[0], languages)?
                 .into_iter()
                 .map(|token| {
-                    let mut prompt = base.clone();
-                    prompt.insert(1, token);
-                    prompt
+                    let mut init = base.clone();
+                    init.insert(1, token);
+                    init
                 })
-                .collect()
-        } else {
-            vec![base.clone(); group.len()]
+                .collect(),
+            None => vec![base.clone(); group.len()],
         };
-        let mut options = generation.greedy_options(Vec::new(), max_tokens);
-        let decoded = match beams {
-            None => decoder.greedy_prompts(&states, &prompts, &options)?,
+        let prompts: Vec<Vec<u32>> = inits.iter().map(|i| [&prefix[..], i].concat()).collect();
+        let decoded = match args.beam_options() {
+            None => m.decoder.greedy_prompts(&states, &prompts, &options)?,
             // Beam search takes the windows one at a time, each its own prompt.
             Some(beams) => {
                 options.beams = Some(beams);
                 let mut out = Vec::with_capacity(prompts.len());
                 for (i, prompt) in prompts.iter().enumerate() {
                     options.prompt = prompt.clone();
-                    out.extend(decoder.generate(&states.narrow(0, i, 1)?, &options)?);
+                    out.extend(m.decoder.generate(&states.narrow(0, i, 1)?, &options)?);
                 }
                 out
             }
         };
-        for (i, (mut tokens, prompt)) in decoded.into_iter().zip(&prompts).enumerate() {
-            tokens.drain(..prompt.len());
-            if tokens.last().copied() == generation.eos_token_id {
+        for (i, (mut tokens, init)) in decoded.into_iter().zip(&inits).enumerate() {
+            tokens.drain(..prefix.len() + init.len());
+            if tokens.last().copied() == m.generation.eos_token_id {
                 tokens.pop();
             }
-            let text = tokenizer.as_ref().map(|t| t.decode(&tokens)).transpose()?;
-            let language = prompt.get(1).filter(|_| multilingual).and_then(|id| {
-                generation
-                    .lang_to_id
-                    .iter()
-                    .flatten()
-                    .find(|(_, v)| *v == id)
-                    .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
-            });
+            let text = m
+                .tokenizer
+                .as_ref()
+                .map(|t| t.decode(&tokens))
+                .transpose()?;
             let window = g * WINDOWS_PER_BATCH + i;
             out.push((
                 window as f64 * CHUNK_SAMPLES as f64 / 16_000.0,
                 tokens,
                 text,
-                language,
+                m.language_of(init.get(1)),
             ));
         }
     }
     eprintln!(
         "transcribed {:.2} s of audio in {:.1} ms{}",
-        samples.len() as f64 / 16_000.0,
+        m.seconds(),
         start.elapsed().as_secs_f64() * 1e3,
-        if tokenizer.is_none() {
+        if m.tokenizer.is_none() {
             " (no tokenizer.json: token ids only)"
         } else {
             ""
         }
     );
-    if args.json {
+    if args.model.json {
         let windows: Vec<_> = out
             .iter()
             .map(|(at, tokens, text, language)| {
@@ -371,96 +411,79 @@ fn transcribe(
 
 /// `tessera audio transcribe --timestamps`: segments over the whole recording, each window
 /// decoded with timestamp tokens from where the last finished segment ended.
-fn transcribe_timestamped(
-    args: &ModelArgs,
-    language: Option<&str>,
-    task: &str,
-    (max_tokens, beams): (usize, Option<BeamOptions>),
-    audio: &Path,
-    subtitles: Option<(PathBuf, Subtitles)>,
-) -> Result<(), BoxError> {
-    let samples = load_16k(audio)?;
-    let gpu = Gpu::shared()?;
-    let start = Instant::now();
-    let dtype = args.dtype.into();
-    let encoder = WhisperEncoder::load(&gpu, &args.model, dtype)?;
-    let decoder = WhisperDecoder::load(&gpu, &args.model, dtype)?;
-    let generation = WhisperGeneration::load(&args.model)?;
-    let tokenizer = if args.model.join("tokenizer.json").is_file() {
-        Some(WhisperTokenizer::load(&args.model)?)
-    } else if subtitles.is_some() {
-        return Err("subtitles need the checkpoint's tokenizer.json".into());
-    } else {
-        None
+fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
+    let subtitles = match &args.subtitles {
+        Some(path) => Some((path, Subtitles::of(path)?)),
+        None => None,
     };
+    let m = Loaded::new(args)?;
+    if subtitles.is_some() && m.tokenizer.is_none() {
+        return Err("subtitles need the checkpoint's tokenizer.json".into());
+    }
     // Checked before anything is encoded.
-    let mut prompt = generation.timestamp_prompt(language, task)?;
-    let rules = generation.timestamp_rules()?;
-    let languages = generation.language_tokens();
-    let detect = generation.multilingual() && language.is_none() && !languages.is_empty();
-    eprintln!(
-        "loaded Whisper in {:.0} ms on {}",
-        start.elapsed().as_secs_f64() * 1e3,
-        gpu.summary().name
-    );
+    let g = &m.generation;
+    let mut init = g.timestamp_prompt(args.language.as_deref(), &args.task)?;
+    let rules = g.timestamp_rules()?;
+    let context = WindowContext {
+        prompt_ids: args.prompt_ids(m.tokenizer.as_ref())?,
+        previous_text: match args.condition_on_previous {
+            true => Some(g.prev_sot_token().ok_or(
+                "conditioning on previous text needs prev_sot_token_id in the generation config",
+            )?),
+            false => None,
+        },
+    };
     let start = Instant::now();
-    let front = encoder.log_mel(&gpu)?;
-    let (features, frames) = long_form_features(&front, &samples)?;
-    if detect {
+    let front = m.encoder.log_mel(&m.gpu)?;
+    let (features, frames) = long_form_features(&front, &m.samples)?;
+    if let Some(languages) = m.detection(args) {
         // Once, from the first window (as transformers detects it for long-form audio).
         let n_mels = front.n_mels();
         let take = frames.min(CHUNK_FRAMES);
         let mut first = vec![0f32; n_mels * CHUNK_FRAMES];
-        for (m, row) in first.chunks_mut(CHUNK_FRAMES).enumerate() {
-            row[..take].copy_from_slice(&features[m * frames..m * frames + take]);
+        for (i, row) in first.chunks_mut(CHUNK_FRAMES).enumerate() {
+            row[..take].copy_from_slice(&features[i * frames..i * frames + take]);
         }
         let first = tessera::Tensor::from_slice(
-            &gpu,
+            &m.gpu,
             &first,
             &[1, n_mels, CHUNK_FRAMES],
             tessera::DType::F32,
         )?;
-        let states = encoder.forward(&first)?;
-        prompt.insert(
-            1,
-            decoder.detect_language(&states, prompt[0], &languages)?[0],
-        );
+        let states = m.encoder.forward(&first)?;
+        let token = m.decoder.detect_language(&states, init[0], &languages)?[0];
+        init.insert(1, token);
     }
-    let mut options = generation.greedy_options(prompt.clone(), max_tokens);
+    let mut options = g.greedy_options(init.clone(), args.max_tokens);
     options.timestamps = Some(rules);
-    options.beams = beams;
+    options.beams = args.beam_options();
     let segments = transcribe_segments(
-        &encoder,
-        &decoder,
+        &m.encoder,
+        &m.decoder,
         &features,
         frames,
         &options,
+        &context,
         &mut |done, all, _| eprintln!("{:.1} of {:.1} s", done as f64 * 0.01, all as f64 * 0.01),
     )?;
     eprintln!(
         "transcribed {:.2} s of audio in {:.1} ms, {} segments",
-        samples.len() as f64 / 16_000.0,
+        m.seconds(),
         start.elapsed().as_secs_f64() * 1e3,
         segments.len()
     );
-    let language = prompt
-        .get(1)
-        .filter(|_| generation.multilingual())
-        .and_then(|id| {
-            generation
-                .lang_to_id
-                .iter()
-                .flatten()
-                .find(|(_, v)| *v == id)
-                .map(|(k, _)| k.trim_matches(['<', '|', '>']).to_string())
-        });
     let texts: Vec<Option<String>> = segments
         .iter()
-        .map(|s| tokenizer.as_ref().map(|t| t.decode(&s.tokens)).transpose())
+        .map(|s| {
+            m.tokenizer
+                .as_ref()
+                .map(|t| t.decode(&s.tokens))
+                .transpose()
+        })
         .collect::<Result<_, _>>()?;
-    if let Some((path, format)) = &subtitles {
+    if let Some((path, format)) = subtitles {
         // Cues end with the recording (the last window's timestamps can run past it).
-        let duration = samples.len() as f64 / 16_000.0;
+        let duration = m.seconds();
         let cues: Vec<(f64, f64, String)> = segments
             .iter()
             .zip(&texts)
@@ -470,7 +493,7 @@ fn transcribe_timestamped(
         std::fs::write(path, format.render(&cues))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    if args.json {
+    if args.model.json {
         let out: Vec<_> = segments
             .iter()
             .zip(&texts)
@@ -478,6 +501,7 @@ fn transcribe_timestamped(
                 json!({"start": s.start, "end": s.end, "tokens": s.tokens, "text": text})
             })
             .collect();
+        let language = m.language_of(init.get(1));
         println!("{}", json!({ "language": language, "segments": out }));
     } else {
         for (s, text) in segments.iter().zip(&texts) {

@@ -692,7 +692,8 @@ fn f32_wav(samples: &[f32]) -> Vec<u8> {
 fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     use std::path::Path;
     use tessera::audio::{
-        load_16k, long_form_features, transcribe, WhisperDecoder, WhisperEncoder, WhisperGeneration,
+        load_16k, long_form_features, transcribe, WhisperDecoder, WhisperEncoder,
+        WhisperGeneration, WindowContext,
     };
     let model = fixture("whisper_timestamps");
     // 45 s of a stepped tone: two windows.
@@ -755,6 +756,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         &features,
         frames,
         &options,
+        &WindowContext::default(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -842,6 +844,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         &features,
         frames,
         &options,
+        &WindowContext::default(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -852,6 +855,62 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     }
     let o = run(&["--beams", "0"]);
     assert!(!o.status.success(), "no beams");
+
+    // A prompt text, and each window prompted with the text before it.
+    let o = run(&[
+        "--json",
+        "--language",
+        language,
+        "--condition-on-previous",
+        "--prompt",
+        "ta ke tax",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    options.beams = None;
+    let tokenizer = tessera::audio::WhisperTokenizer::load(dir_m).unwrap();
+    let context = WindowContext {
+        prompt_ids: Some(tokenizer.prompt_ids("ta ke tax").unwrap()),
+        previous_text: generation.prev_sot_token(),
+    };
+    let want = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &context,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let got = v["segments"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
+    }
+    // Fixed windows with the prompt text before each.
+    let o = run(&["--json", "--language", language, "--prompt", "ta ke tax"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let first = tessera::audio::windows(&pcm).swap_remove(0);
+    let states = encoder
+        .forward(&front.whisper_features(&[&first]).unwrap())
+        .unwrap();
+    let init = generation.prompt(Some(language), "transcribe").unwrap();
+    let prefix = tokenizer.prompt_ids("ta ke tax").unwrap();
+    let text_options = generation.greedy_options([&prefix[..], &init[..]].concat(), 30);
+    let mut want = decoder
+        .greedy(&states, &text_options)
+        .unwrap()
+        .swap_remove(0);
+    want.drain(..prefix.len() + init.len());
+    if want.last().copied() == generation.eos_token_id {
+        want.pop();
+    }
+    assert_eq!(v["windows"][0]["tokens"], serde_json::json!(want));
+    let o = run(&["--prompt", "ta <|en|>"]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("special token"), "{}", stderr(&o));
 
     // Subtitles to a file of another kind, and timestamps from a checkpoint without them.
     let o = run(&["--subtitles", dir.join("out.txt").to_str().unwrap()]);
