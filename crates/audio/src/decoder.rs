@@ -497,7 +497,7 @@ impl WhisperDecoder {
         let len = prompt.len();
         let vocab = self.config.vocab_size;
         let max = self.config.max_target_positions;
-        if beams < 2 || beams > 64 {
+        if !(2..=64).contains(&beams) {
             return Err(AudioError::Unsupported(format!(
                 "beam search takes 2 to 64 beams, not {beams}"
             )));
