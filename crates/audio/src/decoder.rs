@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use tessera_kernels::copy::StridedView;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
 use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
@@ -43,9 +44,10 @@ enum CrossKv {
 }
 
 /// What the decoder keeps between steps: each layer's self-attention keys and values so far
-/// (`[batch, len, heads, head_dim]`) and the encoder's keys and values.
+/// (a `[batch, capacity, 2·heads, head_dim]` buffer, the first `len` positions filled) and the
+/// encoder's keys and values.
 pub struct DecoderCache {
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    self_kv: Vec<Option<Tensor>>,
     cross_kv: Vec<CrossKv>,
     /// `[heads, d_model]`: row h is 1 on head h's columns, 0 elsewhere.
     head_mask: Tensor,
@@ -63,10 +65,7 @@ impl DecoderCache {
         let self_kv = self
             .self_kv
             .iter()
-            .map(|kv| match kv {
-                Some((k, v)) => Ok(Some((first(k)?, first(v)?))),
-                None => Ok(None),
-            })
+            .map(|kv| kv.as_ref().map(first).transpose())
             .collect::<Result<Vec<_>>>()?;
         let cross_kv = self
             .cross_kv
@@ -91,16 +90,13 @@ impl DecoderCache {
         if rows.iter().enumerate().all(|(i, &r)| i == r as usize) {
             return Ok(());
         }
-        for (k, v) in self.self_kv.iter_mut().flatten() {
-            for t in [k, v] {
-                let shape = t.shape().to_vec();
-                let per_row = shape[1..].iter().product::<usize>();
-                *t = t
-                    .contiguous()?
-                    .reshape(&[shape[0], per_row])?
-                    .embedding(rows)?
-                    .reshape(&shape)?;
-            }
+        for t in self.self_kv.iter_mut().flatten() {
+            let shape = t.shape().to_vec();
+            let per_row = shape[1..].iter().product::<usize>();
+            *t = t
+                .reshape(&[shape[0], per_row])?
+                .embedding(rows)?
+                .reshape(&shape)?;
         }
         Ok(())
     }
@@ -292,24 +288,32 @@ impl WhisperDecoder {
                 .self_qkv
                 .forward(&layer.self_norm.forward(&x)?)?
                 .reshape(&[b, n, 3 * h, hd])?;
-            let (k_new, v_new) = (qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
-            let (k, v) = match cache.self_kv[i].take() {
-                Some((k, v)) => (
-                    Tensor::concat(&[&k, &k_new], 1)?,
-                    Tensor::concat(&[&v, &v_new], 1)?,
-                ),
-                None => (k_new.contiguous()?, v_new.contiguous()?),
+            // The new keys and values (adjacent in `qkv`) are written after the cached ones in
+            // place, in one copy; attention reads the filled part as two views.
+            let kv_new = qkv.narrow(2, h, 2 * h)?;
+            let kv = match grow_kv(cache.self_kv[i].take(), cache.len, cache.len + n, max)? {
+                Some(kv) => kv,
+                None => kv_buffer(x.gpu(), b, cache.len + n, max, 2 * h, hd, x.dtype())?,
             };
+            kv_new.copy_into_view(
+                &kv,
+                &StridedView {
+                    shape: vec![b, n, 2 * h, hd],
+                    strides: vec![kv.shape()[1] * 2 * h * hd, 2 * h * hd, hd, 1],
+                    offset: cache.len * 2 * h * hd,
+                },
+            )?;
+            let filled = kv.narrow(1, 0, cache.len + n)?;
             let ctx = Tensor::attention(
                 &qkv.narrow(2, 0, h)?,
-                &k,
-                &v,
+                &filled.narrow(2, 0, h)?,
+                &filled.narrow(2, h, h)?,
                 &AttentionOptions {
                     causal: true,
                     ..AttentionOptions::default()
                 },
             )?;
-            cache.self_kv[i] = Some((k, v));
+            cache.self_kv[i] = Some(kv);
             x = layer.self_out.forward_with(
                 &ctx.reshape(&[b, n, d])?,
                 Activation::None,
@@ -750,6 +754,55 @@ impl WhisperTokenizer {
             .decode(&text, true)
             .map_err(|e| AudioError::Unsupported(format!("cannot decode tokens: {e}")))
     }
+}
+
+/// An empty self-attention cache `[batch, capacity, 2·heads, head_dim]` (each position's keys,
+/// then its values) for at least `needed` tokens: twice that (at least 32), within the
+/// decoder's `max` positions, so that a step appends in place and the buffer is reallocated
+/// only a few times per sequence.
+fn kv_buffer(
+    gpu: &Arc<Gpu>,
+    batch: usize,
+    needed: usize,
+    max: usize,
+    heads2: usize,
+    head_dim: usize,
+    dtype: DType,
+) -> Result<Tensor> {
+    let capacity = (2 * needed).max(32).min(max).max(needed);
+    Ok(Tensor::empty(
+        gpu,
+        &[batch, capacity, heads2, head_dim],
+        dtype,
+    )?)
+}
+
+/// The cached buffer when it holds `needed` tokens, else a larger one with the first `len`
+/// tokens copied over; `None` without a cache.
+fn grow_kv(
+    cached: Option<Tensor>,
+    len: usize,
+    needed: usize,
+    max: usize,
+) -> Result<Option<Tensor>> {
+    let Some(kv) = cached else {
+        return Ok(None);
+    };
+    let s = kv.shape().to_vec();
+    if s[1] >= needed {
+        return Ok(Some(kv));
+    }
+    let grown = kv_buffer(kv.gpu(), s[0], needed, max, s[2], s[3], kv.dtype())?;
+    let cap = grown.shape()[1];
+    kv.narrow(1, 0, len)?.copy_into_view(
+        &grown,
+        &StridedView {
+            shape: vec![s[0], len, s[2], s[3]],
+            strides: vec![cap * s[2] * s[3], s[2] * s[3], s[3], 1],
+            offset: 0,
+        },
+    )?;
+    Ok(Some(grown))
 }
 
 /// `softmax(q·kᵀ/√head_dim)·v` per head of `q` `[batch, n, heads, head_dim]` against the keys
