@@ -87,6 +87,10 @@ pub struct GpuOptions {
     /// is first built, instead of the copies compiled in: kernel work iterates on shaders without
     /// rebuilding, and `tessera bench compare` runs two folders side by side.
     pub shader_dir: Option<std::path::PathBuf>,
+    /// Bind at most this many bytes of a storage buffer (and make buffers no larger), below
+    /// the adapter's limit: runs the paths of adapters with small bindings (WebGPU's default
+    /// 128 MiB, mobile GPUs) on any machine. `TESSERA_MAX_BINDING=<bytes>`.
+    pub max_binding: Option<u64>,
 }
 
 impl GpuOptions {
@@ -119,11 +123,20 @@ impl GpuOptions {
         let shader_dir = std::env::var_os("TESSERA_SHADER_DIR")
             .filter(|d| !d.is_empty())
             .map(Into::into);
+        let max_binding = match std::env::var("TESSERA_MAX_BINDING") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| KernelError::BadEnv {
+                var: "TESSERA_MAX_BINDING",
+                value: v.clone(),
+                expected: "a number of bytes",
+            })?),
+            _ => None,
+        };
         Ok(GpuOptions {
             backend,
             adapter_name,
             kernels,
             shader_dir,
+            max_binding,
         })
     }
 }
@@ -354,7 +367,12 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let features = adapter.features() & WANTED_FEATURES;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_binding {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tessera"),
             required_features: features,

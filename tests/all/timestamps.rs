@@ -445,3 +445,55 @@ fn text_leaves_timestamps_out_even_when_not_special() {
     let e = special.prompt_ids("ta <|en|> ke").unwrap_err().to_string();
     assert!(e.contains("<|en|>"), "{e}");
 }
+
+/// A token table past the adapter's binding (Whisper large's 51866 × 1280 in f32 against
+/// 128 MiB): lookups from a host copy, the tied output projection in blocks of rows. Here an
+/// adapter capped at 192 KiB and this checkpoint's 195 KiB table; the logits and decodings
+/// must be those of the same decoder in one piece.
+#[test]
+fn decoder_with_its_token_table_past_a_binding() {
+    let g = gpu();
+    let capped = std::sync::Arc::new(
+        tessera::Gpu::new(&tessera::GpuOptions {
+            max_binding: Some(192 * 1024),
+            ..tessera::GpuOptions::from_env().unwrap()
+        })
+        .unwrap(),
+    );
+    assert_eq!(
+        capped.limits().max_storage_buffer_binding_size,
+        192 * 1024,
+        "the cap is the adapter's limit now"
+    );
+    let dir = model_dir(MODEL);
+    let whole = WhisperDecoder::load(&g, &dir, DType::F32).unwrap();
+    let split = WhisperDecoder::load(&capped, &dir, DType::F32).unwrap();
+    // Encoder states of 700 positions (1500 would pass the cap in the cross-attention).
+    let states = values(700 * 32, 5);
+    let on = |gpu: &std::sync::Arc<tessera::Gpu>| {
+        Tensor::from_slice(gpu, &states, &[1, 700, 32], DType::F32).unwrap()
+    };
+    let ids = vec![vec![50, 51, 54, 60, 3, 4, 1559]];
+    let logits = |d: &WhisperDecoder, s: &Tensor| {
+        let mut cache = d.start(s).unwrap();
+        d.forward(&mut cache, &ids, false)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    };
+    let (a, b) = (logits(&whole, &on(&g)), logits(&split, &on(&capped)));
+    assert_eq!(a.len(), 7 * 1560);
+    let e = crate::common::rel_error(&b, &a);
+    assert!(e < 1e-5, "{e}");
+    let generation = WhisperGeneration::load(&dir).unwrap();
+    let mut options = generation.greedy_options(
+        generation
+            .timestamp_prompt(Some("en"), "transcribe")
+            .unwrap(),
+        24,
+    );
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    let want = whole.greedy(&on(&g), &options).unwrap();
+    assert_eq!(split.greedy(&on(&capped), &options).unwrap(), want);
+    assert!(want[0].len() > 10, "{want:?}");
+}

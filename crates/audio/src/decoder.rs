@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
-use tessera_nn::{LayerNorm, Linear, Mlp, NnError, Weights};
+use tessera_nn::{Embedding, LayerNorm, Linear, Mlp, NnError, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
 use crate::error::{AudioError, Result};
@@ -115,7 +115,9 @@ impl DecoderCache {
 /// transformers' `WhisperDecoder` and the tied output projection.
 pub struct WhisperDecoder {
     config: WhisperConfig,
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
+    /// Weights' and activations' dtype.
+    dtype: DType,
     embed_positions: Tensor,
     layers: Vec<DecoderLayer>,
     layer_norm: LayerNorm,
@@ -162,10 +164,13 @@ impl WhisperDecoder {
                 })
             })
             .collect::<tessera_nn::Result<Vec<_>>>()?;
-        let embed_tokens = w.get("embed_tokens.weight", &[vocab, d])?;
+        // The token table is also the output projection (tied). Past a buffer binding (large
+        // checkpoints in f32 on 128 MiB bindings) the lookups read a host copy and the
+        // projection runs in blocks of rows.
         Ok(WhisperDecoder {
-            lm_head: Linear::new(embed_tokens.clone(), None)?,
-            embed_tokens,
+            lm_head: Linear::load_rows(w, "embed_tokens.weight", vocab, d)?,
+            embed_tokens: Embedding::load(w, "embed_tokens.weight", vocab, d)?,
+            dtype: w.dtype(),
             embed_positions: w.get("embed_positions.weight", &[config.max_target_positions, d])?,
             layers,
             layer_norm: LayerNorm::load(&w.pp("layer_norm"), d, eps)?,
@@ -202,10 +207,10 @@ impl WhisperDecoder {
         }
         let (b, positions) = (s[0], s[1]);
         let (h, hd) = self.heads();
-        let encoder_out = if encoder_out.dtype() == self.embed_tokens.dtype() {
+        let encoder_out = if encoder_out.dtype() == self.dtype {
             encoder_out.clone()
         } else {
-            encoder_out.to_dtype(self.embed_tokens.dtype())?
+            encoder_out.to_dtype(self.dtype)?
         };
         let cross_kv = self
             .layers
@@ -237,8 +242,7 @@ impl WhisperDecoder {
         let mask: Vec<f32> = (0..h * d)
             .map(|i| f32::from(u8::from(i / d == (i % d) / hd)))
             .collect();
-        let head_mask =
-            Tensor::from_slice(encoder_out.gpu(), &mask, &[h, d], self.embed_tokens.dtype())?;
+        let head_mask = Tensor::from_slice(encoder_out.gpu(), &mask, &[h, d], self.dtype)?;
         Ok(DecoderCache {
             self_kv: (0..self.layers.len()).map(|_| None).collect(),
             cross_kv,
@@ -277,7 +281,7 @@ impl WhisperDecoder {
             )));
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-        let tokens = self.embed_tokens.embedding(&flat)?.reshape(&[b, n, d])?;
+        let tokens = self.embed_tokens.forward(&flat)?.reshape(&[b, n, d])?;
         let positions = self.embed_positions.narrow(0, cache.len, n)?;
         let mut x = tokens.add(&positions)?;
         drop(tokens);
@@ -400,7 +404,7 @@ impl WhisperDecoder {
                     *v = f32::NEG_INFINITY;
                 }
             }
-            let dtype = self.embed_tokens.dtype();
+            let dtype = self.dtype;
             Ok(Some(Tensor::from_slice(
                 encoder_out.gpu(),
                 &bias,

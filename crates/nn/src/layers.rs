@@ -25,6 +25,9 @@ pub struct Linear {
 enum LinearWeight {
     Plain(Tensor),
     Packed(PackedMatrix),
+    /// A weight past one buffer binding, as Linears over consecutive blocks of its rows (output
+    /// features), their outputs concatenated.
+    Split(Vec<Linear>),
 }
 
 impl Linear {
@@ -72,6 +75,41 @@ impl Linear {
         Linear::new(weight, bias)
     }
 
+    /// The `[out, in]` weight `name` under `w`, without bias, in one piece when it fits a
+    /// buffer binding and otherwise as blocks of rows that do (a vocabulary projection such as
+    /// Whisper large's tied 51866 × 1280 head in f32 on an adapter that binds 128 MiB): the
+    /// same product, its columns computed block by block.
+    pub fn load_rows(w: &Weights, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
+        let row_bytes = (in_dim * w.dtype().size()) as u64;
+        let gpu = w.gpu();
+        if gpu
+            .check_binding_size("linear", out_dim as u64 * row_bytes)
+            .is_ok()
+        {
+            return Linear::new(w.get(name, &[out_dim, in_dim])?, None);
+        }
+        let limits = gpu.limits();
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        // Blocks of a multiple of 4 rows (the packed weights' quads), at most one binding.
+        let block = ((binding / row_bytes) as usize / 4 * 4).max(4);
+        let values = w.get_host(name, &[out_dim, in_dim])?;
+        let parts = values
+            .chunks(block * in_dim)
+            .map(|rows| {
+                let t = Tensor::from_slice(gpu, rows, &[rows.len() / in_dim, in_dim], w.dtype())?;
+                Linear::new(t, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Linear {
+            weight: LinearWeight::Split(parts),
+            bias: None,
+            out_dim,
+            in_dim,
+        })
+    }
+
     /// From tensors already on the GPU: weight `[out, in]`, bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_dim, in_dim) = match weight.shape() {
@@ -112,6 +150,19 @@ impl Linear {
         Ok(match &self.weight {
             LinearWeight::Plain(w) => x.matmul_with(&w.t()?, &opts)?,
             LinearWeight::Packed(w) => x.matmul_packed(w, &opts)?,
+            LinearWeight::Split(parts) => {
+                let last = x.shape().len().max(1) - 1;
+                let mut start = 0;
+                let mut outs = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let r = residual
+                        .map(|r| r.narrow(last, start, p.out_dim)?.contiguous())
+                        .transpose()?;
+                    outs.push(p.forward_with(x, activation, r.as_ref())?);
+                    start += p.out_dim;
+                }
+                Tensor::concat(&outs.iter().collect::<Vec<_>>(), last)?
+            }
         })
     }
 
@@ -127,7 +178,7 @@ impl Linear {
             LinearWeight::Packed(w) => {
                 Ok(x.matmul_packed_to_packed(w, &self.options(activation, None))?)
             }
-            LinearWeight::Plain(_) => Ok(None),
+            LinearWeight::Plain(_) | LinearWeight::Split(_) => Ok(None),
         }
     }
 
@@ -138,9 +189,9 @@ impl Linear {
             LinearWeight::Packed(w) => {
                 Ok(x.matmul_packed(w, &self.options(Activation::None, residual))?)
             }
-            LinearWeight::Plain(_) => Err(TensorError::Shape {
+            LinearWeight::Plain(_) | LinearWeight::Split(_) => Err(TensorError::Shape {
                 op: "linear",
-                detail: "a packed input needs a packed weight".into(),
+                detail: "a packed input needs a packed weight in one piece".into(),
             }
             .into()),
         }
