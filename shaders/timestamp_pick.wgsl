@@ -5,7 +5,9 @@
 // timestamp, otherwise the best column of the row (ties to the lower index).
 //
 // One workgroup of 64 invocations per row; invocation `i` owns the `i`-th contiguous chunk of
-// columns. Writes one index per row to `picked`.
+// columns. Writes the index to `picked[row]` and the bits of its log-probability under the
+// processed row (the masks, and the text columns masked when the timestamps won) to
+// `picked[rows + row]`: what Whisper's fallback averages over a window.
 
 alias T = f32;
 
@@ -27,6 +29,7 @@ const NONE: f32 = -3.4028235e38;
 var<workgroup> best_v: array<f32, 64>;
 var<workgroup> best_i: array<u32, 64>;
 var<workgroup> sums: array<f32, 64>;
+var<workgroup> text_sums: array<f32, 64>;
 
 fn value(row: u32, j: u32) -> f32 {
     let v = f32(logits[row * p.cols + j]) + bias[row * p.cols + j];
@@ -89,7 +92,8 @@ fn timestamp_pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 
     let text_max = bitcast<f32>(text.x);
     let stamp_max = bitcast<f32>(stamp.x);
-    // Σ exp(x − stamp_max) over the timestamp columns; masked ones add nothing.
+    // Σ exp(x − stamp_max) over the timestamp columns and Σ exp(x − text_max) over the text
+    // columns; masked ones add nothing.
     var sum = 0.0;
     if stamp_max > NONE {
         for (var j = s_lo; j < s_hi; j++) {
@@ -99,24 +103,48 @@ fn timestamp_pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             }
         }
     }
+    var text_sum = 0.0;
+    if text_max > NONE {
+        for (var j = t_lo; j < t_hi; j++) {
+            let v = value(row, j);
+            if v > NONE {
+                text_sum += exp(v - text_max);
+            }
+        }
+    }
     sums[lid] = sum;
+    text_sums[lid] = text_sum;
     workgroupBarrier();
     if lid == 0u {
         var total = 0.0;
+        var text_total = 0.0;
         for (var i = 0u; i < WG; i++) {
             total += sums[i];
+            text_total += text_sums[i];
         }
         var pick = text.y;
+        var pick_v = text_max;
+        // The log-sum-exp of the processed row: both groups, or the timestamps alone.
+        var lse = text_max + log(text_total);
         if stamp_max > NONE {
             let stamp_lse = stamp_max + log(total);
             if stamp_lse > text_max {
                 pick = stamp.y;
+                pick_v = stamp_max;
+                lse = stamp_lse;
+            } else {
+                // The text won, so text_max ≥ stamp_lse ≥ stamp_max: the text's best is the
+                // row's best.
+                lse = text_max + log(text_total + total * exp(stamp_max - text_max));
             }
         }
+        var logprob = pick_v - lse;
         if pick == 0xffffffffu {
             // Every column masked: the first, as an arg-max over −∞ gives.
             pick = 0u;
+            logprob = NONE;
         }
         picked[row] = pick;
+        picked[p.rows + row] = bitcast<u32>(logprob);
     }
 }

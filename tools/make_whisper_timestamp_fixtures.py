@@ -18,6 +18,7 @@ transcribes two synthetic clips whose samples the Rust tests compute with the sa
                         (condition_on_prev_tokens=True)
   long_prompt_previous  the same after a prompt text (prompt_ids)
   short_prompt          the short clip with the prompt text before every window
+  long_skip             fallback thresholds (one temperature) that skip windows as silence
 
 and without timestamps, on the short clip: greedy decoding and beam search (4 beams, and 2 beams
 with length penalty 0.5), the whole sequences (text_greedy, text_beams4, text_beams2),
@@ -66,6 +67,11 @@ FEATURE_STRIDE = 50
 BEAMS = 4
 # The text the prompt_ids cases prompt with.
 PROMPT_TEXT = "  ta ke tax "
+# Fallback thresholds of the long_skip case, between this model's windows: the first keeps its
+# segments, the others are skipped as silence (their no-speech probability ~3.5e-4 passes 3e-4
+# while their average log-probability is below the threshold).
+SKIP = {"temperature": (0.0,), "logprob_threshold": -2.3045, "no_speech_threshold": 3e-4,
+        "compression_ratio_threshold": 1.8}
 
 
 def clip(seconds):
@@ -140,13 +146,14 @@ def main():
     tensors = {}
     texts = []
     prompt_ids = [SOPREV] + tok.encode(" " + PROMPT_TEXT.strip(), add_special_tokens=False).ids
-    for case, seconds, beams, condition, prompt in [
-        ("short", 12, 1, False, None),
-        ("long", 75, 1, False, None),
-        ("long_beams", 75, BEAMS, False, None),
-        ("long_previous", 75, 1, True, None),
-        ("long_prompt_previous", 75, 1, True, prompt_ids),
-        ("short_prompt", 12, 1, False, prompt_ids),
+    for case, seconds, beams, condition, prompt, thresholds in [
+        ("short", 12, 1, False, None, {}),
+        ("long", 75, 1, False, None, {}),
+        ("long_beams", 75, BEAMS, False, None, {}),
+        ("long_previous", 75, 1, True, None, {}),
+        ("long_prompt_previous", 75, 1, True, prompt_ids, {}),
+        ("short_prompt", 12, 1, False, prompt_ids, {}),
+        ("long_skip", 75, 1, False, None, SKIP),
     ]:
         pcm = clip(seconds)
         if seconds <= 30:
@@ -160,7 +167,8 @@ def main():
                                  task="transcribe", return_timestamps=True, return_segments=True,
                                  max_new_tokens=MAX_NEW_TOKENS, num_beams=beams,
                                  condition_on_prev_tokens=condition,
-                                 prompt_ids=None if prompt is None else torch.tensor(prompt))
+                                 prompt_ids=None if prompt is None else torch.tensor(prompt),
+                                 **thresholds)
         tokens, lengths, start, end = segments_of(out)
         print(case, feats.shape, len(lengths), "segments", list(zip(start, end))[:6])
         tensors[f"{case}_tokens"] = torch.tensor(tokens, dtype=torch.int32)
@@ -231,6 +239,13 @@ def main():
             elif m:
                 ranges[-1][1] = i + 1
         masks.append({"history": history, "masked": ranges})
+    # transformers' compression ratio (Python's zlib) of a few token sequences.
+    ratios = []
+    for n, period in [(40, 1), (40, 3), (120, 7), (224, 2), (448, 50)]:
+        tokens = [(i * 7919) % VOCAB if i % period == 0 else 1 + i % 4 for i in range(n)]
+        ratio = WhisperForConditionalGeneration._retrieve_compression_ratio(torch.tensor(tokens), VOCAB)
+        ratios.append({"tokens": tokens, "ratio": ratio})
+
     # The previous-text prompt transformers builds from a long history (past the 223-token
     # cut-off): 70 segments of text closed by a timestamp pair or by a single timestamp.
     history = []
@@ -247,7 +262,8 @@ def main():
     with open(f"{PATH}/timestamps_reference.json", "w") as f:
         json.dump({"split_cases": cases, "rule_masks": masks, "prompt": prompt,
                    "prompt_text": PROMPT_TEXT, "prompt_ids": prompt_ids,
-                   "previous_case": previous_case, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
+                   "previous_case": previous_case, "compression_ratios": ratios,
+                   "skip_thresholds": SKIP, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
                    "feature_stride": FEATURE_STRIDE}, f)
 
 

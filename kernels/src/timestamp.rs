@@ -19,9 +19,11 @@ struct Params {
 }
 
 /// Records, for each of `rows` rows of `cols` logits (`dtype`) plus `bias` (f32, same shape),
-/// the picked column into `picked` (u32 per row): the best column from `split` on when the
-/// log-sum-exp of those columns exceeds the best column before `split`, else the best column
-/// of the row (ties to the lower index). Columns at −∞ never win; an all-masked row gives 0.
+/// the picked column into `picked[row]`: the best column from `split` on when the log-sum-exp
+/// of those columns exceeds the best column before `split`, else the best column of the row
+/// (ties to the lower index); and into `picked[rows + row]` the bits of its log-probability
+/// (f32) under the row with the masks and, when the timestamps won, the columns before `split`
+/// masked. Columns at −∞ never win; an all-masked row gives 0 (log-probability −3.4e38).
 #[allow(clippy::too_many_arguments)]
 pub fn timestamp_pick(
     gpu: &Gpu,
@@ -42,9 +44,9 @@ pub fn timestamp_pick(
     }
     logits.check_holds(OP, "logits", rows * cols, dtype)?;
     bias.check_holds(OP, "bias", rows * cols, DType::F32)?;
-    picked.check_holds(OP, "picked", rows, DType::F32)?;
+    picked.check_holds(OP, "picked", 2 * rows, DType::F32)?;
     // llvmpipe ends an invocation's loops after 65535 iterations in total.
-    let iterations = split.div_ceil(64) + 2 * (cols - split).div_ceil(64) + 64 + 32;
+    let iterations = 2 * split.div_ceil(64) + 2 * (cols - split).div_ceil(64) + 64 + 32;
     if gpu.is_cpu() && iterations > 60_000 {
         return Err(KernelError::Limit {
             op: OP,
@@ -84,15 +86,21 @@ pub fn timestamp_pick(
     )
 }
 
-/// CPU reference of [`timestamp_pick`], as transformers computes it: log-softmax of the row,
-/// log-sum-exp of the columns from `split` on against the best column before it, then an
-/// arg-max over the row with the columns before `split` masked if the group won.
-pub fn timestamp_pick_cpu(logits: &[f32], bias: &[f32], cols: usize, split: usize) -> Vec<u32> {
+/// CPU reference of [`timestamp_pick`], as transformers computes it (in f64): log-softmax of
+/// the row, log-sum-exp of the columns from `split` on against the best column before it, an
+/// arg-max over the row with the columns before `split` masked if the group won, and the
+/// pick's log-probability under that processed row: `(index, log-probability)` per row.
+pub fn timestamp_pick_cpu(
+    logits: &[f32],
+    bias: &[f32],
+    cols: usize,
+    split: usize,
+) -> Vec<(u32, f32)> {
     logits
         .chunks(cols)
         .zip(bias.chunks(cols))
         .map(|(row, b)| {
-            let x: Vec<f64> = row
+            let mut x: Vec<f64> = row
                 .iter()
                 .zip(b)
                 .map(|(&v, &m)| v as f64 + m as f64)
@@ -107,14 +115,22 @@ pub fn timestamp_pick_cpu(logits: &[f32], bias: &[f32], cols: usize, split: usiz
             let all = lse(&x);
             let stamp = lse(&x[split..]) - all;
             let text = x[..split].iter().copied().fold(f64::NEG_INFINITY, f64::max) - all;
-            let from = if stamp > text { split } else { 0 };
-            let mut best = from;
-            for j in from..cols {
+            if stamp > text {
+                x[..split].fill(f64::NEG_INFINITY);
+            }
+            let mut best = 0;
+            for j in 0..cols {
                 if x[j] > x[best] {
                     best = j;
                 }
             }
-            best as u32
+            let logprob = x[best] - lse(&x);
+            let logprob = if logprob.is_finite() {
+                logprob as f32
+            } else {
+                -3.402_823_5e38
+            };
+            (best as u32, logprob)
         })
         .collect()
 }

@@ -5,8 +5,9 @@
 
 use serde_json::Value;
 use tessera::audio::{
-    long_form_features, split_segments, transcribe, BeamOptions, Segment, TimestampRules,
-    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, WindowContext,
+    compression_ratio, long_form_features, split_segments, transcribe, BeamOptions, Segment,
+    TimestampRules, TranscribeOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration,
+    WhisperTokenizer,
 };
 use tessera::kernels::timestamp::timestamp_pick_cpu;
 use tessera::{DType, Tensor};
@@ -103,14 +104,25 @@ fn timestamp_pick_matches_cpu_reference() {
             let want = timestamp_pick_cpu(&logits, &bias, cols, split);
             let t = Tensor::from_slice(&g, &logits, &[rows, cols], DType::F32).unwrap();
             let b = Tensor::from_slice(&g, &bias, &[rows, cols], DType::F32).unwrap();
-            let got = t.timestamp_pick(&b, split).unwrap();
-            assert_eq!(got, want, "{rows}×{cols} split {split} scale {scale}");
+            let check = |got: (Vec<u32>, Vec<f32>), want: &[(u32, f32)], what: &str| {
+                let ids: Vec<u32> = want.iter().map(|w| w.0).collect();
+                assert_eq!(got.0, ids, "{what}");
+                for (r, (&lp, w)) in got.1.iter().zip(want).enumerate() {
+                    assert!(
+                        (lp - w.1).abs() <= 1e-4 * w.1.abs().max(1.0),
+                        "{what} row {r}: log-probability {lp} vs {}",
+                        w.1
+                    );
+                }
+            };
+            let what = format!("{rows}×{cols} split {split} scale {scale}");
+            check(t.timestamp_pick(&b, split).unwrap(), &want, &what);
             if f16_or_clear_error(&g) && cols < 2000 {
                 // f16 logits: against the reference on the same rounded values.
                 let t16 = Tensor::from_slice(&g, &logits, &[rows, cols], DType::F16).unwrap();
                 let rounded = t16.to_vec().unwrap();
                 let want16 = timestamp_pick_cpu(&rounded, &bias, cols, split);
-                assert_eq!(t16.timestamp_pick(&b, split).unwrap(), want16);
+                check(t16.timestamp_pick(&b, split).unwrap(), &want16, &what);
             }
         }
     }
@@ -119,16 +131,17 @@ fn timestamp_pick_matches_cpu_reference() {
     let row = [2.0f32, 0.0, 1.9, 1.9, 1.9];
     let t = Tensor::from_slice(&g, &row, &[1, 5], DType::F32).unwrap();
     let zero = Tensor::from_slice(&g, &[0f32; 5], &[1, 5], DType::F32).unwrap();
-    assert_eq!(
-        t.timestamp_pick(&zero, 2).unwrap(),
-        [2],
-        "summed probability wins"
+    let (pick, logprob) = t.timestamp_pick(&zero, 2).unwrap();
+    assert_eq!(pick, [2], "summed probability wins");
+    // The text columns masked: 1.9 against three of 1.9.
+    assert!(
+        (logprob[0] - (1.0f32 / 3.0).ln()).abs() < 1e-5,
+        "{logprob:?}"
     );
-    assert_eq!(
-        t.timestamp_pick(&zero, 4).unwrap(),
-        [0],
-        "one timestamp loses"
-    );
+    let (pick, logprob) = t.timestamp_pick(&zero, 4).unwrap();
+    assert_eq!(pick, [0], "one timestamp loses");
+    let lse = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+    assert!((logprob[0] - (2.0 - lse)).abs() < 1e-5, "{logprob:?}");
     let bad = Tensor::from_slice(&g, &[0f32; 4], &[1, 4], DType::F32).unwrap();
     assert!(t.timestamp_pick(&bad, 2).is_err(), "bias of another shape");
     assert!(t.timestamp_pick(&zero, 6).is_err(), "split past the row");
@@ -143,20 +156,114 @@ fn previous_text_prompt_as_transformers() {
         .iter()
         .map(ids)
         .collect();
-    let context = WindowContext {
-        prompt_ids: None,
+    let context = TranscribeOptions {
         previous_text: Some(56),
+        ..TranscribeOptions::default()
     };
     let prefix = context.prefix(&history, 59, 448);
     assert_eq!(prefix, ids(&case["prefix"]));
     assert_eq!(prefix.len(), 224, "<|startofprev|> and the last 223 tokens");
     // Before any segment: nothing, or the prompt text alone.
     assert!(context.prefix(&[], 59, 448).is_empty());
-    let prompted = WindowContext {
+    let prompted = TranscribeOptions {
         prompt_ids: Some(vec![56, 1, 2]),
-        previous_text: None,
+        ..TranscribeOptions::default()
     };
     assert_eq!(prompted.prefix(&history, 59, 448), [56, 1, 2]);
+}
+
+#[test]
+fn compression_ratio_as_transformers() {
+    for case in reference_json()["compression_ratios"].as_array().unwrap() {
+        let tokens = ids(&case["tokens"]);
+        let want = case["ratio"].as_f64().unwrap();
+        let got = compression_ratio(&tokens, 1560);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{} tokens: {got} vs {want}",
+            tokens.len()
+        );
+    }
+}
+
+/// Sampling at a temperature (the fallback's later tries): reproducible for a seed, under the
+/// timestamp rules; a window that fails a threshold at every temperature keeps the last try.
+#[test]
+fn sampled_fallback_is_seeded_and_keeps_the_rules() {
+    let (encoder, decoder, generation) = load();
+    let front = encoder.log_mel(encoder.gpu()).unwrap();
+    let (features, n) = long_form_features(&front, &clip(12)).unwrap();
+    let prompt = generation
+        .timestamp_prompt(Some("en"), "transcribe")
+        .unwrap();
+    let mut options = generation.greedy_options(prompt, 40);
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    let run = |t: &TranscribeOptions| {
+        transcribe(
+            &encoder,
+            &decoder,
+            &features,
+            n,
+            &options,
+            t,
+            &mut |_, _, _| {},
+        )
+        .unwrap()
+    };
+    let greedy = run(&TranscribeOptions::default());
+    // Every decoding is below a log-probability of 0: every window tries every temperature.
+    let fallback = TranscribeOptions {
+        temperatures: vec![0.0, 0.6, 1.0],
+        logprob_threshold: Some(0.0),
+        seed: 7,
+        ..TranscribeOptions::default()
+    };
+    let a = run(&fallback);
+    assert_eq!(a, run(&fallback), "the same seed, the same segments");
+    assert_ne!(a, greedy, "sampled at 1.0, not the greedy decoding");
+    let b = run(&TranscribeOptions {
+        seed: 8,
+        ..fallback.clone()
+    });
+    assert_ne!(a, b, "another seed, other draws");
+    for segments in [&a, &b] {
+        assert!(!segments.is_empty());
+        for s in segments.iter() {
+            assert!(s.start <= s.end, "{s:?}");
+            // Each segment opens with a timestamp.
+            assert!(s.tokens.first().is_some_and(|&t| t >= 59), "{s:?}");
+        }
+        assert!(segments.windows(2).all(|w| w[0].start <= w[1].start));
+    }
+    // Settings that cannot work are errors.
+    let bad = |t: TranscribeOptions| {
+        transcribe(
+            &encoder,
+            &decoder,
+            &features,
+            n,
+            &options,
+            &t,
+            &mut |_, _, _| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = bad(TranscribeOptions {
+        temperatures: vec![],
+        ..TranscribeOptions::default()
+    });
+    assert!(e.contains("temperatures"), "{e}");
+    let e = bad(TranscribeOptions {
+        temperatures: vec![0.0, -1.0],
+        ..TranscribeOptions::default()
+    });
+    assert!(e.contains("temperatures"), "{e}");
+    let e = bad(TranscribeOptions {
+        no_speech_threshold: Some(0.6),
+        ..TranscribeOptions::default()
+    });
+    assert!(e.contains("log-probability threshold"), "{e}");
 }
 
 #[test]
@@ -219,28 +326,39 @@ fn transcribes_with_timestamps_as_transformers() {
     let previous = generation.prev_sot_token();
     assert_eq!(previous, Some(56));
     let with_prompt = Some(prompt_ids.clone());
-    for (case, seconds, frames, beams, prompt_ids, previous_text) in [
-        ("short", 12, 3000, None, None, None),
-        ("long", 75, 7500, None, None, None),
-        ("long_beams", 75, 7500, Some(4), None, None),
-        ("long_previous", 75, 7500, None, None, previous),
+    let skip = &json["skip_thresholds"];
+    let skipping = TranscribeOptions {
+        logprob_threshold: skip["logprob_threshold"].as_f64(),
+        no_speech_threshold: skip["no_speech_threshold"].as_f64(),
+        compression_ratio_threshold: skip["compression_ratio_threshold"].as_f64(),
+        ..TranscribeOptions::default()
+    };
+    let cases = [
+        ("short", 12, None, None, None, None),
+        ("long", 75, None, None, None, None),
+        ("long_beams", 75, Some(4), None, None, None),
+        ("long_previous", 75, None, None, previous, None),
         (
             "long_prompt_previous",
             75,
-            7500,
             None,
             with_prompt.clone(),
             previous,
+            None,
         ),
-        ("short_prompt", 12, 3000, None, with_prompt.clone(), None),
-    ] {
+        ("short_prompt", 12, None, with_prompt.clone(), None, None),
+        ("long_skip", 75, None, None, None, Some(&skipping)),
+    ];
+    for (case, seconds, beams, prompt_ids, previous_text, thresholds) in cases {
+        let frames = if seconds > 30 { seconds * 100 } else { 3000 };
         options.beams = beams.map(|num_beams| BeamOptions {
             num_beams,
             length_penalty: 1.0,
         });
-        let context = WindowContext {
+        let context = TranscribeOptions {
             prompt_ids,
             previous_text,
+            ..thresholds.cloned().unwrap_or_default()
         };
         let (features, n) = long_form_features(&front, &clip(seconds)).unwrap();
         assert_eq!(n, frames, "{case}");
@@ -366,7 +484,7 @@ fn timestamp_input_is_checked() {
         &features,
         3000,
         &text_only,
-        &WindowContext::default(),
+        &TranscribeOptions::default(),
         &mut |_, _, _| {},
     )
     .unwrap_err()
@@ -380,7 +498,7 @@ fn timestamp_input_is_checked() {
         &features,
         2999,
         &options,
-        &WindowContext::default(),
+        &TranscribeOptions::default(),
         &mut |_, _, _| {},
     )
     .unwrap_err()
@@ -398,7 +516,7 @@ fn timestamp_input_is_checked() {
         &features,
         3000,
         &outside,
-        &WindowContext::default(),
+        &TranscribeOptions::default(),
         &mut |_, _, _| {},
     )
     .unwrap_err()

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
 use tessera_kernels::{DType, Gpu};
 use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
-use tessera_nn::{Embedding, LayerNorm, Linear, Mlp, NnError, Weights};
+use tessera_nn::{Embedding, LayerNorm, Linear, Mlp, NnError, Noise, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
 use crate::error::{AudioError, Result};
@@ -370,6 +370,32 @@ impl WhisperDecoder {
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self
+            .decode_greedy(encoder_out, prompts, options, false)?
+            .into_iter()
+            .map(|(tokens, _)| tokens)
+            .collect())
+    }
+
+    /// [`WhisperDecoder::greedy_prompts`] with each decoded token's log-probability under the
+    /// processed logits (suppressions and timestamp rules applied), as transformers'
+    /// `output_scores` give it for the average log-probability of Whisper's fallback.
+    pub fn greedy_scored(
+        &self,
+        encoder_out: &Tensor,
+        prompts: &[Vec<u32>],
+        options: &GreedyOptions,
+    ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+        self.decode_greedy(encoder_out, prompts, options, true)
+    }
+
+    fn decode_greedy(
+        &self,
+        encoder_out: &Tensor,
+        prompts: &[Vec<u32>],
+        options: &GreedyOptions,
+        scored: bool,
+    ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
         let len = prompts.first().map_or(0, Vec::len);
         if len == 0 || prompts.iter().any(|p| p.len() != len) {
             return Err(AudioError::Unsupported(
@@ -391,6 +417,7 @@ impl WhisperDecoder {
             )));
         }
         let mut out = prompts.to_vec();
+        let mut logprobs = vec![Vec::new(); b];
         let mut done = vec![false; b];
         let mut next = prompts.to_vec();
         let vocab = self.config.vocab_size;
@@ -404,16 +431,22 @@ impl WhisperDecoder {
                     *v = f32::NEG_INFINITY;
                 }
             }
-            let dtype = self.dtype;
             Ok(Some(Tensor::from_slice(
                 encoder_out.gpu(),
                 &bias,
                 &[vocab],
-                dtype,
+                self.dtype,
             )?))
         };
-        let mask = suppression(&[&options.suppress_tokens])?;
-        let first_mask = suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?;
+        let per_row = scored || options.timestamps.is_some();
+        let (mask, first_mask) = if per_row {
+            (None, None)
+        } else {
+            (
+                suppression(&[&options.suppress_tokens])?,
+                suppression(&[&options.suppress_tokens, &options.begin_suppress_tokens])?,
+            )
+        };
         if let Some(rules) = &options.timestamps {
             rules.check(vocab)?;
         }
@@ -423,38 +456,42 @@ impl WhisperDecoder {
                 break;
             }
             let logits = self.forward(&mut cache, &next, true)?;
-            let tokens = match &options.timestamps {
-                // The rule depends on each row's tokens so far: a row of −∞ masks per batch
-                // entry (suppressed tokens too), added and decided on in one pass on the GPU.
-                Some(rules) => {
-                    let mut bias = vec![0f32; b * vocab];
-                    for (bi, row) in bias.chunks_mut(vocab).enumerate() {
-                        let suppressed = options.suppress_tokens.iter();
-                        let at_begin = options.begin_suppress_tokens.iter().filter(|_| step == 0);
-                        for &t in suppressed.chain(at_begin) {
-                            if let Some(v) = row.get_mut(t as usize) {
-                                *v = f32::NEG_INFINITY;
-                            }
+            let (tokens, scores) = if per_row {
+                // A row of −∞ masks per batch entry (the suppressed tokens, the timestamp rules
+                // on the row's tokens so far), added, decided on and picked in one pass on the
+                // GPU; the pick's log-probability comes back with it.
+                let mut bias = vec![0f32; b * vocab];
+                for (bi, row) in bias.chunks_mut(vocab).enumerate() {
+                    let suppressed = options.suppress_tokens.iter();
+                    let at_begin = options.begin_suppress_tokens.iter().filter(|_| step == 0);
+                    for &t in suppressed.chain(at_begin) {
+                        if let Some(v) = row.get_mut(t as usize) {
+                            *v = f32::NEG_INFINITY;
                         }
+                    }
+                    if let Some(rules) = &options.timestamps {
                         rules.mask(&out[bi][len..], row);
                     }
-                    let bias =
-                        Tensor::from_slice(encoder_out.gpu(), &bias, logits.shape(), DType::F32)?;
-                    logits.timestamp_pick(&bias, rules.begin() as usize)?
                 }
+                let bias =
+                    Tensor::from_slice(encoder_out.gpu(), &bias, logits.shape(), DType::F32)?;
+                let split = options.timestamps.map_or(vocab, |r| r.begin() as usize);
+                logits.timestamp_pick(&bias, split)?
+            } else {
                 // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there:
                 // one id per row comes back instead of the vocabulary's logits.
-                None => {
-                    let masked = match (step, &first_mask, &mask) {
-                        (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
-                        _ => logits,
-                    };
-                    masked.argmax()?
-                }
+                let masked = match (step, &first_mask, &mask) {
+                    (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
+                    _ => logits,
+                };
+                (masked.argmax()?, Vec::new())
             };
             for (bi, &token) in tokens.iter().enumerate() {
                 if !done[bi] {
                     out[bi].push(token);
+                    if let Some(&score) = scores.get(bi) {
+                        logprobs[bi].push(score);
+                    }
                     done[bi] = Some(token) == options.eos_token_id;
                 }
                 // Finished rows keep decoding (the batch shares one cache) but keep nothing.
@@ -464,7 +501,7 @@ impl WhisperDecoder {
                 break;
             }
         }
-        Ok(out)
+        Ok(out.into_iter().zip(logprobs).collect())
     }
 }
 
@@ -478,7 +515,11 @@ impl WhisperDecoder {
         };
         let batch = encoder_out.shape().first().copied().unwrap_or(1).max(1);
         (0..batch)
-            .map(|bi| self.beam_search(&encoder_out.narrow(0, bi, 1)?, options, &beams))
+            .map(|bi| {
+                Ok(self
+                    .beam_search(&encoder_out.narrow(0, bi, 1)?, options, &beams)?
+                    .0)
+            })
             .collect()
     }
 
@@ -490,7 +531,7 @@ impl WhisperDecoder {
     /// `num_beams` join the finished set, scored by length-penalised log-probability; the best
     /// `num_beams` others continue. Decoding stops when no running beam can beat the worst of
     /// `num_beams` finished ones, or at the length limit. Returns the best finished sequence,
-    /// prompt included.
+    /// prompt included, and its score (transformers' `sequences_scores`).
     ///
     /// The beams' logits are read back each step (`num_beams × vocab` floats, 1 MB for
     /// Whisper at 5 beams) and ranked on the CPU in f32, as torch does.
@@ -499,7 +540,7 @@ impl WhisperDecoder {
         encoder_out: &Tensor,
         options: &GreedyOptions,
         beam: &BeamOptions,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<(Vec<u32>, f32)> {
         let beams = beam.num_beams;
         let prompt = &options.prompt;
         let len = prompt.len();
@@ -527,7 +568,7 @@ impl WhisperDecoder {
         // transformers' max_length: the prompt and max_new_tokens, within the positions.
         let max_length = (len + options.max_new_tokens).min(max);
         if max_length <= len {
-            return Ok(prompt.clone());
+            return Ok((prompt.clone(), 0.0));
         }
         let mut cache = self.start(encoder_out)?.repeat_first(beams)?;
         let eos = options.eos_token_id;
@@ -640,7 +681,115 @@ impl WhisperDecoder {
             }
             next = running.iter().map(|s| vec![s[s.len() - 1]]).collect();
         }
-        Ok(finished.swap_remove(0).1)
+        let (score, tokens, _) = finished.swap_remove(0);
+        Ok((tokens, score))
+    }
+
+    /// The probability of `token` after the first `at + 1` tokens of `prompt` over one audio's
+    /// encoder states, from the raw logits (transformers' `WhisperNoSpeechDetection`: the
+    /// `<|nospeech|>` token's probability at the start token).
+    pub fn token_probability(
+        &self,
+        encoder_out: &Tensor,
+        prompt: &[u32],
+        at: usize,
+        token: u32,
+    ) -> Result<f32> {
+        let vocab = self.config.vocab_size;
+        if at >= prompt.len() || token as usize >= vocab {
+            return Err(AudioError::Unsupported(format!(
+                "token {token} at position {at} of a {}-token prompt over a vocabulary of {vocab}",
+                prompt.len()
+            )));
+        }
+        let mut cache = self.start(encoder_out)?;
+        let logits = self
+            .forward(&mut cache, &[prompt[..=at].to_vec()], true)?
+            .to_vec()?;
+        let row = &logits[logits.len() - vocab..];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+        Ok((row[token as usize] - m).exp() / sum)
+    }
+
+    /// Decoding one audio by sampling (transformers' `do_sample=True` at `temperature`): each
+    /// step the logits get the suppressions and timestamp rules of `options`, are divided by
+    /// the temperature, and one token is drawn from their softmax by the inverse of the
+    /// cumulative distribution at a uniform from `noise`. Returns the prompt and the tokens
+    /// after it, and each token's log-probability under the processed logits before the
+    /// temperature (what transformers averages for the fallback). The logits are read back and
+    /// processed on the CPU: sampling only runs when greedy decoding of a window failed the
+    /// fallback thresholds.
+    pub fn sample(
+        &self,
+        encoder_out: &Tensor,
+        options: &GreedyOptions,
+        temperature: f32,
+        noise: &mut dyn Noise,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let prompt = &options.prompt;
+        let len = prompt.len();
+        let (vocab, max) = (self.config.vocab_size, self.config.max_target_positions);
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(AudioError::Unsupported(format!(
+                "sampling needs a positive temperature, not {temperature}"
+            )));
+        }
+        if encoder_out.shape().first() != Some(&1) || len == 0 || len > max {
+            return Err(AudioError::Unsupported(format!(
+                "sampling decodes one audio ([1, positions, d_model], got {:?}) from a prompt \
+                 of 1 to {max} tokens (got {len})",
+                encoder_out.shape()
+            )));
+        }
+        if let Some(rules) = &options.timestamps {
+            rules.check(vocab)?;
+        }
+        let mut cache = self.start(encoder_out)?;
+        let mut out = prompt.clone();
+        let mut logprobs = Vec::new();
+        let mut next = prompt.clone();
+        for step in 0..options.max_new_tokens {
+            if len + step >= max {
+                break;
+            }
+            let mut row = self.forward(&mut cache, &[next], true)?.to_vec()?;
+            for &t in options
+                .suppress_tokens
+                .iter()
+                .chain(options.begin_suppress_tokens.iter().filter(|_| step == 0))
+            {
+                if let Some(v) = row.get_mut(t as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            if let Some(rules) = &options.timestamps {
+                rules.mask(&out[len..], &mut row);
+                rules.decide(&mut row);
+            }
+            let processed = log_softmax(&row);
+            let scaled: Vec<f32> = row.iter().map(|&v| v / temperature).collect();
+            let m = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f64> = scaled.iter().map(|&v| f64::from((v - m).exp())).collect();
+            let total: f64 = weights.iter().sum();
+            let goal = f64::from(noise.uniforms(1)[0]) * total;
+            let mut acc = 0.0;
+            let mut token = weights.iter().rposition(|&w| w > 0.0).unwrap_or(0);
+            for (j, w) in weights.iter().enumerate() {
+                acc += w;
+                if acc > goal {
+                    token = j;
+                    break;
+                }
+            }
+            out.push(token as u32);
+            logprobs.push(processed[token]);
+            if Some(token as u32) == options.eos_token_id {
+                break;
+            }
+            next = vec![token as u32];
+        }
+        Ok((out, logprobs))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::mel::{LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 use crate::whisper::WhisperEncoder;
 use tessera_kernels::stft::{BINS, HOP, N_FFT};
 use tessera_kernels::DType;
+use tessera_nn::SeededNoise;
 use tessera_tensor::Tensor;
 
 /// Seconds per timestamp token step.
@@ -139,10 +140,13 @@ pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, 
 /// Progress of [`transcribe`]: mel frames done and in all, and the segments so far.
 pub type Progress<'a> = dyn FnMut(usize, usize, &[Segment]) + 'a;
 
-/// What a window is prompted with before its start, language and task tokens (transformers'
-/// `prompt_ids` and `condition_on_prev_tokens`, with `prompt_condition_type="first-segment"`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WindowContext {
+/// How [`transcribe`] prompts and checks each window, beyond the decoding options: what a
+/// window is prompted with before its start, language and task tokens (transformers'
+/// `prompt_ids` and `condition_on_prev_tokens`, with `prompt_condition_type="first-segment"`),
+/// and the temperature fallback (transformers' `temperature=(…)`,
+/// `compression_ratio_threshold`, `logprob_threshold`, `no_speech_threshold`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TranscribeOptions {
     /// `<|startofprev|>` and the tokens of a text that sets the vocabulary and style
     /// ([`crate::WhisperTokenizer::prompt_ids`]). Without `previous_text` it precedes every
     /// window; with it, it counts as the text before the first window.
@@ -150,26 +154,64 @@ pub struct WindowContext {
     /// `<|startofprev|>` ([`crate::WhisperGeneration::prev_sot_token`]) to prompt every window
     /// with the tokens of the segments before it (the last `max_target_positions / 2 − 1`,
     /// a closing timestamp pair kept single), as openai-whisper's
-    /// `condition_on_previous_text`; `None` decodes each window on its own.
+    /// `condition_on_previous_text` — unless the window before was decoded at a temperature of
+    /// 0.5 or more. `None` decodes each window on its own.
     pub previous_text: Option<u32>,
+    /// The temperatures a window is decoded at, in turn, while it fails a threshold: 0 is
+    /// greedy (or beam search), above 0 sampling. Transformers' default is `[0.0]`;
+    /// openai-whisper's `[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]`.
+    pub temperatures: Vec<f32>,
+    /// A decoding whose tokens (as little-endian bytes) compress by more than this with zlib
+    /// is repetitive: fall back (openai-whisper: 2.4).
+    pub compression_ratio_threshold: Option<f64>,
+    /// A decoding whose average token log-probability is below this falls back
+    /// (openai-whisper: −1).
+    pub logprob_threshold: Option<f64>,
+    /// With `logprob_threshold`: a window whose `<|nospeech|>` probability at the start token
+    /// passes this while its average log-probability is below `logprob_threshold` is silence,
+    /// skipped without segments (openai-whisper: 0.6).
+    pub no_speech_threshold: Option<f64>,
+    /// The seed of the sampling draws (SplitMix64).
+    pub seed: u64,
 }
 
-impl WindowContext {
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        TranscribeOptions {
+            prompt_ids: None,
+            previous_text: None,
+            temperatures: vec![0.0],
+            compression_ratio_threshold: None,
+            logprob_threshold: None,
+            no_speech_threshold: None,
+            seed: 0,
+        }
+    }
+}
+
+impl TranscribeOptions {
     /// The tokens before a window's start token after the segments `history` (their tokens;
     /// with `previous_text`, the prompt text's first), for timestamps from `begin` and a
     /// decoder of `max_positions` positions.
     pub fn prefix(&self, history: &[Vec<u32>], begin: u32, max_positions: usize) -> Vec<u32> {
-        window_prefix(self, history, begin, max_positions)
+        window_prefix(
+            self.previous_text,
+            &self.prompt_ids,
+            history,
+            begin,
+            max_positions,
+        )
     }
 }
 
 fn window_prefix(
-    context: &WindowContext,
+    previous_text: Option<u32>,
+    prompt_ids: &Option<Vec<u32>>,
     history: &[Vec<u32>],
     begin: u32,
     max_positions: usize,
 ) -> Vec<u32> {
-    match (context.previous_text, &context.prompt_ids) {
+    match (previous_text, prompt_ids) {
         (Some(prev), _) if !history.is_empty() => {
             let mut tokens: Vec<u32> = Vec::new();
             for t in history {
@@ -187,19 +229,87 @@ fn window_prefix(
     }
 }
 
+/// transformers' `_retrieve_compression_ratio`: the tokens as little-endian integers of
+/// `⌊log2(vocab) / 8⌋ + 1` bytes, over their zlib-compressed length (level 6).
+pub fn compression_ratio(tokens: &[u32], vocab: usize) -> f64 {
+    use std::io::Write;
+    let width = ((vocab as f64).log2() / 8.0) as usize + 1;
+    let bytes: Vec<u8> = tokens
+        .iter()
+        .flat_map(|t| {
+            t.to_le_bytes()
+                .into_iter()
+                .chain(std::iter::repeat(0))
+                .take(width)
+        })
+        .collect();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let compressed = z
+        .write_all(&bytes)
+        .and_then(|_| z.finish())
+        .map(|c| c.len())
+        .unwrap_or(bytes.len());
+    bytes.len() as f64 / compressed as f64
+}
+
+/// One decoding of a window: the tokens after the prompt (end token included), whether it
+/// failed a threshold, whether the window is silence.
+struct Attempt {
+    tokens: Vec<u32>,
+    needs_fallback: bool,
+    skip: bool,
+}
+
+/// transformers' `_need_fallback` on one decoding: `score` is the beam score where beam
+/// search ran, else the average of `logprobs`.
+fn judge(
+    tokens: Vec<u32>,
+    logprobs: &[f32],
+    score: Option<f32>,
+    no_speech: Option<f32>,
+    vocab: usize,
+    t: &TranscribeOptions,
+) -> Attempt {
+    let mut needs_fallback = false;
+    if let Some(limit) = t.compression_ratio_threshold {
+        needs_fallback |= compression_ratio(&tokens, vocab) > limit;
+    }
+    let mut skip = false;
+    if let Some(limit) = t.logprob_threshold {
+        let avg = match score {
+            Some(s) => f64::from(s),
+            // In f32, as torch sums the log-probabilities.
+            None => f64::from(logprobs.iter().sum::<f32>() / tokens.len().max(1) as f32),
+        };
+        needs_fallback |= avg < limit;
+        if let (Some(nst), Some(p)) = (t.no_speech_threshold, no_speech) {
+            if avg < limit && f64::from(p) > nst {
+                needs_fallback = false;
+                skip = true;
+            }
+        }
+    }
+    Attempt {
+        tokens,
+        needs_fallback,
+        skip,
+    }
+}
+
 /// Transcribes `features` (`[n_mels, frames]`, see [`long_form_features`]) with timestamps:
 /// window by window from `seek` 0, each decoded (greedily, or by beam search with
 /// `options.beams`) from `options.prompt` (start, language and task tokens, no
-/// `<|notimestamps|>`) after the tokens `context` adds, under `options.timestamps`, as
-/// transformers' `generate(return_timestamps=True)` without temperature fallback. Returns
-/// every segment in order.
+/// `<|notimestamps|>`) after the tokens `transcription` adds, under `options.timestamps`, and
+/// decoded again at the next temperature while it fails a threshold, as transformers'
+/// `generate(return_timestamps=True, …)`. Returns every segment in order.
 pub fn transcribe(
     encoder: &WhisperEncoder,
     decoder: &WhisperDecoder,
     features: &[f32],
     frames: usize,
     options: &GreedyOptions,
-    context: &WindowContext,
+    transcription: &TranscribeOptions,
     progress: &mut Progress,
 ) -> Result<Vec<Segment>> {
     let rules = options.timestamps.ok_or_else(|| {
@@ -212,17 +322,32 @@ pub fn transcribe(
             features.len()
         )));
     }
+    let t = transcription;
+    if t.temperatures.is_empty() || t.temperatures.iter().any(|x| !(*x >= 0.0 && x.is_finite())) {
+        return Err(AudioError::Unsupported(format!(
+            "temperatures {:?}: at least one, each 0 or more",
+            t.temperatures
+        )));
+    }
+    if t.no_speech_threshold.is_some() && t.logprob_threshold.is_none() {
+        return Err(AudioError::Unsupported(
+            "a no-speech threshold needs a log-probability threshold too".into(),
+        ));
+    }
     let gpu = encoder.gpu();
     let begin = rules.begin();
+    let vocab = decoder.config().vocab_size;
     let max_positions = decoder.config().max_target_positions;
     // The text before the first window, as transformers keeps the prompt: a segment of its
     // own, `<|startofprev|>` left out.
-    let mut history: Vec<Vec<u32>> = match (&context.prompt_ids, context.previous_text) {
+    let mut history: Vec<Vec<u32>> = match (&t.prompt_ids, t.previous_text) {
         (Some(prompt), Some(prev)) => {
             vec![prompt.strip_prefix(&[prev]).unwrap_or(prompt).to_vec()]
         }
         _ => Vec::new(),
     };
+    let mut noise = SeededNoise::new(t.seed);
+    let mut condition = t.previous_text;
     let mut window_options = options.clone();
     let mut segments = Vec::new();
     let mut seek = 0;
@@ -239,11 +364,55 @@ pub fn transcribe(
         }
         let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
         let states = encoder.forward(&input)?;
-        let mut prompt = window_prefix(context, &history, begin, max_positions);
+        let mut prompt = window_prefix(condition, &t.prompt_ids, &history, begin, max_positions);
+        let sot = prompt.len();
         prompt.extend_from_slice(&options.prompt);
         window_options.prompt = prompt;
-        let mut tokens = decoder.generate(&states, &window_options)?.swap_remove(0);
-        tokens.drain(..window_options.prompt.len());
+        let len = window_options.prompt.len();
+        // `<|nospeech|>` (the token before `<|notimestamps|>`) at the start token, raw logits.
+        let no_speech = match t.no_speech_threshold {
+            Some(_) => Some(decoder.token_probability(
+                &states,
+                &window_options.prompt,
+                sot,
+                rules.no_timestamps - 1,
+            )?),
+            None => None,
+        };
+        let mut attempt = None;
+        let mut last_temperature = 0.0;
+        for (i, &temperature) in t.temperatures.iter().enumerate() {
+            let (tokens, logprobs, score) = if temperature > 0.0 {
+                let (tokens, logprobs) =
+                    decoder.sample(&states, &window_options, temperature, &mut noise)?;
+                (tokens, logprobs, None)
+            } else if let Some(beams) = window_options.beams {
+                let (tokens, score) = decoder.beam_search(&states, &window_options, &beams)?;
+                (tokens, Vec::new(), Some(score))
+            } else {
+                let (tokens, logprobs) = decoder
+                    .greedy_scored(&states, &[window_options.prompt.clone()], &window_options)?
+                    .swap_remove(0);
+                (tokens, logprobs, None)
+            };
+            let generated = tokens[len..].to_vec();
+            let a = judge(generated, &logprobs, score, no_speech, vocab, t);
+            last_temperature = temperature;
+            let settled = !a.needs_fallback || i + 1 == t.temperatures.len();
+            attempt = Some(a);
+            if settled {
+                break;
+            }
+        }
+        let Attempt {
+            mut tokens, skip, ..
+        } = attempt.expect("at least one temperature");
+        // transformers conditions the next window only after a low-temperature decoding.
+        condition = t.previous_text.filter(|_| last_temperature < 0.5);
+        if skip {
+            seek += take;
+            continue;
+        }
         if tokens.last().copied() == options.eos_token_id {
             tokens.pop();
         }

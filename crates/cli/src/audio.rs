@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde_json::json;
 use tessera::audio::{
     load_16k, long_form_features, transcribe as transcribe_segments, windows, BeamOptions, LogMel,
-    WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer, WindowContext,
+    TranscribeOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
     CHUNK_FRAMES, CHUNK_SAMPLES,
 };
 use tessera::Gpu;
@@ -76,6 +76,27 @@ pub struct TranscribeArgs {
     /// condition_on_previous_text; implies --timestamps).
     #[arg(long)]
     condition_on_previous: bool,
+    /// With --timestamps: the temperatures a window is decoded at, in turn, while it fails a
+    /// threshold below (0 greedy or beam search, above 0 sampling; openai-whisper:
+    /// 0,0.2,0.4,0.6,0.8,1).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    temperatures: Vec<f32>,
+    /// With --timestamps: fall back when the window's tokens compress (zlib) by more than
+    /// this (openai-whisper: 2.4).
+    #[arg(long)]
+    compression_ratio_threshold: Option<f64>,
+    /// With --timestamps: fall back when the average token log-probability is below this
+    /// (openai-whisper: -1).
+    #[arg(long, allow_hyphen_values = true)]
+    logprob_threshold: Option<f64>,
+    /// With --timestamps and --logprob-threshold: skip a window as silence when its
+    /// <|nospeech|> probability passes this and its log-probability is below the threshold
+    /// (openai-whisper: 0.6).
+    #[arg(long)]
+    no_speech_threshold: Option<f64>,
+    /// Seed of the sampled fallback decodings.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Segments with start and end times: decoding with timestamp tokens, each window
     /// starting where the last finished segment ended (transformers' long-form algorithm).
     #[arg(long)]
@@ -210,6 +231,13 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
             Ok(())
         }
         AudioCommand::Transcribe(args) => {
+            let fallback = args.temperatures != [0.0]
+                || args.compression_ratio_threshold.is_some()
+                || args.logprob_threshold.is_some()
+                || args.no_speech_threshold.is_some();
+            if fallback && !(args.timestamps || args.subtitles.is_some()) {
+                return Err("temperatures and fallback thresholds work with --timestamps".into());
+            }
             if args.timestamps || args.subtitles.is_some() || args.condition_on_previous {
                 transcribe_timestamped(&args)
             } else {
@@ -424,7 +452,7 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
     let g = &m.generation;
     let mut init = g.timestamp_prompt(args.language.as_deref(), &args.task)?;
     let rules = g.timestamp_rules()?;
-    let context = WindowContext {
+    let context = TranscribeOptions {
         prompt_ids: args.prompt_ids(m.tokenizer.as_ref())?,
         previous_text: match args.condition_on_previous {
             true => Some(g.prev_sot_token().ok_or(
@@ -432,6 +460,11 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
             )?),
             false => None,
         },
+        temperatures: args.temperatures.clone(),
+        compression_ratio_threshold: args.compression_ratio_threshold,
+        logprob_threshold: args.logprob_threshold,
+        no_speech_threshold: args.no_speech_threshold,
+        seed: args.seed,
     };
     let start = Instant::now();
     let front = m.encoder.log_mel(&m.gpu)?;

@@ -692,8 +692,8 @@ fn f32_wav(samples: &[f32]) -> Vec<u8> {
 fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     use std::path::Path;
     use tessera::audio::{
-        load_16k, long_form_features, transcribe, WhisperDecoder, WhisperEncoder,
-        WhisperGeneration, WindowContext,
+        load_16k, long_form_features, transcribe, TranscribeOptions, WhisperDecoder,
+        WhisperEncoder, WhisperGeneration,
     };
     let model = fixture("whisper_timestamps");
     // 45 s of a stepped tone: two windows.
@@ -756,7 +756,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         &features,
         frames,
         &options,
-        &WindowContext::default(),
+        &TranscribeOptions::default(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -844,7 +844,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         &features,
         frames,
         &options,
-        &WindowContext::default(),
+        &TranscribeOptions::default(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -869,7 +869,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     options.beams = None;
     let tokenizer = tessera::audio::WhisperTokenizer::load(dir_m).unwrap();
-    let context = WindowContext {
+    let context = TranscribeOptions {
         prompt_ids: Some(tokenizer.prompt_ids("ta ke tax").unwrap()),
         previous_text: generation.prev_sot_token(),
     };

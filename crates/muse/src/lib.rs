@@ -10,9 +10,8 @@ mod scheduler;
 mod transformer;
 mod vq;
 
-pub use pipeline::{
-    Amused, GenerateOptions, Images, Noise, SeededNoise, TextEmbeddings, TextEncoder, MAX_SIDE,
-};
+pub use pipeline::{Amused, GenerateOptions, Images, TextEmbeddings, TextEncoder, MAX_SIDE};
 pub use scheduler::{linspace, AmusedScheduler, MaskingSchedule};
+pub use tessera_nn::{Noise, SeededNoise};
 pub use transformer::{Conditioning, UVit2D, UVit2DConfig, MICRO_CONDS};
 pub use vq::{VqConfig, VqDecoder};

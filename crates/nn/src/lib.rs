@@ -6,6 +6,7 @@
 pub mod config;
 mod error;
 mod layers;
+mod noise;
 mod patch;
 mod preprocess;
 mod resample;
@@ -16,6 +17,7 @@ pub use image;
 pub use layers::{
     gather_rows, AttentionWeights, Embedding, LayerNorm, Linear, Mlp, PreLnBlock, SelfAttention,
 };
+pub use noise::{Noise, SeededNoise};
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
 pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE};
 pub use resample::{resize, Filter};

@@ -573,8 +573,10 @@ impl Tensor {
     /// Whisper's greedy pick under its timestamp rule, per row (last axis) of these logits plus
     /// `bias` (f32, this shape: the row's −∞ masks): the best column from `split` on (the
     /// timestamp tokens) when their log-sum-exp exceeds the best column before `split`, else
-    /// the best column of the row, ties to the lower index. One index per row, read back.
-    pub fn timestamp_pick(&self, bias: &Tensor, split: usize) -> Result<Vec<u32>> {
+    /// the best column of the row, ties to the lower index (`split` = columns: a masked
+    /// arg-max). Per row the index and its log-probability under the processed row (see
+    /// [`tessera_kernels::timestamp::timestamp_pick`]), read back together.
+    pub fn timestamp_pick(&self, bias: &Tensor, split: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let (rows, cols) = self.rows();
         if bias.shape() != self.shape() || bias.dtype() != DType::F32 {
             return Err(TensorError::Shape {
@@ -590,7 +592,7 @@ impl Tensor {
         let (x, b) = (self.contiguous()?, bias.contiguous()?);
         let picked = self
             .gpu()
-            .alloc("timestamp_pick", (rows.max(1) * 4) as u64)?;
+            .alloc("timestamp_pick", (2 * rows.max(1) * 4) as u64)?;
         timestamp_pick(
             self.gpu(),
             self.dtype(),
@@ -601,7 +603,13 @@ impl Tensor {
             split,
             &picked,
         )?;
-        Ok(self.gpu().read_u32(&picked, rows)?)
+        let mut words = self.gpu().read_u32(&picked, 2 * rows)?;
+        let logprobs = words
+            .split_off(rows)
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        Ok((words, logprobs))
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.
