@@ -872,6 +872,7 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     let context = TranscribeOptions {
         prompt_ids: Some(tokenizer.prompt_ids("ta ke tax").unwrap()),
         previous_text: generation.prev_sot_token(),
+        ..TranscribeOptions::default()
     };
     let want = transcribe(
         &encoder,
@@ -908,6 +909,48 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         want.pop();
     }
     assert_eq!(v["windows"][0]["tokens"], serde_json::json!(want));
+    // The temperature fallback: the library's segments for the same settings and seed.
+    let o = run(&[
+        "--timestamps",
+        "--json",
+        "--language",
+        language,
+        "--temperatures",
+        "0,0.6",
+        "--logprob-threshold",
+        "-0.5",
+        "--compression-ratio-threshold",
+        "2.4",
+        "--seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let fallback = TranscribeOptions {
+        temperatures: vec![0.0, 0.6],
+        logprob_threshold: Some(-0.5),
+        compression_ratio_threshold: Some(2.4),
+        seed: 5,
+        ..TranscribeOptions::default()
+    };
+    let want = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &fallback,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let got = v["segments"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
+    }
+    let o = run(&["--logprob-threshold", "-1"]);
+    assert!(!o.status.success());
+    assert!(error_line(&o).contains("--timestamps"), "{}", stderr(&o));
     let o = run(&["--prompt", "ta <|en|>"]);
     assert!(!o.status.success());
     assert!(error_line(&o).contains("special token"), "{}", stderr(&o));
