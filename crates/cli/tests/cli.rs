@@ -692,7 +692,7 @@ fn f32_wav(samples: &[f32]) -> Vec<u8> {
 fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
     use std::path::Path;
     use tessera::audio::{
-        load_16k, long_form_features, transcribe, TranscribeOptions, WhisperDecoder,
+        load_16k, long_form_features, transcribe, GreedyOptions, TranscribeOptions, WhisperDecoder,
         WhisperEncoder, WhisperGeneration,
     };
     let model = fixture("whisper_timestamps");
@@ -823,72 +823,52 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         lines[0]
     );
 
-    // Beam search through the command line: the library's segments with the same beams.
-    let o = run(&[
-        "--timestamps",
-        "--json",
-        "--language",
-        language,
-        "--beams",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    options.beams = Some(tessera::audio::BeamOptions {
-        num_beams: 3,
-        length_penalty: 1.0,
-    });
-    let want = transcribe(
-        &encoder,
-        &decoder,
-        &features,
-        frames,
-        &options,
-        &TranscribeOptions::default(),
-        &mut |_, _, _| {},
-    )
-    .unwrap();
-    let got = v["segments"].as_array().unwrap();
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
-    }
+    // The command's segments are the library's for the same settings: beam search, a prompt
+    // text with each window prompted by the text before it, the temperature fallback.
+    let same_as_library = |flags: &[&str], options: &GreedyOptions, t: &TranscribeOptions| {
+        let mut all = vec!["--timestamps", "--json", "--language", language];
+        all.extend_from_slice(flags);
+        let o = run(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let want = transcribe(
+            &encoder,
+            &decoder,
+            &features,
+            frames,
+            options,
+            t,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        let got = v["segments"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{flags:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g["tokens"], serde_json::json!(w.tokens), "{flags:?}");
+        }
+    };
+    let beams = GreedyOptions {
+        beams: Some(tessera::audio::BeamOptions {
+            num_beams: 3,
+            length_penalty: 1.0,
+        }),
+        ..options.clone()
+    };
+    same_as_library(&["--beams", "3"], &beams, &TranscribeOptions::default());
     let o = run(&["--beams", "0"]);
     assert!(!o.status.success(), "no beams");
 
-    // A prompt text, and each window prompted with the text before it.
-    let o = run(&[
-        "--json",
-        "--language",
-        language,
-        "--condition-on-previous",
-        "--prompt",
-        "ta ke tax",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    options.beams = None;
     let tokenizer = tessera::audio::WhisperTokenizer::load(dir_m).unwrap();
     let context = TranscribeOptions {
         prompt_ids: Some(tokenizer.prompt_ids("ta ke tax").unwrap()),
         previous_text: generation.prev_sot_token(),
         ..TranscribeOptions::default()
     };
-    let want = transcribe(
-        &encoder,
-        &decoder,
-        &features,
-        frames,
+    same_as_library(
+        &["--condition-on-previous", "--prompt", "ta ke tax"],
         &options,
         &context,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
-    let got = v["segments"].as_array().unwrap();
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
-    }
+    );
     // Fixed windows with the prompt text before each.
     let o = run(&["--json", "--language", language, "--prompt", "ta ke tax"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -909,23 +889,6 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         want.pop();
     }
     assert_eq!(v["windows"][0]["tokens"], serde_json::json!(want));
-    // The temperature fallback: the library's segments for the same settings and seed.
-    let o = run(&[
-        "--timestamps",
-        "--json",
-        "--language",
-        language,
-        "--temperatures",
-        "0,0.6",
-        "--logprob-threshold",
-        "-0.5",
-        "--compression-ratio-threshold",
-        "2.4",
-        "--seed",
-        "5",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let fallback = TranscribeOptions {
         temperatures: vec![0.0, 0.6],
         logprob_threshold: Some(-0.5),
@@ -933,21 +896,20 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         seed: 5,
         ..TranscribeOptions::default()
     };
-    let want = transcribe(
-        &encoder,
-        &decoder,
-        &features,
-        frames,
+    same_as_library(
+        &[
+            "--temperatures",
+            "0,0.6",
+            "--logprob-threshold",
+            "-0.5",
+            "--compression-ratio-threshold",
+            "2.4",
+            "--seed",
+            "5",
+        ],
         &options,
         &fallback,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
-    let got = v["segments"].as_array().unwrap();
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
-    }
+    );
     let o = run(&["--logprob-threshold", "-1"]);
     assert!(!o.status.success());
     assert!(error_line(&o).contains("--timestamps"), "{}", stderr(&o));

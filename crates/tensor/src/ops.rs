@@ -561,13 +561,7 @@ impl Tensor {
             &u,
             &picked,
         )?;
-        let mut words = gpu.read_u32(&picked, 2 * rows)?;
-        let probs = words
-            .split_off(rows)
-            .into_iter()
-            .map(f32::from_bits)
-            .collect();
-        Ok((words, probs))
+        read_picks(gpu, &picked, rows)
     }
 
     /// Whisper's greedy pick under its timestamp rule, per row (last axis) of these logits plus
@@ -603,13 +597,7 @@ impl Tensor {
             split,
             &picked,
         )?;
-        let mut words = self.gpu().read_u32(&picked, 2 * rows)?;
-        let logprobs = words
-            .split_off(rows)
-            .into_iter()
-            .map(f32::from_bits)
-            .collect();
-        Ok((words, logprobs))
+        read_picks(self.gpu(), &picked, rows)
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.
@@ -627,4 +615,20 @@ impl Tensor {
         let table = embedding::sinusoids(length, channels)?;
         Tensor::from_slice(gpu, &table, &[length, channels], dtype)
     }
+}
+
+/// Reads back what a picking kernel wrote to `picked`: `rows` indices, then the bits of one
+/// f32 per row.
+fn read_picks(
+    gpu: &Gpu,
+    picked: &tessera_kernels::GpuBuffer,
+    rows: usize,
+) -> Result<(Vec<u32>, Vec<f32>)> {
+    let mut words = gpu.read_u32(picked, 2 * rows)?;
+    let values = words
+        .split_off(rows)
+        .into_iter()
+        .map(f32::from_bits)
+        .collect();
+    Ok((words, values))
 }
