@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::pool::GpuBuffer;
 use crate::runtime::{Binding, Gpu, KernelKey};
 
@@ -47,14 +47,7 @@ pub fn grn(
     args.beta.check_holds(OP, "beta", channels, dtype)?;
     args.norms
         .check_holds(OP, "norms", batch * channels, DType::F32)?;
-    if gpu.is_cpu() && positions > 60_000 {
-        return Err(KernelError::Limit {
-            op: OP,
-            limit: "loop iterations of a CPU driver (positions)",
-            needed: positions as u64,
-            allowed: 60_000,
-        });
-    }
+    gpu.check_loop_iterations(OP, "loop iterations of a CPU driver (positions)", positions)?;
     if n == 0 {
         return Ok(());
     }

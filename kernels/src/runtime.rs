@@ -515,6 +515,27 @@ impl Gpu {
         Ok(())
     }
 
+    /// Refuses, on CPU drivers, a kernel whose invocations run more than 60,000 loop
+    /// iterations in all: llvmpipe ends an invocation's loops after 65,535, silently.
+    /// `limit` says what the iterations count.
+    pub fn check_loop_iterations(
+        &self,
+        op: &'static str,
+        limit: &'static str,
+        iterations: usize,
+    ) -> Result<()> {
+        const ALLOWED: u64 = 60_000;
+        if self.is_cpu() && iterations as u64 > ALLOWED {
+            return Err(KernelError::Limit {
+                op,
+                limit,
+                needed: iterations as u64,
+                allowed: ALLOWED,
+            });
+        }
+        Ok(())
+    }
+
     /// Fails when one binding of `bytes` exceeds the adapter's storage binding size.
     pub fn check_binding_size(&self, op: &'static str, bytes: u64) -> Result<()> {
         let allowed = self

@@ -72,14 +72,11 @@ pub fn sample(
     // llvmpipe ends an invocation's loops after 65535 iterations in total: 3 passes over a
     // 64th of the row, and 64 more for the chunk sums.
     let iterations = 3 * cols.div_ceil(64) + 128;
-    if gpu.is_cpu() && iterations > 60_000 {
-        return Err(KernelError::Limit {
-            op: OP,
-            limit: "loop iterations of a CPU driver (3 × columns / 64)",
-            needed: iterations as u64,
-            allowed: 60_000,
-        });
-    }
+    gpu.check_loop_iterations(
+        OP,
+        "loop iterations of a CPU driver (3 × columns / 64)",
+        iterations,
+    )?;
     if rows == 0 {
         return Ok(());
     }

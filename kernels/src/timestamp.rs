@@ -47,14 +47,11 @@ pub fn timestamp_pick(
     picked.check_holds(OP, "picked", 2 * rows, DType::F32)?;
     // llvmpipe ends an invocation's loops after 65535 iterations in total.
     let iterations = 2 * split.div_ceil(64) + 2 * (cols - split).div_ceil(64) + 64 + 32;
-    if gpu.is_cpu() && iterations > 60_000 {
-        return Err(KernelError::Limit {
-            op: OP,
-            limit: "loop iterations of a CPU driver (columns / 64)",
-            needed: iterations as u64,
-            allowed: 60_000,
-        });
-    }
+    gpu.check_loop_iterations(
+        OP,
+        "loop iterations of a CPU driver (columns / 64)",
+        iterations,
+    )?;
     if rows == 0 {
         return Ok(());
     }

@@ -41,14 +41,11 @@ pub fn topk(
     }
     // llvmpipe ends an invocation's loops after 65535 iterations in total.
     let iterations = k * (cols.div_ceil(64) + 8);
-    if gpu.is_cpu() && iterations > 60_000 {
-        return Err(KernelError::Limit {
-            op: "topk",
-            limit: "loop iterations of a CPU driver (k × columns / 64)",
-            needed: iterations as u64,
-            allowed: 60_000,
-        });
-    }
+    gpu.check_loop_iterations(
+        "topk",
+        "loop iterations of a CPU driver (k × columns / 64)",
+        iterations,
+    )?;
     if ((rows * cols * dtype.size()) as u64) > x.len_bytes()
         || ((rows * k * dtype.size()) as u64) > values.len_bytes()
         || ((rows * k * 4) as u64) > indices.len_bytes()
