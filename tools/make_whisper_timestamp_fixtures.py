@@ -50,7 +50,11 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
-from transformers.models.whisper.generation_whisper import _pad_to_max_length
+from transformers.generation.logits_process import WhisperNoSpeechDetection
+from transformers.models.whisper.generation_whisper import (
+    _get_attr_from_logit_processors,
+    _pad_to_max_length,
+)
 
 from make_model_fixtures import randomize
 
@@ -142,6 +146,25 @@ def main():
     fe = WhisperFeatureExtractor(feature_size=80)
     fe.save_pretrained(PATH)
     tok = tokenizer()
+
+    # What transformers' fallback check sees of each decoding (average log-probability,
+    # compression ratio, no-speech probability), recorded for the cases with thresholds.
+    judged = []
+    need_fallback = WhisperForConditionalGeneration._need_fallback
+
+    def recording(self, seq, outputs, index, processors, config, vocab_size, temperature):
+        result = need_fallback(self, seq, outputs, index, processors, config, vocab_size, temperature)
+        if config.logprob_threshold is None:
+            return result
+        no_speech = _get_attr_from_logit_processors(processors, WhisperNoSpeechDetection, "no_speech_prob")
+        judged.append({
+            "avg_logprob": float(self._retrieve_avg_logprobs(outputs[index]["scores"], seq, temperature)),
+            "compression_ratio": self._retrieve_compression_ratio(seq, vocab_size),
+            "no_speech_prob": float(no_speech[index]), "skip": bool(result[1]),
+        })
+        return result
+
+    WhisperForConditionalGeneration._need_fallback = recording
 
     tensors = {}
     texts = []
@@ -263,7 +286,7 @@ def main():
         json.dump({"split_cases": cases, "rule_masks": masks, "prompt": prompt,
                    "prompt_text": PROMPT_TEXT, "prompt_ids": prompt_ids,
                    "previous_case": previous_case, "compression_ratios": ratios,
-                   "skip_thresholds": SKIP, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
+                   "skip_thresholds": SKIP, "skip_judged": judged, "long_texts": texts, "max_new_tokens": MAX_NEW_TOKENS,
                    "feature_stride": FEATURE_STRIDE}, f)
 
 

@@ -220,6 +220,10 @@ fn sampled_fallback_is_seeded_and_keeps_the_rules() {
     };
     let a = run(&fallback);
     assert_eq!(a, run(&fallback), "the same seed, the same segments");
+    assert!(
+        a.iter().all(|s| s.window.temperature == 1.0),
+        "the last try kept"
+    );
     assert_ne!(a, greedy, "sampled at 1.0, not the greedy decoding");
     let b = run(&TranscribeOptions {
         seed: 8,
@@ -282,6 +286,7 @@ fn split_segments_as_transformers() {
                 start: s["start"].as_f64().unwrap(),
                 end: s["end"].as_f64().unwrap(),
                 tokens: ids(&s["tokens"]),
+                ..Segment::default()
             })
             .collect();
         assert_eq!(got, want, "{tokens:?}");
@@ -402,6 +407,35 @@ fn transcribes_with_timestamps_as_transformers() {
             );
             assert!((s.end - ends[i]).abs() < 1e-9, "{case} {i}: {}", s.end);
             at += len;
+        }
+        // Each segment's window: where it started, decoded greedily at temperature 0.
+        for s in &segments {
+            let w = &s.window;
+            assert_eq!(w.temperature, 0.0, "{case}");
+            assert!(
+                w.seek < n && s.start + 1e-9 >= w.seek as f64 * 0.01,
+                "{case}: {s:?}"
+            );
+            assert!(
+                w.avg_logprob < 0.0 && w.compression_ratio > 0.0,
+                "{case}: {w:?}"
+            );
+        }
+        if case == "long_skip" {
+            // The kept window's figures are those transformers' fallback check saw.
+            let judged = &json["skip_judged"][0];
+            assert!(!judged["skip"].as_bool().unwrap());
+            for s in &segments {
+                let w = &s.window;
+                assert_eq!(w.seek, 0);
+                let lp = judged["avg_logprob"].as_f64().unwrap();
+                assert!((w.avg_logprob - lp).abs() < 1e-4, "{w:?} vs {lp}");
+                let cr = judged["compression_ratio"].as_f64().unwrap();
+                assert!((w.compression_ratio - cr).abs() < 1e-12, "{w:?} vs {cr}");
+                let ns = judged["no_speech_prob"].as_f64().unwrap();
+                let got = f64::from(w.no_speech_prob.unwrap());
+                assert!((got - ns).abs() < 1e-4 * ns, "{got} vs {ns}");
+            }
         }
         // Progress: from 0, never backwards, ending with every frame done.
         assert_eq!(seen.first(), Some(&(0, n, 0)));

@@ -22,7 +22,7 @@ const FRAME_SECONDS: f64 = 0.01;
 const INPUT_STRIDE: usize = 2;
 
 /// A stretch of speech between two timestamps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Segment {
     /// Start, seconds from the start of the recording.
     pub start: f64,
@@ -30,6 +30,25 @@ pub struct Segment {
     pub end: f64,
     /// The decoded tokens, timestamps included (the opening one first).
     pub tokens: Vec<u32>,
+    /// How its window was decoded, shared by the window's segments ([`transcribe`] fills it
+    /// in; [`split_segments`] leaves the default).
+    pub window: WindowReport,
+}
+
+/// How a window was decoded, for judging its segments as openai-whisper's output does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowReport {
+    /// The window's start, in mel frames (openai-whisper's `seek`).
+    pub seek: usize,
+    /// The temperature of the kept decoding (0: greedy or beam search).
+    pub temperature: f32,
+    /// Its average token log-probability (the beam score after beam search).
+    pub avg_logprob: f64,
+    /// Its tokens' zlib compression ratio ([`compression_ratio`]).
+    pub compression_ratio: f64,
+    /// `<|nospeech|>`'s probability at the start token, where a no-speech threshold asked
+    /// for it.
+    pub no_speech_prob: Option<f32>,
 }
 
 /// Splits one window's decoded tokens (prompt and end token left out) into segments, as
@@ -66,6 +85,7 @@ pub fn split_segments(
             start: offset,
             end: offset + end_pos * TIME_PRECISION,
             tokens: tokens.to_vec(),
+            ..Segment::default()
         };
         return (vec![segment], window_frames);
     }
@@ -89,6 +109,7 @@ pub fn split_segments(
             start: at(piece[0]),
             end: at(end),
             tokens: piece.to_vec(),
+            ..Segment::default()
         });
         from = to;
     }
@@ -259,6 +280,8 @@ struct Attempt {
     tokens: Vec<u32>,
     needs_fallback: bool,
     skip: bool,
+    avg_logprob: f64,
+    compression_ratio: f64,
 }
 
 /// transformers' `_need_fallback` on one decoding: `score` is the beam score where beam
@@ -272,16 +295,17 @@ fn judge(
     t: &TranscribeOptions,
 ) -> Attempt {
     let mut needs_fallback = false;
+    let ratio = compression_ratio(&tokens, vocab);
     if let Some(limit) = t.compression_ratio_threshold {
-        needs_fallback |= compression_ratio(&tokens, vocab) > limit;
+        needs_fallback |= ratio > limit;
     }
+    let avg = match score {
+        Some(s) => f64::from(s),
+        // In f32, as torch sums the log-probabilities.
+        None => f64::from(logprobs.iter().sum::<f32>() / tokens.len().max(1) as f32),
+    };
     let mut skip = false;
     if let Some(limit) = t.logprob_threshold {
-        let avg = match score {
-            Some(s) => f64::from(s),
-            // In f32, as torch sums the log-probabilities.
-            None => f64::from(logprobs.iter().sum::<f32>() / tokens.len().max(1) as f32),
-        };
         needs_fallback |= avg < limit;
         if let (Some(nst), Some(p)) = (t.no_speech_threshold, no_speech) {
             if avg < limit && f64::from(p) > nst {
@@ -294,6 +318,8 @@ fn judge(
         tokens,
         needs_fallback,
         skip,
+        avg_logprob: avg,
+        compression_ratio: ratio,
     }
 }
 
@@ -405,7 +431,11 @@ pub fn transcribe(
             }
         }
         let Attempt {
-            mut tokens, skip, ..
+            mut tokens,
+            skip,
+            avg_logprob,
+            compression_ratio,
+            ..
         } = attempt.expect("at least one temperature");
         // transformers conditions the next window only after a low-temperature decoding.
         condition = t.previous_text.filter(|_| last_temperature < 0.5);
@@ -419,7 +449,17 @@ pub fn transcribe(
         let offset = seek as f64 * TIME_PRECISION / INPUT_STRIDE as f64;
         let (found, advance) = split_segments(&tokens, begin, offset, take);
         history.extend(found.iter().map(|s| s.tokens.clone()));
-        segments.extend(found);
+        let report = WindowReport {
+            seek,
+            temperature: last_temperature,
+            avg_logprob,
+            compression_ratio,
+            no_speech_prob: no_speech,
+        };
+        segments.extend(found.into_iter().map(|s| Segment {
+            window: report.clone(),
+            ..s
+        }));
         // The rules make a closed segment end after <|0.00|>, so `advance` is at least 2;
         // the guard only keeps a malformed decoding from looping.
         seek += advance.max(1);

@@ -531,7 +531,12 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
             .iter()
             .zip(&texts)
             .map(|(s, text)| {
-                json!({"start": s.start, "end": s.end, "tokens": s.tokens, "text": text})
+                let w = &s.window;
+                json!({
+                    "start": s.start, "end": s.end, "tokens": s.tokens, "text": text,
+                    "seek": w.seek, "temperature": w.temperature, "avg_logprob": w.avg_logprob,
+                    "compression_ratio": w.compression_ratio, "no_speech_prob": w.no_speech_prob,
+                })
             })
             .collect();
         let language = m.language_of(init.get(1));

@@ -845,6 +845,13 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         assert_eq!(got.len(), want.len(), "{flags:?}");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g["tokens"], serde_json::json!(w.tokens), "{flags:?}");
+            // How the segment's window was decoded, as openai-whisper reports it.
+            assert_eq!(g["seek"], serde_json::json!(w.window.seek));
+            assert_eq!(g["temperature"], serde_json::json!(w.window.temperature));
+            let lp = g["avg_logprob"].as_f64().unwrap();
+            assert!((lp - w.window.avg_logprob).abs() < 1e-9, "{lp}");
+            assert!(g["compression_ratio"].as_f64().unwrap() > 0.0);
+            assert_eq!(g["no_speech_prob"], serde_json::Value::Null);
         }
     };
     let beams = GreedyOptions {
