@@ -764,6 +764,18 @@ fn models_match_with_the_gpu_kernel_family() {
         &decoder_logits("whisper"),
         F32_TOL,
     );
+    // Step by step (each step's keys and values written into the cache in place, attention
+    // reading it through strided views) and in a batch of two: transformers' greedy tokens.
+    let generation = WhisperGeneration::load(&model_dir("whisper")).unwrap();
+    let mut options = generation.greedy_options(vec![1], 100);
+    options.suppress_tokens = decoder_ids("whisper", "suppress_tokens");
+    options.begin_suppress_tokens = decoder_ids("whisper", "begin_suppress_tokens");
+    let want = decoder_ids("whisper", "greedy_ids");
+    let both = Tensor::concat(&[&out, &out], 0).unwrap();
+    assert_eq!(
+        decoder.greedy(&both, &options).unwrap(),
+        [want.clone(), want]
+    );
 }
 
 #[test]
