@@ -536,12 +536,17 @@ impl Gpu {
         Ok(())
     }
 
+    /// The most bytes one buffer binding may hold: the storage binding size, within the
+    /// largest buffer.
+    pub fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     /// Fails when one binding of `bytes` exceeds the adapter's storage binding size.
     pub fn check_binding_size(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let allowed = self
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size);
+        let allowed = self.max_binding();
         if bytes > allowed {
             return Err(KernelError::Limit {
                 op,

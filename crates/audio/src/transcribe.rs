@@ -131,10 +131,7 @@ pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, 
         let features = front.whisper_features(&[samples])?;
         return Ok((features.to_vec()?, CHUNK_FRAMES));
     }
-    let limits = front.gpu().limits();
-    let binding = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size) as usize;
+    let binding = front.gpu().max_binding() as usize;
     // The largest per-frame buffer: the DFT's [frames, 2·BINS] f32 (the frames' N_FFT is less).
     let frame_bytes = (2 * BINS).max(N_FFT) * 4;
     let windows_per_piece = (binding / frame_bytes / CHUNK_FRAMES).max(1);

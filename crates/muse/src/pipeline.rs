@@ -396,10 +396,7 @@ impl Amused {
         // What must fit one buffer binding: the VQ-GAN's largest activation per image, and the
         // logits of a step; prompts past the latter go in several batches.
         let gpu = self.transformer.gpu();
-        let limit = {
-            let l = gpu.limits();
-            l.max_storage_buffer_binding_size.min(l.max_buffer_size)
-        };
+        let limit = gpu.max_binding();
         let vq_bytes = self.vqvae.largest_activation_bytes(grid);
         let logits_bytes = ((1 + guided as usize)
             * seq

@@ -88,12 +88,8 @@ impl Linear {
         {
             return Linear::new(w.get(name, &[out_dim, in_dim])?, None);
         }
-        let limits = gpu.limits();
-        let binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
         // Blocks of a multiple of 4 rows (the packed weights' quads), at most one binding.
-        let block = ((binding / row_bytes) as usize / 4 * 4).max(4);
+        let block = ((gpu.max_binding() / row_bytes) as usize / 4 * 4).max(4);
         let values = w.get_host(name, &[out_dim, in_dim])?;
         let parts = values
             .chunks(block * in_dim)
