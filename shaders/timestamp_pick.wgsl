@@ -71,6 +71,21 @@ fn group_max(row: u32, lid: u32, lo: u32, hi: u32) -> vec2<u32> {
     return out;
 }
 
+// Σ exp(x − m) over columns [lo, hi); masked ones add nothing, and an all-masked group (m is
+// NONE) sums to 0.
+fn sum_exp(row: u32, lo: u32, hi: u32, m: f32) -> f32 {
+    var sum = 0.0;
+    if m > NONE {
+        for (var j = lo; j < hi; j++) {
+            let v = value(row, j);
+            if v > NONE {
+                sum += exp(v - m);
+            }
+        }
+    }
+    return sum;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn timestamp_pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
     let row = wid.y * p.row_pitch + wid.x;
@@ -93,27 +108,9 @@ fn timestamp_pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let text_max = bitcast<f32>(text.x);
     let stamp_max = bitcast<f32>(stamp.x);
     // Σ exp(x − stamp_max) over the timestamp columns and Σ exp(x − text_max) over the text
-    // columns; masked ones add nothing.
-    var sum = 0.0;
-    if stamp_max > NONE {
-        for (var j = s_lo; j < s_hi; j++) {
-            let v = value(row, j);
-            if v > NONE {
-                sum += exp(v - stamp_max);
-            }
-        }
-    }
-    var text_sum = 0.0;
-    if text_max > NONE {
-        for (var j = t_lo; j < t_hi; j++) {
-            let v = value(row, j);
-            if v > NONE {
-                text_sum += exp(v - text_max);
-            }
-        }
-    }
-    sums[lid] = sum;
-    text_sums[lid] = text_sum;
+    // columns.
+    sums[lid] = sum_exp(row, s_lo, s_hi, stamp_max);
+    text_sums[lid] = sum_exp(row, t_lo, t_hi, text_max);
     workgroupBarrier();
     if lid == 0u {
         var total = 0.0;

@@ -5,12 +5,14 @@
 //! their timestamp pairs; and `seek` moves to the last closed segment's end (or past the whole
 //! window when the decoding ends with a single timestamp or none), until it passes the end.
 
+use std::sync::Arc;
+
 use crate::decoder::{GreedyOptions, WhisperDecoder};
 use crate::error::{AudioError, Result};
 use crate::mel::{LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 use crate::whisper::WhisperEncoder;
 use tessera_kernels::stft::{BINS, HOP, N_FFT};
-use tessera_kernels::DType;
+use tessera_kernels::{DType, Gpu};
 use tessera_nn::SeededNoise;
 use tessera_tensor::Tensor;
 
@@ -153,6 +155,26 @@ pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, 
     }
     let frames = rows[0].len();
     Ok((rows.concat(), frames))
+}
+
+/// The 30 s window of `features` (`[n_mels, frames]`) from frame `seek`, as `[1, n_mels, 3000]`
+/// on `gpu`, zero past the recording's end (transformers pads the normalised log-mel with
+/// zeros); and the frames it holds of the recording.
+pub fn window_features(
+    gpu: &Arc<Gpu>,
+    features: &[f32],
+    n_mels: usize,
+    frames: usize,
+    seek: usize,
+) -> Result<(Tensor, usize)> {
+    let take = frames.saturating_sub(seek).min(CHUNK_FRAMES);
+    let mut window = vec![0f32; n_mels * CHUNK_FRAMES];
+    for (m, row) in window.chunks_mut(CHUNK_FRAMES).enumerate() {
+        let from = m * frames + seek;
+        row[..take].copy_from_slice(&features[from..from + take]);
+    }
+    let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
+    Ok((input, take))
 }
 
 /// Progress of [`transcribe`]: mel frames done and in all, and the segments so far.
@@ -374,18 +396,9 @@ pub fn transcribe(
     let mut window_options = options.clone();
     let mut segments = Vec::new();
     let mut seek = 0;
-    let mut window = vec![0f32; n_mels * CHUNK_FRAMES];
     while seek < frames {
         progress(seek, frames, &segments);
-        let take = (frames - seek).min(CHUNK_FRAMES);
-        // The window's frames, zero past the recording's end (transformers pads the
-        // normalised log-mel with zeros).
-        for (m, row) in window.chunks_mut(CHUNK_FRAMES).enumerate() {
-            let from = m * frames + seek;
-            row[..take].copy_from_slice(&features[from..from + take]);
-            row[take..].fill(0.0);
-        }
-        let input = Tensor::from_slice(gpu, &window, &[1, n_mels, CHUNK_FRAMES], DType::F32)?;
+        let (input, take) = window_features(gpu, features, n_mels, frames, seek)?;
         let states = encoder.forward(&input)?;
         let mut prompt = window_prefix(condition, &t.prompt_ids, &history, begin, max_positions);
         let sot = prompt.len();

@@ -7,9 +7,9 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::json;
 use tessera::audio::{
-    load_16k, long_form_features, transcribe as transcribe_segments, windows, BeamOptions, LogMel,
-    TranscribeOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
-    CHUNK_FRAMES, CHUNK_SAMPLES,
+    load_16k, long_form_features, transcribe as transcribe_segments, window_features, windows,
+    BeamOptions, LogMel, TranscribeOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration,
+    WhisperTokenizer, CHUNK_FRAMES, CHUNK_SAMPLES,
 };
 use tessera::Gpu;
 
@@ -471,18 +471,7 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
     let (features, frames) = long_form_features(&front, &m.samples)?;
     if let Some(languages) = m.detection(args) {
         // Once, from the first window (as transformers detects it for long-form audio).
-        let n_mels = front.n_mels();
-        let take = frames.min(CHUNK_FRAMES);
-        let mut first = vec![0f32; n_mels * CHUNK_FRAMES];
-        for (i, row) in first.chunks_mut(CHUNK_FRAMES).enumerate() {
-            row[..take].copy_from_slice(&features[i * frames..i * frames + take]);
-        }
-        let first = tessera::Tensor::from_slice(
-            &m.gpu,
-            &first,
-            &[1, n_mels, CHUNK_FRAMES],
-            tessera::DType::F32,
-        )?;
+        let (first, _) = window_features(&m.gpu, &features, front.n_mels(), frames, 0)?;
         let states = m.encoder.forward(&first)?;
         let token = m.decoder.detect_language(&states, init[0], &languages)?[0];
         init.insert(1, token);
