@@ -56,17 +56,14 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
-    /// The cache of batch entry 0 repeated `n` times (beam search's beams over one audio).
+    /// A fresh cache (no tokens yet) of batch entry 0 repeated `n` times, beam search's beams
+    /// over one audio: the encoder's keys and values are shared, not computed again.
     fn repeat_first(&self, n: usize) -> Result<DecoderCache> {
+        debug_assert!(self.is_empty(), "beams start from a cache without tokens");
         let first = |t: &Tensor| -> Result<Tensor> {
             let one = t.narrow(0, 0, 1)?;
             Ok(Tensor::concat(&vec![&one; n], 0)?)
         };
-        let self_kv = self
-            .self_kv
-            .iter()
-            .map(|kv| kv.as_ref().map(first).transpose())
-            .collect::<Result<Vec<_>>>()?;
         let cross_kv = self
             .cross_kv
             .iter()
@@ -76,10 +73,10 @@ impl DecoderCache {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(DecoderCache {
-            self_kv,
+            self_kv: self.self_kv.iter().map(|_| None).collect(),
             cross_kv,
             head_mask: self.head_mask.clone(),
-            len: self.len,
+            len: 0,
             batch: n,
         })
     }
@@ -793,6 +790,12 @@ impl WhisperDecoder {
     }
 }
 
+/// Whether a token's text has the form of Whisper's special tokens, `<|…|>` (`<|en|>`,
+/// `<|1.00|>`), whether or not its tokenizer.json marks it special.
+fn special_form(token: &str) -> bool {
+    token.len() > 4 && token.starts_with("<|") && token.ends_with("|>")
+}
+
 /// log-softmax of a row in f32, as torch computes it: `x − max − ln Σ exp(x − max)`.
 fn log_softmax(row: &[f32]) -> Vec<f32> {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -876,11 +879,7 @@ impl WhisperTokenizer {
             .0
             .encode(format!(" {}", text.trim()), false)
             .map_err(|e| AudioError::Unsupported(format!("cannot tokenize the prompt: {e}")))?;
-        if let Some(t) = encoding
-            .get_tokens()
-            .iter()
-            .find(|t| t.len() > 4 && t.starts_with("<|") && t.ends_with("|>"))
-        {
+        if let Some(t) = encoding.get_tokens().iter().find(|t| special_form(t)) {
             return Err(AudioError::Unsupported(format!(
                 "the prompt holds the special token {t}, which prompts may not"
             )));
@@ -897,11 +896,7 @@ impl WhisperTokenizer {
         let text: Vec<u32> = ids
             .iter()
             .copied()
-            .filter(|&id| {
-                self.0
-                    .id_to_token(id)
-                    .is_none_or(|t| !(t.len() > 4 && t.starts_with("<|") && t.ends_with("|>")))
-            })
+            .filter(|&id| self.0.id_to_token(id).is_none_or(|t| !special_form(&t)))
             .collect();
         self.0
             .decode(&text, true)
