@@ -74,6 +74,9 @@ PROMPT_TEXT = "  ta ke tax "
 # Fallback thresholds of the long_skip case, between this model's windows: the first keeps its
 # segments, the others are skipped as silence (their no-speech probability ~3.5e-4 passes 3e-4
 # while their average log-probability is below the threshold).
+# The decoder heads whose cross-attention aligns tokens with the audio (word timestamps; see
+# make_whisper_word_fixtures.py).
+ALIGNMENT_HEADS = [[0, 1], [1, 0], [1, 3]]
 SKIP = {"temperature": (0.0,), "logprob_threshold": -2.3045, "no_speech_threshold": 3e-4,
         "compression_ratio_threshold": 1.8}
 
@@ -90,13 +93,19 @@ def clip(seconds):
     return out
 
 
-def tokenizer():
-    syllables = [c + v for c in "tkmrsnpl" for v in "aeiou"]
+def special_names():
+    """The special and timestamp tokens' names by id."""
     names = {EOS: "<|endoftext|>", SOT: "<|startoftranscript|>", EN: "<|en|>", DE: "<|de|>",
              TRANSLATE: "<|translate|>", TRANSCRIBE: "<|transcribe|>", SOLM: "<|startoflm|>",
              SOPREV: "<|startofprev|>", NOSPEECH: "<|nospeech|>", NOTS: "<|notimestamps|>"}
     for i in range(1501):
         names[TS_BEGIN + i] = f"<|{i * 0.02:.2f}|>"
+    return names
+
+
+def tokenizer():
+    syllables = [c + v for c in "tkmrsnpl" for v in "aeiou"]
+    names = special_names()
     vocab = {syllables[i % 40] + ("" if i < 40 else "x"): i for i in range(TEXT)}
     vocab.update({v: k for k, v in names.items()})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
@@ -139,7 +148,7 @@ def main():
         no_timestamps_token_id=NOTS, max_initial_timestamp_index=50, max_length=448,
         is_multilingual=True, lang_to_id={"<|en|>": EN, "<|de|>": DE},
         task_to_id={"translate": TRANSLATE, "transcribe": TRANSCRIBE},
-        prev_sot_token_id=SOPREV,
+        prev_sot_token_id=SOPREV, alignment_heads=ALIGNMENT_HEADS,
     )
     generation.save_pretrained(PATH)
     model.generation_config = generation

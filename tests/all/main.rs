@@ -14,3 +14,4 @@ mod runtime;
 mod shaders;
 mod tensor;
 mod timestamps;
+mod words;

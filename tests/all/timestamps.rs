@@ -32,7 +32,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// The fixture clip: five pitches stepping every 1.5 s under a slow swell (the formula of the
 /// fixture script, in f64 rounded to f32).
-fn clip(seconds: usize) -> Vec<f32> {
+pub fn clip(seconds: usize) -> Vec<f32> {
     use std::f64::consts::PI;
     (0..seconds * 16_000)
         .map(|i| {

@@ -16,7 +16,11 @@ use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig}
 use tessera_nn::{Embedding, LayerNorm, Linear, Mlp, NnError, Noise, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
+use crate::align::{
+    check_heads, combine_into_words, round_hundredths, Alignment, Word, WordTokens,
+};
 use crate::error::{AudioError, Result};
+use crate::transcribe::Segment;
 use crate::whisper::WhisperConfig;
 
 /// One decoder layer.
@@ -258,6 +262,48 @@ impl WhisperDecoder {
         ids: &[Vec<u32>],
         last_only: bool,
     ) -> Result<Tensor> {
+        self.forward_capturing(cache, ids, last_only, &mut [])
+    }
+
+    /// The cross-attention probabilities of `heads` (`(layer, head)` pairs, transformers'
+    /// `alignment_heads`) while the decoder reads `tokens` after a fresh start on
+    /// `encoder_out` (one audio, `[1, positions, d_model]`): `[heads.len(), tokens.len(),
+    /// positions]` row-major. Row `i` of a head is what token `i`'s query attends to — the
+    /// rows transformers' `generate(output_attentions=True)` collects step by step, here in
+    /// one pass over the whole sequence (the causal mask makes each row the same).
+    pub fn cross_attention_weights(
+        &self,
+        encoder_out: &Tensor,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+    ) -> Result<Vec<f32>> {
+        check_heads(heads, &self.config)?;
+        if encoder_out.shape().first() != Some(&1) {
+            return Err(AudioError::Unsupported(format!(
+                "cross-attention weights are taken for one audio, not encoder states {:?}",
+                encoder_out.shape()
+            )));
+        }
+        let mut cache = self.start(encoder_out)?;
+        let mut captured: Vec<(usize, usize, Option<Tensor>)> =
+            heads.iter().map(|&(l, j)| (l, j, None)).collect();
+        self.forward_capturing(&mut cache, &[tokens.to_vec()], true, &mut captured)?;
+        let mut out = Vec::new();
+        for (_, _, w) in captured {
+            out.extend(w.expect("every layer ran").to_vec()?);
+        }
+        Ok(out)
+    }
+
+    /// [`WhisperDecoder::forward`], keeping in `capture`'s third field the cross-attention
+    /// probabilities `[tokens, positions]` of batch entry 0 at each of its (layer, head).
+    fn forward_capturing(
+        &self,
+        cache: &mut DecoderCache,
+        ids: &[Vec<u32>],
+        last_only: bool,
+        capture: &mut [(usize, usize, Option<Tensor>)],
+    ) -> Result<Tensor> {
         let n = ids.first().map_or(0, Vec::len);
         let (b, d, vocab) = (cache.batch, self.config.d_model, self.config.vocab_size);
         if ids.len() != b || n == 0 || ids.iter().any(|r| r.len() != n) {
@@ -325,6 +371,14 @@ impl WhisperDecoder {
                 .cross_q
                 .forward(&layer.cross_norm.forward(&x)?)?
                 .reshape(&[b, n, h, hd])?;
+            for (_, j, w) in capture.iter_mut().filter(|c| c.0 == i) {
+                *w = Some(cross_probabilities(
+                    &q,
+                    &cache.cross_kv[i],
+                    &cache.head_mask,
+                    *j,
+                )?);
+            }
             let ctx = match &cache.cross_kv[i] {
                 CrossKv::Heads(k, v) => Tensor::attention(&q, k, v, &AttentionOptions::default())?,
                 CrossKv::Packed(packed) => packed_attention(&q, packed, &cache.head_mask)?,
@@ -904,6 +958,47 @@ impl WhisperTokenizer {
     }
 }
 
+impl WhisperTokenizer {
+    /// transformers' `_combine_tokens_into_words` on `tokens` (text tokens): see
+    /// [`combine_into_words`]. `language` as a code (`en`, `ja`), `None` for English.
+    pub fn words(&self, tokens: &[u32], language: Option<&str>) -> Result<Vec<WordTokens>> {
+        let eos = self.0.token_to_id("<|endoftext|>").unwrap_or(u32::MAX);
+        combine_into_words(tokens, language, eos, &|ids| self.decode(ids))
+    }
+
+    /// The words of `segment` with their times, as transformers' ASR pipeline gives them with
+    /// `return_timestamps="word"`: its text tokens grouped by [`WhisperTokenizer::words`]; a
+    /// token lasts from the time of the token before it (the segment's start for its first)
+    /// to its own ([`Segment::token_times`], rounded to hundredths), and a word from its first
+    /// token's start to its last token's end. Empty where the segment has no token times.
+    pub fn segment_words(&self, segment: &Segment, language: Option<&str>) -> Result<Vec<Word>> {
+        let times = &segment.token_times;
+        if times.len() != segment.tokens.len() {
+            return Ok(Vec::new());
+        }
+        let mut text = Vec::new();
+        let mut spans = Vec::new();
+        for (i, &id) in segment.tokens.iter().enumerate() {
+            if self.0.id_to_token(id).is_some_and(|t| special_form(&t)) {
+                continue;
+            }
+            let start = if i == 0 { segment.start } else { times[i - 1] };
+            text.push(id);
+            spans.push((round_hundredths(start), round_hundredths(times[i])));
+        }
+        Ok(self
+            .words(&text, language)?
+            .into_iter()
+            .map(|w| Word {
+                start: spans[w.tokens[0]].0,
+                end: spans[w.tokens[w.tokens.len() - 1]].1,
+                tokens: w.tokens.iter().map(|&k| text[k]).collect(),
+                text: w.text,
+            })
+            .collect())
+    }
+}
+
 /// An empty self-attention cache `[batch, capacity, 2·heads, head_dim]` (each position's keys,
 /// then its values) for at least `needed` tokens: twice that (at least 32), within the
 /// decoder's `max` positions, so that a step appends in place and the buffer is reallocated
@@ -996,6 +1091,37 @@ fn packed_attention(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?)
+}
+
+/// `softmax(q·kᵀ/√head_dim)` of head `j` for batch entry 0 of `q` (`[batch, n, heads,
+/// head_dim]`) against a layer's cross-attention keys: `[n, positions]`. The packed keys are
+/// read as [`packed_attention`] reads them (q spread to head j's columns).
+fn cross_probabilities(q: &Tensor, kv: &CrossKv, head_mask: &Tensor, j: usize) -> Result<Tensor> {
+    let &[_, n, h, hd] = q.shape() else {
+        unreachable!("the decoder reshapes q to 4 axes")
+    };
+    let scale = MatmulOptions {
+        alpha: Some(1.0 / (hd as f32).sqrt()),
+        ..MatmulOptions::default()
+    };
+    let q = q.narrow(0, 0, 1)?;
+    let scores = match kv {
+        CrossKv::Heads(k, _) => {
+            let positions = k.shape()[1];
+            let qj = q.narrow(2, j, 1)?.contiguous()?.reshape(&[n, hd])?;
+            let kj = k
+                .narrow(0, 0, 1)?
+                .narrow(2, j, 1)?
+                .contiguous()?
+                .reshape(&[positions, hd])?;
+            qj.matmul_with(&kj.t()?, &scale)?
+        }
+        CrossKv::Packed(packed) => q
+            .reshape(&[n, h * hd])?
+            .mul(&head_mask.narrow(0, j, 1)?)?
+            .matmul_packed(&packed[0].0, &scale)?,
+    };
+    Ok(scores.softmax(1.0)?)
 }
 
 /// The index of the largest value, the lower on ties (NaN never wins).
@@ -1174,6 +1300,11 @@ pub struct WhisperGeneration {
     pub max_initial_timestamp_index: Option<u32>,
     /// `<|startofprev|>`.
     pub prev_sot_token_id: Option<u32>,
+    /// The `(layer, head)` pairs of the decoder whose cross-attention aligns tokens with the
+    /// audio (word timestamps).
+    pub alignment_heads: Option<Vec<(usize, usize)>>,
+    /// The width of the median filter over the alignment heads' attention (`config.json`).
+    pub median_filter_width: Option<usize>,
 }
 
 impl WhisperGeneration {
@@ -1198,7 +1329,27 @@ impl WhisperGeneration {
                 .max_initial_timestamp_index
                 .or(base.max_initial_timestamp_index),
             prev_sot_token_id: g.prev_sot_token_id.or(base.prev_sot_token_id),
+            alignment_heads: g.alignment_heads.or(base.alignment_heads),
+            median_filter_width: g.median_filter_width.or(base.median_filter_width),
         })
+    }
+
+    /// How token timestamps are found for a decoder of `config`'s sizes, for a recording of
+    /// `frames` mel frames (see [`Alignment::frames`]): the checkpoint's `alignment_heads`, or
+    /// where it names none (transformers then refuses), openai-whisper's default — every head
+    /// of the decoder's second half of layers; and its median filter width (7 if unset).
+    pub fn alignment(&self, config: &WhisperConfig, frames: Option<usize>) -> Alignment {
+        let (layers, h) = (config.decoder_layers, config.decoder_attention_heads);
+        let heads = self.alignment_heads.clone().unwrap_or_else(|| {
+            (layers / 2..layers)
+                .flat_map(|l| (0..h).map(move |j| (l, j)))
+                .collect()
+        });
+        Alignment {
+            heads,
+            median_filter_width: self.median_filter_width.unwrap_or(7),
+            frames,
+        }
     }
 
     /// The prompt transformers' `generate` forces: the start token; for multilingual

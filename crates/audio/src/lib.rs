@@ -2,6 +2,7 @@
 //! spectrogram computed on the GPU, the Whisper encoder, and the decoder with greedy decoding.
 #![warn(missing_docs)]
 
+mod align;
 mod cpu;
 mod decode;
 mod decoder;
@@ -10,6 +11,10 @@ mod mel;
 mod transcribe;
 mod whisper;
 
+pub use align::{
+    alignment_matrix, combine_into_words, dynamic_time_warping, median_filter, token_timestamps,
+    Alignment, Word, WordTokens,
+};
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 pub use decoder::{
@@ -18,7 +23,7 @@ pub use decoder::{
 };
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
-pub use tessera_kernels::stft::{mel_filters, SAMPLE_RATE};
+pub use tessera_kernels::stft::{mel_filters, HOP, SAMPLE_RATE};
 pub use transcribe::{
     compression_ratio, long_form_features, split_segments, transcribe, window_features, Progress,
     Segment, TranscribeOptions, WindowReport, TIME_PRECISION,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::align::{token_timestamps, Alignment};
 use crate::decoder::{GreedyOptions, WhisperDecoder};
 use crate::error::{AudioError, Result};
 use crate::mel::{LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
@@ -32,6 +33,10 @@ pub struct Segment {
     pub end: f64,
     /// The decoded tokens, timestamps included (the opening one first).
     pub tokens: Vec<u32>,
+    /// Each token's time, seconds from the start of the recording, where
+    /// [`TranscribeOptions::alignment`] asked for them (transformers'
+    /// `return_token_timestamps`; see [`crate::token_timestamps`]); else empty.
+    pub token_times: Vec<f64>,
     /// How its window was decoded, shared by the window's segments ([`transcribe`] fills it
     /// in; [`split_segments`] leaves the default).
     pub window: WindowReport,
@@ -213,6 +218,9 @@ pub struct TranscribeOptions {
     pub no_speech_threshold: Option<f64>,
     /// The seed of the sampling draws (SplitMix64).
     pub seed: u64,
+    /// Time every token ([`Segment::token_times`]) from the cross-attention of these heads
+    /// (transformers' `return_token_timestamps=True`); `None` leaves them out.
+    pub alignment: Option<Alignment>,
 }
 
 impl Default for TranscribeOptions {
@@ -225,6 +233,7 @@ impl Default for TranscribeOptions {
             logprob_threshold: None,
             no_speech_threshold: None,
             seed: 0,
+            alignment: None,
         }
     }
 }
@@ -374,6 +383,9 @@ pub fn transcribe(
             t.temperatures
         )));
     }
+    if let Some(a) = &t.alignment {
+        a.check(decoder.config())?;
+    }
     if t.no_speech_threshold.is_some() && t.logprob_threshold.is_none() {
         return Err(AudioError::Unsupported(
             "a no-speech threshold needs a log-probability threshold too".into(),
@@ -453,11 +465,45 @@ pub fn transcribe(
             seek += take;
             continue;
         }
+        // The window's token times (its prompt's first), from the decoding with its end token.
+        let times = match &t.alignment {
+            Some(a) => {
+                let mut all = window_options.prompt.clone();
+                all.extend_from_slice(&tokens);
+                // Every token but the last is read; rows only for those after the prompt.
+                let weights = if all.len() > len + 1 {
+                    decoder.cross_attention_weights(&states, &all[..all.len() - 1], &a.heads)?
+                } else {
+                    Vec::new()
+                };
+                token_timestamps(
+                    &weights,
+                    a.heads.len(),
+                    all.len(),
+                    len,
+                    states.shape()[1],
+                    a.frames.map(|f| f.saturating_sub(seek)),
+                    a.median_filter_width,
+                )
+            }
+            None => Vec::new(),
+        };
         if tokens.last().copied() == options.eos_token_id {
             tokens.pop();
         }
         let offset = seek as f64 * TIME_PRECISION / INPUT_STRIDE as f64;
-        let (found, advance) = split_segments(&tokens, begin, offset, take);
+        let (mut found, advance) = split_segments(&tokens, begin, offset, take);
+        if !times.is_empty() {
+            // Each segment's tokens follow the last's; times in f32 as torch adds the offset.
+            let mut at = len;
+            for s in &mut found {
+                s.token_times = times[at..at + s.tokens.len()]
+                    .iter()
+                    .map(|&x| f64::from(x + offset as f32))
+                    .collect();
+                at += s.tokens.len();
+            }
+        }
         history.extend(found.iter().map(|s| s.tokens.clone()));
         let report = WindowReport {
             seek,

@@ -9,7 +9,7 @@ use serde_json::json;
 use tessera::audio::{
     load_16k, long_form_features, transcribe as transcribe_segments, window_features, windows,
     BeamOptions, LogMel, TranscribeOptions, WhisperDecoder, WhisperEncoder, WhisperGeneration,
-    WhisperTokenizer, CHUNK_FRAMES, CHUNK_SAMPLES,
+    WhisperTokenizer, Word, CHUNK_FRAMES, CHUNK_SAMPLES, HOP,
 };
 use tessera::Gpu;
 
@@ -105,6 +105,11 @@ pub struct TranscribeArgs {
     /// (implies --timestamps).
     #[arg(long, value_name = "FILE")]
     subtitles: Option<PathBuf>,
+    /// Each segment's words with their start and end (from the cross-attention of the
+    /// checkpoint's alignment heads, as transformers' return_timestamps="word"; implies
+    /// --timestamps).
+    #[arg(long)]
+    word_timestamps: bool,
     /// The audio file.
     audio: PathBuf,
 }
@@ -235,10 +240,14 @@ pub fn run(cmd: AudioCommand) -> Result<(), BoxError> {
                 || args.compression_ratio_threshold.is_some()
                 || args.logprob_threshold.is_some()
                 || args.no_speech_threshold.is_some();
-            if fallback && !(args.timestamps || args.subtitles.is_some()) {
+            let segments = args.timestamps
+                || args.subtitles.is_some()
+                || args.condition_on_previous
+                || args.word_timestamps;
+            if fallback && !segments {
                 return Err("temperatures and fallback thresholds work with --timestamps".into());
             }
-            if args.timestamps || args.subtitles.is_some() || args.condition_on_previous {
+            if segments {
                 transcribe_timestamped(&args)
             } else {
                 transcribe(&args)
@@ -448,6 +457,9 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
     if subtitles.is_some() && m.tokenizer.is_none() {
         return Err("subtitles need the checkpoint's tokenizer.json".into());
     }
+    if args.word_timestamps && m.tokenizer.is_none() {
+        return Err("word timestamps need the checkpoint's tokenizer.json".into());
+    }
     // Checked before anything is encoded.
     let g = &m.generation;
     let mut init = g.timestamp_prompt(args.language.as_deref(), &args.task)?;
@@ -465,6 +477,9 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
         logprob_threshold: args.logprob_threshold,
         no_speech_threshold: args.no_speech_threshold,
         seed: args.seed,
+        alignment: args
+            .word_timestamps
+            .then(|| g.alignment(m.decoder.config(), Some(m.samples.len().div_ceil(HOP)))),
     };
     let start = Instant::now();
     let front = m.encoder.log_mel(&m.gpu)?;
@@ -503,6 +518,15 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
                 .transpose()
         })
         .collect::<Result<_, _>>()?;
+    let language = m.language_of(init.get(1));
+    // Each segment's words (empty without --word-timestamps).
+    let words: Vec<Vec<Word>> = match (&m.tokenizer, args.word_timestamps) {
+        (Some(t), true) => segments
+            .iter()
+            .map(|s| t.segment_words(s, language.as_deref()))
+            .collect::<Result<_, _>>()?,
+        _ => vec![Vec::new(); segments.len()],
+    };
     if let Some((path, format)) = subtitles {
         // Cues end with the recording (the last window's timestamps can run past it).
         let duration = m.seconds();
@@ -519,24 +543,35 @@ fn transcribe_timestamped(args: &TranscribeArgs) -> Result<(), BoxError> {
         let out: Vec<_> = segments
             .iter()
             .zip(&texts)
-            .map(|(s, text)| {
+            .zip(&words)
+            .map(|((s, text), words)| {
                 let w = &s.window;
-                json!({
+                let mut segment = json!({
                     "start": s.start, "end": s.end, "tokens": s.tokens, "text": text,
                     "seek": w.seek, "temperature": w.temperature, "avg_logprob": w.avg_logprob,
                     "compression_ratio": w.compression_ratio, "no_speech_prob": w.no_speech_prob,
-                })
+                });
+                if args.word_timestamps {
+                    segment["token_times"] = json!(s.token_times);
+                    segment["words"] = words
+                        .iter()
+                        .map(|w| json!({"word": w.text, "start": w.start, "end": w.end}))
+                        .collect();
+                }
+                segment
             })
             .collect();
-        let language = m.language_of(init.get(1));
         println!("{}", json!({ "language": language, "segments": out }));
     } else {
-        for (s, text) in segments.iter().zip(&texts) {
+        for ((s, text), words) in segments.iter().zip(&texts).zip(&words) {
             let body = match text {
                 Some(text) => text.trim().to_string(),
                 None => format!("{:?}", s.tokens),
             };
             println!("[{:.2} --> {:.2}] {body}", s.start, s.end);
+            for w in words {
+                println!("    [{:.2} --> {:.2}] {}", w.start, w.end, w.text.trim());
+            }
         }
     }
     Ok(())

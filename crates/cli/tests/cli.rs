@@ -917,6 +917,53 @@ fn audio_transcribe_timestamps_prints_the_library_segments_and_subtitles() {
         &options,
         &fallback,
     );
+    // Word timestamps: each segment's token times and words are the library's.
+    let o = run(&["--word-timestamps", "--json", "--language", language]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let aligned = TranscribeOptions {
+        alignment: Some(generation.alignment(decoder.config(), Some(pcm.len().div_ceil(160)))),
+        ..TranscribeOptions::default()
+    };
+    let want = transcribe(
+        &encoder,
+        &decoder,
+        &features,
+        frames,
+        &options,
+        &aligned,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let got = v["segments"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    let mut words_seen = 0;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["tokens"], serde_json::json!(w.tokens));
+        // JSON numbers parse back to within an ulp.
+        let close = |j: &serde_json::Value, x: f64| (j.as_f64().unwrap() - x).abs() < 1e-9;
+        let times = g["token_times"].as_array().unwrap();
+        assert_eq!(times.len(), w.token_times.len());
+        assert!(times.iter().zip(&w.token_times).all(|(j, &x)| close(j, x)));
+        let words = tokenizer.segment_words(w, Some(language)).unwrap();
+        let json_words = g["words"].as_array().unwrap();
+        assert_eq!(json_words.len(), words.len());
+        for (j, word) in json_words.iter().zip(&words) {
+            assert_eq!(j["word"], serde_json::json!(word.text));
+            assert!(close(&j["start"], word.start) && close(&j["end"], word.end));
+        }
+        words_seen += words.len();
+    }
+    assert!(words_seen > 0, "{v}");
+    // Plain output: each segment's line, then its words indented.
+    let o = run(&["--word-timestamps", "--language", language]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let indented = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("    ["))
+        .count();
+    assert_eq!(indented, words_seen, "{}", stdout(&o));
+
     let o = run(&["--logprob-threshold", "-1"]);
     assert!(!o.status.success());
     assert!(error_line(&o).contains("--timestamps"), "{}", stderr(&o));
