@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use tessera_audio::{
-    BeamOptions, GreedyOptions, TimestampRules, WhisperConfig, WhisperDecoder, WhisperEncoder,
+    token_timestamps, BeamOptions, GreedyOptions, TimestampRules, WhisperConfig, WhisperDecoder,
+    WhisperEncoder,
 };
 use tessera_clip::{ClipConfig, ClipModel};
 use tessera_kernels::{DType, Gpu};
@@ -25,7 +26,10 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// `whisper-base-decode-timestamps` (the same under the timestamp rules: each token's masks
 /// uploaded and the rule decided on the GPU), `whisper-base-decode-beams` (the same by beam
 /// search with 5 beams: 5 rows a step, their logits read back and ranked on the CPU),
-/// `amused-256-step` (one
+/// `whisper-base-align` (what word timestamps add to a window: the decoder reads its 32 tokens
+/// once more — the encoder's keys and values already projected — keeping the cross-attention
+/// of whisper-base's 8 alignment heads, read back, standardised, median-filtered and aligned
+/// by dynamic time warping on the CPU), `amused-256-step` (one
 /// unmasking step of aMUSEd-256's transformer: 16×16 tokens, the guided batch of 2, the draw
 /// of every token and its read-back), `amused-256-vqgan` (its VQ-GAN decoding 16×16 tokens to a
 /// 256×256 image).
@@ -39,6 +43,7 @@ pub const MODELS: &[&str] = &[
     "whisper-base-decode",
     "whisper-base-decode-timestamps",
     "whisper-base-decode-beams",
+    "whisper-base-align",
     "amused-256-step",
     "amused-256-vqgan",
 ];
@@ -302,6 +307,67 @@ impl ModelBench {
                         move || {
                             let ids = model.generate(&states, &options)?.swap_remove(0);
                             ids_tensor(&gpu, &ids)
+                        }
+                    }),
+                }
+            }
+            "whisper-base-align" => {
+                let config = whisper_base();
+                let model = WhisperDecoder::new(&config, &w)?;
+                let (d, pos) = (config.d_model, config.max_source_positions);
+                // The window's cross-attention keys and values, as transcription projects
+                // them once for decoding and alignment.
+                let states = model.start(&pattern(gpu, &[1, pos, d], dtype)?)?;
+                // Start, English, transcribe, a timestamp, 27 text tokens, a timestamp.
+                let mut tokens = vec![50258, 50259, 50359, 50364];
+                tokens.extend((0..27).map(|i| 220 + i * 977 % 30000));
+                tokens.push(50364 + 150);
+                // whisper-base's generation_config.json.
+                let heads = [
+                    (3, 1),
+                    (4, 2),
+                    (4, 3),
+                    (4, 7),
+                    (5, 1),
+                    (5, 2),
+                    (5, 4),
+                    (5, 6),
+                ];
+                let fed = tokens.len() - 1;
+                let per_token =
+                    config.decoder_layers * (6 * d * d + 2 * d * config.decoder_ffn_dim);
+                let attention: usize = (1..=fed)
+                    .map(|t| config.decoder_layers * 2 * d * (t + pos))
+                    .sum();
+                let macs = fed * per_token
+                    + attention
+                    + config.vocab_size * d
+                    + heads.len() * fed * pos * (d / config.decoder_attention_heads);
+                ModelBench {
+                    name,
+                    batch,
+                    flops: 2.0 * macs as f64,
+                    largest_activation_bytes: (config.decoder_layers * 2 * pos * d) as u64 * size,
+                    run: Box::new({
+                        let gpu = gpu.clone();
+                        move || {
+                            let weights =
+                                model.cross_attention_weights(&states, &tokens[..fed], &heads)?;
+                            let times = token_timestamps(
+                                &weights,
+                                heads.len(),
+                                tokens.len(),
+                                3,
+                                pos,
+                                Some(3000),
+                                7,
+                            );
+                            Ok(Tensor::from_slice(
+                                &gpu,
+                                &times,
+                                &[times.len()],
+                                DType::F32,
+                            )?)
                         }
                     }),
                 }

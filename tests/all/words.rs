@@ -364,3 +364,57 @@ fn segment_words_and_alignment_checks() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+/// A cache started once on a window's states serves every decoding of it as the states
+/// themselves do; a cache of another decoder is refused.
+#[test]
+fn decoding_from_a_started_cache() {
+    let g = gpu();
+    let dir = model_dir(MODEL);
+    let encoder = WhisperEncoder::load(&g, &dir, DType::F32).unwrap();
+    let decoder = WhisperDecoder::load(&g, &dir, DType::F32).unwrap();
+    let generation = WhisperGeneration::load(&dir).unwrap();
+    let front = encoder.log_mel(&g).unwrap();
+    let (features, n) = long_form_features(&front, &clip(12)).unwrap();
+    let (input, _) = window_features(&g, &features, 80, n, 0).unwrap();
+    let states = encoder.forward(&input).unwrap();
+    let started = decoder.start(&states).unwrap();
+    let mut options = generation.greedy_options(
+        generation
+            .timestamp_prompt(Some("en"), "transcribe")
+            .unwrap(),
+        20,
+    );
+    options.timestamps = Some(generation.timestamp_rules().unwrap());
+    let prompts = [options.prompt.clone()];
+    assert_eq!(
+        decoder.greedy_scored(&started, &prompts, &options).unwrap(),
+        decoder.greedy_scored(&states, &prompts, &options).unwrap()
+    );
+    let beams = BeamOptions {
+        num_beams: 3,
+        length_penalty: 1.0,
+    };
+    assert_eq!(
+        decoder.beam_search(&started, &options, &beams).unwrap(),
+        decoder.beam_search(&states, &options, &beams).unwrap()
+    );
+    let tokens = [50, 51, 54, 59, 3, 9, 60];
+    assert_eq!(
+        decoder
+            .cross_attention_weights(&started, &tokens, &[(1, 2)])
+            .unwrap(),
+        decoder
+            .cross_attention_weights(&states, &tokens, &[(1, 2)])
+            .unwrap()
+    );
+    // The one-layer decoder of the other fixture cannot use this cache.
+    let other = WhisperDecoder::load(&g, &model_dir("whisper"), DType::F32).unwrap();
+    let plain = tessera::audio::GreedyOptions {
+        prompt: vec![1],
+        timestamps: None,
+        ..options.clone()
+    };
+    let e = other.greedy(&started, &plain).unwrap_err().to_string();
+    assert!(e.contains("not this decoder's"), "{e}");
+}

@@ -39,6 +39,7 @@ struct DecoderLayer {
 }
 
 /// A layer's cross-attention keys and values.
+#[derive(Clone)]
 enum CrossKv {
     /// `[batch, positions, heads, head_dim]` each, for the fused attention kernel.
     Heads(Tensor, Tensor),
@@ -102,6 +103,10 @@ impl DecoderCache {
         Ok(())
     }
 
+    fn gpu(&self) -> &Arc<Gpu> {
+        self.head_mask.gpu()
+    }
+
     /// Tokens decoded so far.
     pub fn len(&self) -> usize {
         self.len
@@ -110,6 +115,67 @@ impl DecoderCache {
     /// Whether no token has been decoded yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// What decoding attends to: an audio's encoder states (`[batch, positions, d_model]`, whose
+/// cross-attention keys and values each call projects: [`WhisperDecoder::start`]), or a
+/// [`DecoderCache`] started on them, which calls then share — a window decoded again at
+/// another temperature, its no-speech probability and its word alignment project the states
+/// once.
+pub trait Encoded {
+    /// Batch entries (audios).
+    fn batch(&self) -> usize;
+    /// What it is, for messages.
+    fn describe(&self) -> String;
+    /// A cache of `decoder` on these states, without tokens.
+    fn fresh(&self, decoder: &WhisperDecoder) -> Result<DecoderCache>;
+}
+
+impl Encoded for Tensor {
+    fn batch(&self) -> usize {
+        self.shape().first().copied().unwrap_or(0)
+    }
+
+    fn describe(&self) -> String {
+        format!("encoder states {:?}", self.shape())
+    }
+
+    fn fresh(&self, decoder: &WhisperDecoder) -> Result<DecoderCache> {
+        decoder.start(self)
+    }
+}
+
+impl Encoded for DecoderCache {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn describe(&self) -> String {
+        format!("a decoder cache of {} audios", self.batch)
+    }
+
+    /// The same cross-attention keys and values (shared, not copied), no tokens.
+    fn fresh(&self, decoder: &WhisperDecoder) -> Result<DecoderCache> {
+        let (h, d) = (
+            decoder.config.decoder_attention_heads,
+            decoder.config.d_model,
+        );
+        if self.cross_kv.len() != decoder.layers.len() || self.head_mask.shape() != [h, d] {
+            return Err(AudioError::Unsupported(format!(
+                "a cache of {} layers and {:?} heads × width is not this decoder's ({} × [{h}, {d}])",
+                self.cross_kv.len(),
+                self.head_mask.shape(),
+                decoder.layers.len()
+            )));
+        }
+        Ok(DecoderCache {
+            self_kv: self.self_kv.iter().map(|_| None).collect(),
+            cross_kv: self.cross_kv.clone(),
+            head_mask: self.head_mask.clone(),
+            len: 0,
+            batch: self.batch,
+        })
     }
 }
 
@@ -273,18 +339,18 @@ impl WhisperDecoder {
     /// one pass over the whole sequence (the causal mask makes each row the same).
     pub fn cross_attention_weights(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         tokens: &[u32],
         heads: &[(usize, usize)],
     ) -> Result<Vec<f32>> {
         check_heads(heads, &self.config)?;
-        if encoder_out.shape().first() != Some(&1) {
+        if encoder_out.batch() != 1 {
             return Err(AudioError::Unsupported(format!(
-                "cross-attention weights are taken for one audio, not encoder states {:?}",
-                encoder_out.shape()
+                "cross-attention weights are taken for one audio, not {}",
+                encoder_out.describe()
             )));
         }
-        let mut cache = self.start(encoder_out)?;
+        let mut cache = encoder_out.fresh(self)?;
         let mut captured: Vec<(usize, usize, Option<Tensor>)> =
             heads.iter().map(|&(l, j)| (l, j, None)).collect();
         self.forward_capturing(&mut cache, &[tokens.to_vec()], true, &mut captured)?;
@@ -407,9 +473,13 @@ impl WhisperDecoder {
     /// names). Stops at `eos_token_id` (kept), after `max_new_tokens`, or when the tokens fill
     /// the decoder's `max_target_positions`. Returns the prompt and the tokens after it, per
     /// batch entry.
-    pub fn greedy(&self, encoder_out: &Tensor, options: &GreedyOptions) -> Result<Vec<Vec<u32>>> {
+    pub fn greedy(
+        &self,
+        encoder_out: &impl Encoded,
+        options: &GreedyOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         // A malformed `encoder_out` is refused by `start`, with its shape.
-        let batch = encoder_out.shape().first().copied().unwrap_or(1).max(1);
+        let batch = encoder_out.batch().max(1);
         self.greedy_prompts(encoder_out, &vec![options.prompt.clone(); batch], options)
     }
 
@@ -417,7 +487,7 @@ impl WhisperDecoder {
     /// different detected languages decode together); `options.prompt` is not used.
     pub fn greedy_prompts(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<u32>>> {
@@ -433,7 +503,7 @@ impl WhisperDecoder {
     /// `output_scores` give it for the average log-probability of Whisper's fallback.
     pub fn greedy_scored(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
     ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
@@ -442,7 +512,7 @@ impl WhisperDecoder {
 
     fn decode_greedy(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
         scored: bool,
@@ -459,7 +529,7 @@ impl WhisperDecoder {
                 "a prompt of {len} tokens is past the decoder's {max} positions"
             )));
         }
-        let mut cache = self.start(encoder_out)?;
+        let mut cache = encoder_out.fresh(self)?;
         let b = cache.batch;
         if prompts.len() != b {
             return Err(AudioError::Unsupported(format!(
@@ -483,7 +553,7 @@ impl WhisperDecoder {
                 }
             }
             Ok(Some(Tensor::from_slice(
-                encoder_out.gpu(),
+                cache.gpu(),
                 &bias,
                 &[vocab],
                 self.dtype,
@@ -524,8 +594,7 @@ impl WhisperDecoder {
                         rules.mask(&out[bi][len..], row);
                     }
                 }
-                let bias =
-                    Tensor::from_slice(encoder_out.gpu(), &bias, logits.shape(), DType::F32)?;
+                let bias = Tensor::from_slice(cache.gpu(), &bias, logits.shape(), DType::F32)?;
                 let split = options.timestamps.map_or(vocab, |r| r.begin() as usize);
                 logits.timestamp_pick(&bias, split)?
             } else {
@@ -588,7 +657,7 @@ impl WhisperDecoder {
     /// Whisper at 5 beams) and ranked on the CPU in f32, as torch does.
     pub fn beam_search(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         options: &GreedyOptions,
         beam: &BeamOptions,
     ) -> Result<(Vec<u32>, f32)> {
@@ -602,10 +671,10 @@ impl WhisperDecoder {
                 "beam search takes 2 to 64 beams, not {beams}"
             )));
         }
-        if encoder_out.shape().first() != Some(&1) {
+        if encoder_out.batch() != 1 {
             return Err(AudioError::Unsupported(format!(
-                "beam search decodes one audio at a time, got encoder states {:?}",
-                encoder_out.shape()
+                "beam search decodes one audio at a time, got {}",
+                encoder_out.describe()
             )));
         }
         if len == 0 || len > max {
@@ -621,7 +690,7 @@ impl WhisperDecoder {
         if max_length <= len {
             return Ok((prompt.clone(), 0.0));
         }
-        let mut cache = self.start(encoder_out)?.repeat_first(beams)?;
+        let mut cache = encoder_out.fresh(self)?.repeat_first(beams)?;
         let eos = options.eos_token_id;
         let lp = beam.length_penalty;
         let keep = 2 * beams;
@@ -741,7 +810,7 @@ impl WhisperDecoder {
     /// `<|nospeech|>` token's probability at the start token).
     pub fn token_probability(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         prompt: &[u32],
         at: usize,
         token: u32,
@@ -753,7 +822,7 @@ impl WhisperDecoder {
                 prompt.len()
             )));
         }
-        let mut cache = self.start(encoder_out)?;
+        let mut cache = encoder_out.fresh(self)?;
         let logits = self
             .forward(&mut cache, &[prompt[..=at].to_vec()], true)?
             .to_vec()?;
@@ -773,7 +842,7 @@ impl WhisperDecoder {
     /// fallback thresholds.
     pub fn sample(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         options: &GreedyOptions,
         temperature: f32,
         noise: &mut dyn Noise,
@@ -786,17 +855,17 @@ impl WhisperDecoder {
                 "sampling needs a positive temperature, not {temperature}"
             )));
         }
-        if encoder_out.shape().first() != Some(&1) || len == 0 || len > max {
+        if encoder_out.batch() != 1 || len == 0 || len > max {
             return Err(AudioError::Unsupported(format!(
-                "sampling decodes one audio ([1, positions, d_model], got {:?}) from a prompt \
+                "sampling decodes one audio ([1, positions, d_model], got {}) from a prompt \
                  of 1 to {max} tokens (got {len})",
-                encoder_out.shape()
+                encoder_out.describe()
             )));
         }
         if let Some(rules) = &options.timestamps {
             rules.check(vocab)?;
         }
-        let mut cache = self.start(encoder_out)?;
+        let mut cache = encoder_out.fresh(self)?;
         let mut out = prompt.clone();
         let mut logprobs = Vec::new();
         let mut next = prompt.clone();
@@ -882,7 +951,7 @@ impl WhisperDecoder {
     /// `encoder_out`, as transformers' `detect_language` picks it.
     pub fn detect_language(
         &self,
-        encoder_out: &Tensor,
+        encoder_out: &impl Encoded,
         start: u32,
         languages: &[u32],
     ) -> Result<Vec<u32>> {
@@ -892,7 +961,7 @@ impl WhisperDecoder {
                 "language detection needs language tokens inside the vocabulary of {vocab}"
             )));
         }
-        let mut cache = self.start(encoder_out)?;
+        let mut cache = encoder_out.fresh(self)?;
         let rows = vec![vec![start]; cache.batch];
         let logits = self.forward(&mut cache, &rows, true)?.to_vec()?;
         Ok(logits

@@ -18,8 +18,8 @@ pub use align::{
 pub use cpu::log_mel_cpu_fft;
 pub use decode::{decode_file, load_16k, resample, Audio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 pub use decoder::{
-    BeamOptions, DecoderCache, GreedyOptions, TimestampRules, WhisperDecoder, WhisperGeneration,
-    WhisperTokenizer,
+    BeamOptions, DecoderCache, Encoded, GreedyOptions, TimestampRules, WhisperDecoder,
+    WhisperGeneration, WhisperTokenizer,
 };
 pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};

@@ -411,7 +411,11 @@ pub fn transcribe(
     while seek < frames {
         progress(seek, frames, &segments);
         let (input, take) = window_features(gpu, features, n_mels, frames, seek)?;
-        let states = encoder.forward(&input)?;
+        let encoded = encoder.forward(&input)?;
+        let positions = encoded.shape()[1];
+        // The cross-attention keys and values, projected once for every use of the window.
+        let states = decoder.start(&encoded)?;
+        drop(encoded);
         let mut prompt = window_prefix(condition, &t.prompt_ids, &history, begin, max_positions);
         let sot = prompt.len();
         prompt.extend_from_slice(&options.prompt);
@@ -481,7 +485,7 @@ pub fn transcribe(
                     a.heads.len(),
                     all.len(),
                     len,
-                    states.shape()[1],
+                    positions,
                     a.frames.map(|f| f.saturating_sub(seek)),
                     a.median_filter_width,
                 )

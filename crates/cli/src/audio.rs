@@ -369,7 +369,9 @@ fn transcribe(args: &TranscribeArgs) -> Result<(), BoxError> {
     let mut options = m.generation.greedy_options(Vec::new(), args.max_tokens);
     for (g, group) in windows.chunks(WINDOWS_PER_BATCH).enumerate() {
         let refs: Vec<&[f32]> = group.iter().map(Vec::as_slice).collect();
-        let states = m.encoder.forward(&front.whisper_features(&refs)?)?;
+        let encoded = m.encoder.forward(&front.whisper_features(&refs)?)?;
+        // The cross-attention keys and values, projected once for detection and decoding.
+        let states = m.decoder.start(&encoded)?;
         // Start, language, task (and <|notimestamps|>) per window; the prompt text before.
         let inits: Vec<Vec<u32>> = match &detect {
             Some(languages) => m
@@ -393,7 +395,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<(), BoxError> {
                 let mut out = Vec::with_capacity(prompts.len());
                 for (i, prompt) in prompts.iter().enumerate() {
                     options.prompt = prompt.clone();
-                    out.extend(m.decoder.generate(&states.narrow(0, i, 1)?, &options)?);
+                    out.extend(m.decoder.generate(&encoded.narrow(0, i, 1)?, &options)?);
                 }
                 out
             }
