@@ -7,7 +7,9 @@ records what transformers computes from the cross-attention of those heads:
 
   generate(return_timestamps=True, return_token_timestamps=True, return_segments=True) with the
   feature extractor's attention mask (so the attention is cropped to the recording), on the
-  timestamp fixture's 12 s and 75 s clips (greedy) and the 75 s clip by beam search (4 beams):
+  timestamp fixture's 12 s and 75 s clips (greedy), the 75 s clip by beam search (4 beams), and
+  a 4 s clip whose later windows start past its end (transformers then cuts the attention with
+  a negative bound):
   every segment's tokens and their `token_timestamps`; and the matrix dynamic time warping
   aligned in the 12 s clip's first window.
 
@@ -73,7 +75,8 @@ def main():
 
     generation_whisper._dynamic_time_warping = recording
     tensors = {}
-    for case, seconds, beams in [("short", 12, 1), ("long", 75, 1), ("long_beams", 75, BEAMS)]:
+    for case, seconds, beams in [("short", 12, 1), ("long", 75, 1), ("long_beams", 75, BEAMS),
+                                 ("tiny", 4, 1)]:
         pcm = clip(seconds)
         inputs = fe(pcm, sampling_rate=16000, return_tensors="pt", return_attention_mask=True,
                     **({} if seconds <= 30 else {"truncation": False, "padding": "longest"}))
@@ -89,7 +92,8 @@ def main():
         tensors[f"{case}_lengths"] = torch.tensor([len(s["tokens"]) for s in segs], dtype=torch.int32)
         tensors[f"{case}_times"] = torch.cat([s["token_timestamps"] for s in segs]).to(torch.float32)
         tensors[f"{case}_frames"] = inputs["attention_mask"].sum(-1).to(torch.int32)
-        print(case, len(segs), "segments", tensors[f"{case}_times"][:12].tolist())
+        print(case, len(segs), "segments", [float(s["start"]) for s in segs],
+              tensors[f"{case}_times"][:12].tolist())
         if case == "short":
             # DTW gets the negated matrix in f64; kept as the f32 values it came from.
             tensors["short_matrix"] = torch.from_numpy(-matrices[0]).to(torch.float32).contiguous()

@@ -190,17 +190,22 @@ pub fn alignment_matrix(
 /// window) of each of `tokens` tokens — the prompt's `prompt_len` first, then those generated —
 /// from the attention `weights` (`[heads, tokens − 1, positions]`: every token but the last
 /// read by the decoder). The prompt's tokens get 0; the rows of the generated tokens are aligned
-/// by [`alignment_matrix`] and [`dynamic_time_warping`] (the window's attention cut to
-/// `frames / 2` positions where the window holds `frames` mel frames of the recording) and each
-/// gets the time of the first position its row reaches; the last token repeats the time before
-/// it.
+/// by [`alignment_matrix`] and [`dynamic_time_warping`] and each gets the time of the first
+/// position its row reaches; the last token repeats the time before it.
+///
+/// `frames` is the recording's mel frames from the window's start on (`None`: the whole
+/// window): the attention is cut to its first `frames / 2` positions as transformers slices
+/// it. A window that starts past the recording's end (a negative count: clips under 30 s are
+/// padded to 30 s) is cut as transformers' two slices with a negative bound cut it — all but
+/// the last `2 · ⌈−frames / 2⌉` positions —, and an empty cut aligns every row before the
+/// first position (−0.02 s).
 pub fn token_timestamps(
     weights: &[f32],
     heads: usize,
     tokens: usize,
     prompt_len: usize,
     positions: usize,
-    frames: Option<usize>,
+    frames: Option<isize>,
     median_filter_width: usize,
 ) -> Vec<f32> {
     let fed = tokens.saturating_sub(1);
@@ -209,7 +214,13 @@ pub fn token_timestamps(
     if rows == 0 {
         return times;
     }
-    let cols = frames.map_or(positions, |f| (f / 2).min(positions));
+    // transformers slices `[..., : frames // 2]` twice (for the batch, then for the entry):
+    // floor division, and a negative bound counts from the end each time.
+    let cols = match frames.map(|f| f.div_euclid(2)) {
+        None => positions,
+        Some(end) if end >= 0 => (end as usize).min(positions),
+        Some(end) => positions.saturating_sub(2 * end.unsigned_abs()),
+    };
     // The generated tokens' rows of every head, the prompt's left out.
     let mut kept = Vec::with_capacity(heads * rows * positions);
     for head in weights.chunks(fed * positions).take(heads) {

@@ -486,7 +486,7 @@ pub fn transcribe(
                     all.len(),
                     len,
                     positions,
-                    a.frames.map(|f| f.saturating_sub(seek)),
+                    a.frames.map(|f| f as isize - seek as isize),
                     a.median_filter_width,
                 )
             }
