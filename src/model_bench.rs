@@ -32,7 +32,8 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// by dynamic time warping on the CPU), `amused-256-step` (one
 /// unmasking step of aMUSEd-256's transformer: 16×16 tokens, the guided batch of 2, the draw
 /// of every token and its read-back), `amused-256-vqgan` (its VQ-GAN decoding 16×16 tokens to a
-/// 256×256 image).
+/// 256×256 image), `amused-512-vqgan` (the same VQ-GAN, 32×32 tokens to 512×512: activations of
+/// 256 MiB in f32, held in channel parts where a binding is smaller).
 pub const MODELS: &[&str] = &[
     "vit-b16",
     "vit-b16-b8",
@@ -46,6 +47,7 @@ pub const MODELS: &[&str] = &[
     "whisper-base-align",
     "amused-256-step",
     "amused-256-vqgan",
+    "amused-512-vqgan",
 ];
 
 /// A deterministic input in [−0.5, 0.5) of `shape`.
@@ -233,11 +235,12 @@ impl ModelBench {
                     }),
                 }
             }
-            "amused-256-vqgan" => {
+            "amused-256-vqgan" | "amused-512-vqgan" => {
+                // aMUSEd-512's VQ-GAN is aMUSEd-256's, over 32×32 tokens.
                 let config = amused_256_vq();
                 // diffusers runs the VQ-GAN in f32 (force_upcast); so does the pipeline.
                 let model = VqDecoder::new(&config, &Weights::random(gpu, DType::F32)?)?;
-                let side = 16;
+                let side = if name == "amused-512-vqgan" { 32 } else { 16 };
                 let ids: Vec<u32> = (0..side * side).map(|i| (i * 131 % 8192) as u32).collect();
                 let px = side * config.scale_factor();
                 ModelBench {

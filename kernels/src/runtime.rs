@@ -371,7 +371,8 @@ impl Gpu {
         if let Some(cap) = options.max_binding {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
-            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+            // The uniform arena keeps its 64 KiB under caps below it (tests' tiny bindings).
+            limits.max_buffer_size = limits.max_buffer_size.min(cap.max(ARENA_BYTES));
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tessera"),

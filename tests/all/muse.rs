@@ -121,6 +121,38 @@ fn vq_decoder_matches_diffusers() {
     }
 }
 
+/// With buffers capped below the decoder's activations (as aMUSEd-512's 512×512 levels pass
+/// WebGPU's and lavapipe's 128 MiB), activations are held in channel parts: the same image.
+#[test]
+fn vq_decoder_in_parts_past_a_binding_matches_diffusers() {
+    let r = Reference::load("amused");
+    let dir = model_dir("amused").join("vqvae");
+    // 40 KiB: every weight fits (the largest is 36 KiB), the 16×16 level's 64 KiB
+    // activations of 32 channels do not.
+    let options = tessera::GpuOptions {
+        max_binding: Some(40 << 10),
+        ..tessera::GpuOptions::from_env().unwrap()
+    };
+    let g = std::sync::Arc::new(tessera::Gpu::new(&options).unwrap());
+    let w = Weights::open(&g, &dir, DType::F32).unwrap();
+    let vq = VqDecoder::new(&VqConfig::load(&dir).unwrap(), &w).unwrap();
+    let (s, tokens) = r.ints("vq_tokens");
+    assert!(vq.largest_activation_bytes((s[1], s[2])) * s[0] as u64 > 40 << 10);
+    let img = vq.decode(&tokens, s[0], (s[1], s[2])).unwrap();
+    let (ws, want) = r.get("vq_image");
+    assert_eq!(img.shape(), ws.as_slice());
+    let e = rel_error(&img.to_vec().unwrap(), &want);
+    assert!(e < TOL, "{e}");
+    // One GroupNorm group of the largest level must still fit a binding: 4 channels of a
+    // 64×64 image are 64 KiB.
+    assert!(vq.smallest_part_bytes((16, 16)) > 40 << 10);
+    let e = vq
+        .decode(&vec![0; 256], 1, (16, 16))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ask for a smaller image"), "{e}");
+}
+
 #[test]
 fn scheduler_step_matches_diffusers() {
     let r = Reference::load("amused");

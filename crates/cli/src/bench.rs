@@ -33,7 +33,8 @@ pub enum BenchCommand {
         dtype: DType,
         /// Comma-separated models (vit-b16, vit-b16-b8, clip-b32-image, clip-b32-text,
         /// whisper-tiny, whisper-base, whisper-base-decode, whisper-base-decode-timestamps,
-        /// whisper-base-decode-beams, whisper-base-align, amused-256-step, amused-256-vqgan).
+        /// whisper-base-decode-beams, whisper-base-align, amused-256-step, amused-256-vqgan,
+        /// amused-512-vqgan).
         #[arg(
             long,
             default_value = "vit-b16,vit-b16-b8,clip-b32-image,clip-b32-text,whisper-tiny,whisper-base,whisper-base-decode",

@@ -393,11 +393,12 @@ impl Amused {
         let grid = (height / s, width / s);
         let seq = grid.0 * grid.1;
         let guided = opts.guidance_scale > 1.0;
-        // What must fit one buffer binding: the VQ-GAN's largest activation per image, and the
-        // logits of a step; prompts past the latter go in several batches.
+        // What must fit one buffer binding: a part of the VQ-GAN's activations per image (one
+        // GroupNorm group, or the image), and the logits of a step; prompts past the latter go
+        // in several batches.
         let gpu = self.transformer.gpu();
         let limit = gpu.max_binding();
-        let vq_bytes = self.vqvae.largest_activation_bytes(grid);
+        let vq_bytes = self.vqvae.smallest_part_bytes(grid);
         let logits_bytes = ((1 + guided as usize)
             * seq
             * self.transformer.config().codebook_size
@@ -408,7 +409,7 @@ impl Amused {
                  most {} MiB: ask for a smaller image",
                 vq_bytes.max(logits_bytes) >> 20,
                 if vq_bytes > logits_bytes {
-                    "the VQ-GAN's activations"
+                    "one GroupNorm group of the VQ-GAN's activations"
                 } else {
                     "a step's logits"
                 },

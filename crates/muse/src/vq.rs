@@ -149,6 +149,84 @@ impl VqConfig {
     }
 }
 
+/// How activations are held: each `[batch, channels, h, w]` activation as consecutive channel
+/// slices ("parts"), as few as fit a buffer binding, each of whole GroupNorm groups — one part
+/// whenever the activation fits. GroupNorm is per group, SiLU, upsampling and additions per
+/// element, and a convolution sums over its input parts, so a decoding whose activations pass
+/// the binding (aMUSEd-512's 512×512 levels: 256 MiB in f32, past WebGPU's and lavapipe's
+/// 128 MiB) runs on the same kernels.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Values per channel: batch × height × width.
+    per_channel: usize,
+    /// Bytes per value.
+    size: usize,
+    /// Bytes one part may hold.
+    limit: u64,
+    /// GroupNorm groups (of every GroupNorm-carried activation).
+    groups: usize,
+}
+
+impl Layout {
+    /// The channel counts of the parts of a `channels`-channel activation.
+    fn split(&self, channels: usize) -> Result<Vec<usize>> {
+        self.split_units(channels, channels / self.groups)
+    }
+
+    /// The channel counts of parts of whole `unit`s of channels.
+    fn split_units(&self, channels: usize, unit: usize) -> Result<Vec<usize>> {
+        let units = channels / unit;
+        let unit_bytes = (unit * self.per_channel * self.size) as u64;
+        if unit_bytes > self.limit {
+            return Err(NnError::Input(format!(
+                "{unit} channels of {} values each ({} MiB) do not fit this adapter's {} MiB \
+                 buffer binding: ask for a smaller image",
+                self.per_channel,
+                unit_bytes >> 20,
+                self.limit >> 20
+            )));
+        }
+        let per_part = ((self.limit / unit_bytes) as usize).min(units);
+        let parts = units.div_ceil(per_part);
+        // As even as whole units allow.
+        let per_part = units.div_ceil(parts);
+        Ok((0..units)
+            .step_by(per_part)
+            .map(|u| (units - u).min(per_part) * unit)
+            .collect())
+    }
+
+    /// `parts` cut into smaller ones where one would not fit this layout (each part on its
+    /// own, at GroupNorm group boundaries): the parts of an activation before it is upsampled
+    /// into this layout.
+    fn refine(&self, parts: &[Tensor]) -> Result<Vec<Tensor>> {
+        let channels: usize = parts.iter().map(|p| p.shape()[1]).sum();
+        let unit = channels / self.groups;
+        let mut out = Vec::new();
+        for part in parts {
+            let split = self.split_units(part.shape()[1], unit)?;
+            if split.len() == 1 {
+                out.push(part.clone());
+                continue;
+            }
+            let mut c = 0;
+            for pc in split {
+                out.push(part.narrow(1, c, pc)?.contiguous()?);
+                c += pc;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The layout after a nearest ×2 upsampling.
+    fn upsampled(self) -> Layout {
+        Layout {
+            per_channel: self.per_channel * 4,
+            ..self
+        }
+    }
+}
+
 /// A convolution's weight and bias with its padding.
 struct Conv {
     weight: Tensor,
@@ -165,15 +243,48 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn conv(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         Ok(x.conv2d(
-            &self.weight,
+            weight,
             &ConvOptions {
                 padding: (self.padding, self.padding),
-                bias: Some(&self.bias),
+                bias,
                 ..ConvOptions::default()
             },
         )?)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv(x, &self.weight, Some(&self.bias))
+    }
+
+    /// The convolution of the parts `x` into parts of `split` channels each: per output part,
+    /// the sum of its weights' slice over each input part.
+    fn forward_parts(&self, x: &[Tensor], split: &[usize]) -> Result<Vec<Tensor>> {
+        if let ([x], [_]) = (x, split) {
+            return Ok(vec![self.forward(x)?]);
+        }
+        let mut out = Vec::with_capacity(split.len());
+        let mut o = 0;
+        for &oc in split {
+            let w = self.weight.narrow(0, o, oc)?;
+            let bias = self.bias.narrow(0, o, oc)?.contiguous()?;
+            let mut sum: Option<Tensor> = None;
+            let mut i = 0;
+            for part in x {
+                let ic = part.shape()[1];
+                let slice = w.narrow(1, i, ic)?.contiguous()?;
+                let y = self.conv(part, &slice, sum.is_none().then_some(&bias))?;
+                sum = Some(match sum {
+                    None => y,
+                    Some(s) => s.add(&y)?,
+                });
+                i += ic;
+            }
+            out.push(sum.expect("at least one input part"));
+            o += oc;
+        }
+        Ok(out)
     }
 }
 
@@ -193,14 +304,31 @@ impl NormAct {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.group_norm_with(
-            self.groups,
-            Some(&self.weight),
-            Some(&self.bias),
-            1e-6,
-            Activation::Silu,
-        )?)
+    /// Each part with its channels' groups and affine values.
+    fn forward_parts(&self, x: &[Tensor]) -> Result<Vec<Tensor>> {
+        let unit = self.weight.shape()[0] / self.groups;
+        let mut c = 0;
+        x.iter()
+            .map(|part| {
+                let pc = part.shape()[1];
+                let (weight, bias) = if pc == self.weight.shape()[0] {
+                    (self.weight.clone(), self.bias.clone())
+                } else {
+                    (
+                        self.weight.narrow(0, c, pc)?.contiguous()?,
+                        self.bias.narrow(0, c, pc)?.contiguous()?,
+                    )
+                };
+                c += pc;
+                Ok(part.group_norm_with(
+                    pc / unit,
+                    Some(&weight),
+                    Some(&bias),
+                    1e-6,
+                    Activation::Silu,
+                )?)
+            })
+            .collect()
     }
 }
 
@@ -228,14 +356,23 @@ impl ResnetBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?)?;
+    fn forward_parts(&self, x: &[Tensor], layout: Layout) -> Result<Vec<Tensor>> {
+        let split = layout.split(self.conv1.bias.shape()[0])?;
+        let h = self
+            .conv1
+            .forward_parts(&self.norm1.forward_parts(x)?, &split)?;
+        let h = self
+            .conv2
+            .forward_parts(&self.norm2.forward_parts(&h)?, &split)?;
         let skip = match &self.shortcut {
-            Some(s) => s.forward(x)?,
-            None => x.clone(),
+            Some(s) => s.forward_parts(x, &split)?,
+            // The same channels at the same layout: the same parts.
+            None => x.to_vec(),
         };
-        Ok(skip.add(&h)?)
+        skip.iter()
+            .zip(&h)
+            .map(|(s, h)| Ok(s.add(h)?))
+            .collect()
     }
 }
 
@@ -339,6 +476,24 @@ impl VqDecoder {
         largest as u64 * 4
     }
 
+    /// Bytes of the largest buffer decoding one `h × w` grid cannot do without: one GroupNorm
+    /// group of the widest level after its upsampling, or the image itself (activations past
+    /// a binding are held in parts of whole groups).
+    pub fn smallest_part_bytes(&self, (h, w): (usize, usize)) -> u64 {
+        let c = &self.config;
+        let chans = &c.block_out_channels;
+        let unit = |ch: usize| ch / c.norm_num_groups;
+        let mut px = h * w;
+        let mut largest = px * unit(*chans.last().expect("checked non-empty"));
+        for (i, &out) in chans.iter().rev().enumerate() {
+            if i + 1 < chans.len() {
+                px *= 4;
+            }
+            largest = largest.max(px * unit(out));
+        }
+        largest.max(px * c.out_channels) as u64 * self.codebook.dtype().size() as u64
+    }
+
     /// The image `[batch, out_channels, h·s, w·s]` (values around [0, 1], not clamped; `s` is
     /// [`VqConfig::scale_factor`]) of `batch` grids of `h × w` codebook indices.
     pub fn decode(&self, ids: &[u32], batch: usize, (h, w): (usize, usize)) -> Result<Tensor> {
@@ -364,18 +519,36 @@ impl VqDecoder {
             .transpose(2, 3)?
             .contiguous()?;
         let x = self.post_quant_conv.forward(&quant)?;
-        let mut x = self.conv_in.forward(&x)?;
+        let mut layout = Layout {
+            per_channel: batch * h * w,
+            size: self.codebook.dtype().size(),
+            limit: self.codebook.gpu().max_binding(),
+            groups: c.norm_num_groups,
+        };
+        let top = self.conv_in.bias.shape()[0];
+        let mut x = self.conv_in.forward_parts(&[x], &layout.split(top)?)?;
         for r in &self.mid {
-            x = r.forward(&x)?;
+            x = r.forward_parts(&x, layout)?;
         }
         for (resnets, sampler) in &self.up {
             for r in resnets {
-                x = r.forward(&x)?;
+                x = r.forward_parts(&x, layout)?;
             }
             if let Some(conv) = sampler {
-                x = conv.forward(&x.upsample_nearest2x()?)?;
+                layout = layout.upsampled();
+                let up = layout
+                    .refine(&x)?
+                    .iter()
+                    .map(|p| Ok(p.upsample_nearest2x()?))
+                    .collect::<Result<Vec<_>>>()?;
+                let split = layout.split(conv.bias.shape()[0])?;
+                x = conv.forward_parts(&up, &split)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&x)?)
+        let out = c.out_channels;
+        let rgb = self
+            .conv_out
+            .forward_parts(&self.norm_out.forward_parts(&x)?, &layout.split_units(out, out)?)?;
+        Ok(rgb.into_iter().next().expect("one part"))
     }
 }
