@@ -67,7 +67,7 @@ pub(crate) fn check_heads(heads: &[(usize, usize)], config: &WhisperConfig) -> R
 /// are.
 pub fn median_filter(values: &[f32], cols: usize, width: usize) -> Vec<f32> {
     let pad = width / 2;
-    if cols <= pad || cols == 0 {
+    if cols <= pad {
         return values.to_vec();
     }
     let mut out = Vec::with_capacity(values.len());
@@ -103,7 +103,7 @@ pub fn median_filter(values: &[f32], cols: usize, width: usize) -> Vec<f32> {
 /// cheapest monotonic path from the first cell to the last, as (row, column) index pairs in
 /// order. Costs accumulate in f32 as numpy's `float32` table holds them; ties prefer the
 /// diagonal, then the step down a row, then along a row, as transformers' comparisons do.
-/// Only a matrix with NaN can leave the path at index −1 (along the table's edge).
+/// A matrix without columns, or with NaN, leaves the path at index −1 (along the table's edge).
 pub fn dynamic_time_warping(matrix: &[f64], rows: usize, cols: usize) -> (Vec<isize>, Vec<isize>) {
     let (n, m) = (rows + 1, cols + 1);
     let mut cost = vec![f32::INFINITY; n * m];

@@ -369,10 +369,7 @@ impl ResnetBlock {
             // The same channels at the same layout: the same parts.
             None => x.to_vec(),
         };
-        skip.iter()
-            .zip(&h)
-            .map(|(s, h)| Ok(s.add(h)?))
-            .collect()
+        skip.iter().zip(&h).map(|(s, h)| Ok(s.add(h)?)).collect()
     }
 }
 
@@ -546,9 +543,10 @@ impl VqDecoder {
             }
         }
         let out = c.out_channels;
-        let rgb = self
-            .conv_out
-            .forward_parts(&self.norm_out.forward_parts(&x)?, &layout.split_units(out, out)?)?;
+        let rgb = self.conv_out.forward_parts(
+            &self.norm_out.forward_parts(&x)?,
+            &layout.split_units(out, out)?,
+        )?;
         Ok(rgb.into_iter().next().expect("one part"))
     }
 }
