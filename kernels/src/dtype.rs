@@ -29,6 +29,20 @@ impl DType {
         }
     }
 
+    /// Little-endian elements of this type (as a buffer holds them) as f32.
+    pub fn values(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                .collect(),
+        }
+    }
+
     /// The WGSL scalar type name.
     pub fn wgsl(self) -> &'static str {
         match self {

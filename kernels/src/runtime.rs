@@ -296,6 +296,11 @@ pub struct Gpu {
 
 static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
 
+/// What the blocking calls say in a browser.
+#[cfg(target_arch = "wasm32")]
+const BROWSER_WAIT: &str = "a browser cannot wait for the GPU: open the device with \
+    Gpu::new_async and read results with the _async reads";
+
 /// Whether the adapter `info` describes runs on the CPU (lavapipe, llvmpipe, WARP,
 /// SwiftShader).
 fn runs_on_cpu(info: &wgpu::AdapterInfo) -> bool {
@@ -312,16 +317,62 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
-fn adapters(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+async fn adapters(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
     let instance = wgpu::Instance::new(desc);
-    let list = pollster::block_on(instance.enumerate_adapters(backends));
+    let list = instance.enumerate_adapters(backends).await;
     (instance, list)
 }
 
+/// The best adapter of `backends` whose name contains `wanted` (lower case).
+async fn pick(
+    backends: wgpu::Backends,
+    wanted: Option<&str>,
+) -> Option<(wgpu::Instance, wgpu::Adapter)> {
+    let (instance, list) = adapters(backends).await;
+    let best = list
+        .into_iter()
+        .filter(|a| wanted.is_none_or(|w| a.get_info().name.to_lowercase().contains(w)))
+        .min_by_key(|a| rank(a.get_info().device_type));
+    best.map(|a| (instance, a))
+}
+
+/// A one-shot value a wgpu callback hands to an `async` reader.
+struct Handoff<T>(Arc<Mutex<(Option<T>, Option<std::task::Waker>)>>);
+
+impl<T> Handoff<T> {
+    fn new() -> (Handoff<T>, impl FnOnce(T)) {
+        let slot = Arc::new(Mutex::new((None, None::<std::task::Waker>)));
+        let sender = slot.clone();
+        let send = move |value: T| {
+            let mut s = sender.lock().unwrap();
+            s.0 = Some(value);
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        };
+        (Handoff(slot), send)
+    }
+}
+
+impl<T> std::future::Future for Handoff<T> {
+    type Output = T;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let mut s = self.0.lock().unwrap();
+        match s.0.take() {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
 impl Gpu {
-    /// The process-wide device chosen by [`GpuOptions::from_env`], opened on first use.
+    /// The process-wide device chosen by [`GpuOptions::from_env`], opened on first use (in
+    /// browsers an error, as [`Gpu::new`]).
     pub fn shared() -> Result<Arc<Gpu>> {
         let mut shared = SHARED.lock().unwrap();
         if let Some(gpu) = shared.as_ref() {
@@ -332,25 +383,39 @@ impl Gpu {
         Ok(gpu)
     }
 
-    /// Opens the best adapter the options allow: discrete > integrated > virtual > CPU.
+    /// Opens the best adapter the options allow: discrete > integrated > virtual > CPU. In
+    /// browsers, which cannot wait, an error: [`Gpu::new_async`] opens one there.
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(Gpu::new_async(options))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = options;
+            Err(KernelError::Gpu(BROWSER_WAIT.into()))
+        }
+    }
+
+    /// [`Gpu::new`] as a future: what a browser (WebGPU, where the adapter and device come
+    /// from promises) awaits. Natively the same choice of adapter.
+    pub async fn new_async(options: &GpuOptions) -> Result<Gpu> {
         let wanted = options.adapter_name.as_ref().map(|s| s.to_lowercase());
-        let pick = |backends: wgpu::Backends| {
-            let (instance, list) = adapters(backends);
-            let best = list
-                .into_iter()
-                .filter(|a| {
-                    wanted
-                        .as_ref()
-                        .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
-                })
-                .min_by_key(|a| rank(a.get_info().device_type));
-            best.map(|a| (instance, a))
-        };
+        let wanted = wanted.as_deref();
         let found = match options.backend {
-            Some(b) => pick(b.flags()),
-            None => pick(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12)
-                .or_else(|| pick(wgpu::Backends::GL)),
+            Some(b) => pick(b.flags(), wanted).await,
+            None if cfg!(target_arch = "wasm32") => {
+                pick(wgpu::Backends::BROWSER_WEBGPU, wanted).await
+            }
+            None => match pick(
+                wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+                wanted,
+            )
+            .await
+            {
+                Some(found) => Some(found),
+                None => pick(wgpu::Backends::GL, wanted).await,
+            },
         };
         let Some((instance, adapter)) = found else {
             let mut filter = String::new();
@@ -374,18 +439,20 @@ impl Gpu {
             // The uniform arena keeps its 64 KiB under caps below it (tests' tiny bindings).
             limits.max_buffer_size = limits.max_buffer_size.min(cap.max(ARENA_BYTES));
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("tessera"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| KernelError::RequestDevice {
-            adapter: info.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tessera"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| KernelError::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
         let gpu_error = Arc::new(Mutex::new(None));
         let sink = gpu_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -706,21 +773,39 @@ impl Gpu {
             text.push('\n');
         }
         let source = specialize(&text, key.dtype);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(key.shader),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(KernelError::Shader {
-                shader: format!("{}/{}", key.shader, key.dtype),
-                reason: e.to_string(),
-            });
-        }
+        let module = self.validated(format!("{}/{}", key.shader, key.dtype), || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key.shader),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                })
+        })?;
         modules.insert((key.shader, key.dtype), module.clone());
         Ok(module)
+    }
+
+    /// Runs `make` (creating shader modules, layouts, pipelines) and returns a validation error
+    /// it raised as [`KernelError::Shader`] of `what`. In browsers, where the error arrives
+    /// only as a promise, an error reaches the device's error handler instead and the next
+    /// submission or read reports it.
+    fn validated<T>(&self, what: String, make: impl FnOnce() -> T) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let made = make();
+            match pollster::block_on(scope.pop()) {
+                Some(e) => Err(KernelError::Shader {
+                    shader: what,
+                    reason: e.to_string(),
+                }),
+                None => Ok(made),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = what;
+            Ok(make())
+        }
     }
 
     /// The pipeline for `key`, built on first use and cached.
@@ -769,39 +854,35 @@ impl Gpu {
                 count: None,
             })
             .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&name),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&name),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&name),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(key.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &key.constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(KernelError::Shader {
-                shader: name,
-                reason: e.to_string(),
-            });
-        }
+        let (layout, pipeline) = self.validated(name.clone(), || {
+            let layout = self
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&name),
+                    entries: &entries,
+                });
+            let pipeline_layout =
+                self.device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(&name),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+            let pipeline = self
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&name),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(key.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &key.constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                });
+            (layout, pipeline)
+        })?;
         let kernel = Arc::new(Kernel {
             pipeline,
             layout,
@@ -1092,8 +1173,23 @@ impl Gpu {
             .collect())
     }
 
-    /// Submits the recorded work and reads back the first `bytes` bytes of `buffer`.
+    /// Submits the recorded work and reads back the first `bytes` bytes of `buffer`. In
+    /// browsers, which cannot wait, an error: [`Gpu::read_async`] reads there.
     pub fn read(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.read_async(buffer, bytes))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (buffer, bytes);
+            Err(KernelError::Gpu(BROWSER_WAIT.into()))
+        }
+    }
+
+    /// [`Gpu::read`] as a future, which a browser awaits (natively it waits for the GPU
+    /// before it returns).
+    pub async fn read_async(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
         let padded = bytes.max(4).next_multiple_of(4);
         let staging = {
             let mut pool = self.staging.lock().unwrap();
@@ -1113,19 +1209,19 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
         let index = self.submit_recording(Some(encoder.finish()))?;
         let slice = staging.slice(0..padded);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        let (mapped, send) = Handoff::new();
+        slice.map_async(wgpu::MapMode::Read, send);
+        // Natively the callback runs inside the wait; in a browser when the promise settles.
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
                 timeout: None,
             })
             .map_err(|e| KernelError::Gpu(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| KernelError::Gpu(e.to_string()))?
-            .map_err(|e| KernelError::Gpu(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
+        mapped.await.map_err(|e| KernelError::Gpu(e.to_string()))?;
         let out = slice
             .get_mapped_range()
             .map_err(|e| KernelError::Gpu(e.to_string()))?[..bytes as usize]

@@ -170,3 +170,21 @@ fn oversized_buffers_are_refused() {
     let err = gpu.alloc("test", limit + 4).unwrap_err();
     assert!(matches!(err, KernelError::Limit { .. }), "{err}");
 }
+
+/// The `async` device and read-back (what a browser awaits) give what the blocking ones do.
+#[test]
+fn device_and_read_back_as_futures() {
+    let gpu = std::sync::Arc::new(
+        pollster::block_on(tessera::Gpu::new_async(
+            &tessera::GpuOptions::from_env().unwrap(),
+        ))
+        .unwrap(),
+    );
+    assert_eq!(gpu.info().name, crate::common::gpu().info().name);
+    let a = tessera::Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0], &[2, 2], tessera::DType::F32)
+        .unwrap();
+    let product = a.matmul(&a).unwrap();
+    let got = pollster::block_on(product.to_vec_async()).unwrap();
+    assert_eq!(got, vec![7.0, 10.0, 15.0, 22.0]);
+    assert_eq!(got, product.to_vec().unwrap());
+}

@@ -371,20 +371,22 @@ impl Tensor {
         self.transpose(rank - 2, rank - 1)
     }
 
-    /// Downloads the elements in row-major order as f32 (submits pending work and waits).
+    /// Downloads the elements in row-major order as f32 (submits pending work and waits; in
+    /// browsers, which cannot wait, an error: [`Tensor::to_vec_async`]).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let c = self.contiguous()?;
         let bytes = c.gpu.read(&c.buffer, (c.numel() * c.dtype.size()) as u64)?;
-        Ok(match c.dtype {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-                .collect(),
-        })
+        Ok(c.dtype.values(&bytes))
+    }
+
+    /// [`Tensor::to_vec`] as a future, which a browser awaits.
+    pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
+        let c = self.contiguous()?;
+        let bytes = c
+            .gpu
+            .read_async(&c.buffer, (c.numel() * c.dtype.size()) as u64)
+            .await?;
+        Ok(c.dtype.values(&bytes))
     }
 
     pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
