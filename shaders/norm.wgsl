@@ -103,7 +103,9 @@ fn load(base: u32, j: u32, first: bool) -> f32 {
     if HAS_RESIDUAL {
         if first {
             let v = f32(x[base + j]) + f32(residual[base + j]);
-            sum[base + j] = T(v);
+            if writes {
+                sum[base + j] = T(v);
+            }
             return v;
         }
         return f32(sum[base + j]);
@@ -134,13 +136,17 @@ fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     normalize_row(row, lid3.x);
 }
 
+// Whether this invocation stores its row. The serial entry point's invocations past the last
+// row run row 0 without storing instead of returning early: the code it shares with norm_rows
+// holds barriers (SERIAL skips them), which WGSL allows only in uniform control flow — browsers'
+// compilers check that statically.
+var<private> writes: bool = true;
+
 @compute @workgroup_size(64, 1, 1)
 fn norm_rows_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = gid.y * p.row_pitch + gid.x;
-    if row >= p.rows {
-        return;
-    }
-    normalize_row(row, 0u);
+    writes = row < p.rows;
+    normalize_row(select(0u, row, writes), 0u);
 }
 
 // Normalises one row; `lid` is this invocation's place among the step() sharing it.
@@ -159,7 +165,9 @@ fn normalize_row(row: u32, lid: u32) {
         }
         let inv = 1.0 / reduce_sum(s, lid);
         for (var j = lid; j < n; j += step()) {
-            out[base + j] = T(exp(p.scale * load(base, j, false) - m) * inv);
+            if writes {
+                out[base + j] = T(exp(p.scale * load(base, j, false) - m) * inv);
+            }
         }
         return;
     }
@@ -186,7 +194,9 @@ fn normalize_row(row: u32, lid: u32) {
         if HAS_BIAS {
             v += f32(bias[a]);
         }
-        out[base + j] = T(activate(v));
+        if writes {
+            out[base + j] = T(activate(v));
+        }
     }
 }
 

@@ -25,7 +25,8 @@ struct Params {
 
 const WG: u32 = 64u;
 // Below every finite f32: the value of a column masked to −∞ or of an empty range.
-const NONE: f32 = -3.4028235e38;
+// −FLT_MAX exactly (a decimal literal rounds past the range in some compilers).
+const NONE: f32 = -0x1.fffffep+127f;
 var<workgroup> best_v: array<f32, 64>;
 var<workgroup> best_i: array<u32, 64>;
 var<workgroup> sums: array<f32, 64>;

@@ -69,6 +69,24 @@ impl std::str::FromStr for DType {
     }
 }
 
+/// `source` as a browser's WGSL compiler takes it: modules that call subgroup built-ins
+/// declare `enable subgroups;` (which browsers require and naga, natively, does not take).
+pub fn for_browser(source: &str) -> String {
+    // A built-in function (`subgroupBroadcast`) or value (`subgroup_invocation_id`), not a
+    // comment's mention.
+    let uses = source.match_indices("subgroup").any(|(i, _)| {
+        let rest = &source[i + "subgroup".len()..];
+        rest.starts_with(|c: char| c.is_ascii_uppercase())
+            || rest.starts_with("_invocation_id")
+            || rest.starts_with("_size")
+    });
+    if uses {
+        format!("enable subgroups;\n{source}")
+    } else {
+        source.to_string()
+    }
+}
+
 /// The WGSL source of a shader file with its element type alias set to `dtype`.
 ///
 /// Every shader declares `alias T = f32;` once; for f16 the alias changes and `enable f16;`

@@ -25,7 +25,7 @@ pub mod stft;
 pub mod timestamp;
 pub mod topk;
 
-pub use dtype::{specialize, DType};
+pub use dtype::{for_browser, specialize, DType};
 pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
 pub use runtime::{

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
-use crate::dtype::{specialize, DType};
+use crate::dtype::{for_browser, specialize, DType};
 use crate::error::{KernelError, Result};
 use crate::pool::{
     size_class, GpuBuffer, Pool, PoolStats, PooledTexture, TexturePool, STORAGE_USAGE,
@@ -772,7 +772,10 @@ impl Gpu {
             }
             text.push('\n');
         }
-        let source = specialize(&text, key.dtype);
+        let mut source = specialize(&text, key.dtype);
+        if self.info.backend == wgpu::Backend::BrowserWebGpu {
+            source = for_browser(&source);
+        }
         let module = self.validated(format!("{}/{}", key.shader, key.dtype), || {
             self.device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -1,0 +1,216 @@
+//! Tessera in a browser: opens a WebGPU device, runs kernels of both families (the CPU
+//! drivers' texture kernels and the GPU family's buffer and workgroup-memory kernels) on
+//! awkward shapes, and checks each against a plain-Rust reference. `run()` resolves to a
+//! report, one line per check; a failed check rejects with its line.
+
+use std::sync::Arc;
+
+use tessera::{Activation, DType, Gpu, GpuOptions, KernelFamily, MatmulOptions, Tensor};
+use wasm_bindgen::prelude::*;
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn max_error(got: &[f32], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (f64::from(*g) - w).abs() / scale)
+        .fold(0.0, f64::max)
+}
+
+async fn checks(family: KernelFamily) -> Result<Vec<String>, String> {
+    let options = GpuOptions {
+        kernels: family,
+        ..GpuOptions::default()
+    };
+    let gpu = Arc::new(Gpu::new_async(&options).await.map_err(|e| e.to_string())?);
+    let info = gpu.info().clone();
+    let mut lines = vec![format!(
+        "{family:?} kernels on {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    )];
+    let err = |e: tessera::TensorError| e.to_string();
+
+    // C = gelu(A·Bᵀ + bias), B in Linear layout, awkward sizes.
+    let (m, n, k) = (77, 65, 33);
+    let (a, b, bias) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let ta = Tensor::from_slice(&gpu, &a, &[m, k], DType::F32).map_err(err)?;
+    let tb = Tensor::from_slice(&gpu, &b, &[n, k], DType::F32).map_err(err)?;
+    let tbias = Tensor::from_slice(&gpu, &bias, &[n], DType::F32).map_err(err)?;
+    let c = ta
+        .matmul_with(
+            &tb.t().map_err(err)?,
+            &MatmulOptions {
+                bias: Some(&tbias),
+                activation: Activation::GeluErf,
+                ..MatmulOptions::default()
+            },
+        )
+        .map_err(err)?;
+    let got = c.to_vec_async().await.map_err(err)?;
+    let mut want = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|kk| f64::from(a[i * k + kk]) * f64::from(b[j * k + kk]))
+                .sum();
+            want[i * n + j] = Activation::GeluErf.apply(s + f64::from(bias[j]));
+        }
+    }
+    let e = max_error(&got, &want);
+    lines.push(format!("matmul {m}x{n}x{k} + bias, gelu: max error {e:.2e}"));
+    if e > 1e-4 {
+        return Err(lines.join("\n"));
+    }
+
+    // Softmax over rows of 1500 (Whisper's positions).
+    let (rows, cols) = (5, 1500);
+    let x = values(rows * cols, 4);
+    let t = Tensor::from_slice(&gpu, &x, &[rows, cols], DType::F32).map_err(err)?;
+    let got = t.softmax(0.7).map_err(err)?.to_vec_async().await.map_err(err)?;
+    let mut want = vec![0f64; rows * cols];
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let m = row.iter().fold(f64::MIN, |m, &v| m.max(0.7 * f64::from(v)));
+        let sum: f64 = row.iter().map(|&v| (0.7 * f64::from(v) - m).exp()).sum();
+        for (c, &v) in row.iter().enumerate() {
+            want[r * cols + c] = (0.7 * f64::from(v) - m).exp() / sum;
+        }
+    }
+    let e = max_error(&got, &want);
+    lines.push(format!("softmax {rows}x{cols}: max error {e:.2e}"));
+    if e > 1e-4 {
+        return Err(lines.join("\n"));
+    }
+
+    // Causal attention, 3 heads of 64 over 37 tokens.
+    let (heads, len, dim) = (3, 37, 64);
+    let (q, kk, v) = (
+        values(len * heads * dim, 5),
+        values(len * heads * dim, 6),
+        values(len * heads * dim, 7),
+    );
+    let shape = [1, len, heads, dim];
+    let tq = Tensor::from_slice(&gpu, &q, &shape, DType::F32).map_err(err)?;
+    let tk = Tensor::from_slice(&gpu, &kk, &shape, DType::F32).map_err(err)?;
+    let tv = Tensor::from_slice(&gpu, &v, &shape, DType::F32).map_err(err)?;
+    let out = Tensor::attention(
+        &tq,
+        &tk,
+        &tv,
+        &tessera::AttentionOptions {
+            causal: true,
+            ..tessera::AttentionOptions::default()
+        },
+    )
+    .map_err(err)?;
+    let got = out.to_vec_async().await.map_err(err)?;
+    let scale = 1.0 / (dim as f64).sqrt();
+    let at = |x: &[f32], t: usize, h: usize, d: usize| f64::from(x[(t * heads + h) * dim + d]);
+    let mut want = vec![0f64; len * heads * dim];
+    for h in 0..heads {
+        for i in 0..len {
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| scale * (0..dim).map(|d| at(&q, i, h, d) * at(&kk, j, h, d)).sum::<f64>())
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+            for d in 0..dim {
+                want[(i * heads + h) * dim + d] = scores
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (s - m).exp() / sum * at(&v, j, h, d))
+                    .sum();
+            }
+        }
+    }
+    let e = max_error(&got, &want);
+    lines.push(format!("causal attention {heads}x{len}x{dim}: max error {e:.2e}"));
+    if e > 1e-4 {
+        return Err(lines.join("\n"));
+    }
+    // The blocking read says what to use instead.
+    match c.to_vec() {
+        Err(e) if e.to_string().contains("new_async") => {
+            lines.push("blocking read refused with a pointer to the async one".into())
+        }
+        other => return Err(format!("blocking read in a browser gave {other:?}")),
+    }
+    Ok(lines)
+}
+
+/// Every shader module, in f32 (and f16 where the adapter has it), compiled by the browser's
+/// WGSL compiler, which checks more than naga (barriers only in uniform control flow, through
+/// calls and early returns): one line per module that it refuses.
+async fn shaders() -> Result<Vec<String>, String> {
+    use tessera::kernels::{for_browser, specialize, wgpu, SHADERS};
+    let gpu = Gpu::new_async(&GpuOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut dtypes = vec![DType::F32];
+    if gpu.supports_f16() {
+        dtypes.push(DType::F16);
+    }
+    let mut refused = Vec::new();
+    let mut count = 0;
+    let subgroups = gpu.features().contains(wgpu::Features::SUBGROUP);
+    let mut skipped = 0;
+    for (name, files) in SHADERS {
+        let source: String = files.iter().map(|(_, text)| format!("{text}\n")).collect();
+        if for_browser(&source).starts_with("enable subgroups") && !subgroups {
+            skipped += 1;
+            continue;
+        }
+        for &dtype in &dtypes {
+            let scope = gpu
+                .device()
+                .push_error_scope(wgpu::ErrorFilter::Validation);
+            let _module = gpu
+                .device()
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(for_browser(&specialize(&source, dtype)).into()),
+                });
+            count += 1;
+            if let Some(e) = scope.pop().await {
+                refused.push(format!("{name} ({dtype}): {e}"));
+            }
+        }
+    }
+    let mut lines = vec![format!(
+        "{count} shader modules compiled by the browser ({}), {} refused{}",
+        dtypes.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        refused.len(),
+        if skipped > 0 {
+            format!(", {skipped} left out (they need subgroups, which this adapter lacks)")
+        } else {
+            String::new()
+        }
+    )];
+    if !refused.is_empty() {
+        lines.extend(refused);
+        return Err(lines.join("\n"));
+    }
+    Ok(lines)
+}
+
+/// Runs the checks on both kernel families; resolves to the report.
+#[wasm_bindgen]
+pub async fn run() -> Result<String, JsValue> {
+    let mut report = shaders().await.map_err(|e| JsValue::from_str(&e))?;
+    for family in [KernelFamily::Cpu, KernelFamily::Gpu] {
+        report.extend(checks(family).await.map_err(|e| JsValue::from_str(&e))?);
+    }
+    Ok(report.join("\n"))
+}
