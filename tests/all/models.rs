@@ -10,7 +10,7 @@ use tessera::audio::{
     CHUNK_SAMPLES,
 };
 use tessera::clip::{ClipModel, ClipTokenizer};
-use tessera::nn::{load_image, ImageProcessor};
+use tessera::nn::{load_image, ImageProcessor, Weights};
 use tessera::tensor::{Normalize, Pixels};
 use tessera::vit::{ViTForImageClassification, ViTModel};
 use tessera::{DType, Tensor};
@@ -125,6 +125,41 @@ fn dtypes() -> Vec<(DType, f32)> {
         out.push((DType::F16, F16_TOL));
     }
     out
+}
+
+/// A checkpoint handed over as bytes (what a browser fetches) loads as the folder does.
+#[test]
+fn vit_from_checkpoint_bytes_matches_transformers() {
+    let r = Reference::load("vit");
+    let (pixels, batch, size) = r.pixels_hwc("pixel_values");
+    let dir = model_dir("vit");
+    let config: tessera::vit::ViTConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let w = Weights::from_bytes(
+        &gpu(),
+        vec![("vit.safetensors".into(), bytes.clone())],
+        DType::F32,
+    )
+    .unwrap();
+    let model = ViTForImageClassification::new(&config, &w).unwrap();
+    let (logits, _) = model
+        .forward_pixels(Pixels::F32(&pixels), batch, size, &IDENTITY)
+        .unwrap();
+    check("logits", &logits, &r.get("logits"), F32_TOL);
+    // Truncated bytes are refused with the name they came under.
+    let e = Weights::from_bytes(
+        &gpu(),
+        vec![("vit.safetensors".into(), bytes[..100].to_vec())],
+        DType::F32,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("vit.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
 }
 
 #[test]

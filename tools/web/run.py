@@ -5,7 +5,7 @@
         target/wasm32-unknown-unknown/release/tessera_web_smoke.wasm
     python3 run.py [--chromium /usr/bin/chromium] [--timeout 300]
 
-Serves this folder on localhost, opens index.html in Chromium with WebGPU enabled (on a
+Serves the repository on localhost, opens index.html in Chromium with WebGPU enabled (on a
 machine without a GPU Chromium's WebGPU runs on its SwiftShader Vulkan), and waits for the page
 to POST its report. Exits 0 when every check passed.
 """
@@ -19,6 +19,8 @@ import tempfile
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The repository: the page fetches the test fixtures' checkpoints.
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def main():
@@ -31,7 +33,7 @@ def main():
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **k):
-            super().__init__(*a, directory=HERE, **k)
+            super().__init__(*a, directory=ROOT, **k)
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
@@ -48,7 +50,7 @@ def main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    url = f"http://127.0.0.1:{server.server_address[1]}/tools/web/index.html"
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
             [args.chromium, "--headless=new", "--no-sandbox", f"--user-data-dir={profile}",

@@ -15,9 +15,12 @@ type SizedEmbed = ((usize, usize), Arc<PatchEmbed>);
 /// resample the positions bicubically (`interpolate_pos_encoding=True`).
 pub struct PatchEmbedding {
     weight: Tensor,
-    bias: Option<Tensor>,
-    class: Tensor,
-    positions: Tensor,
+    /// The conv bias and its values.
+    bias: Option<(Tensor, Vec<f32>)>,
+    /// The class token and position table stay on the host: each image size's table is made
+    /// from them without reading the GPU back.
+    class: Vec<f32>,
+    positions: Vec<f32>,
     cached: Mutex<Option<SizedEmbed>>,
 }
 
@@ -48,19 +51,22 @@ impl PatchEmbedding {
         let rows = (image / patch).pow(2) + 1;
         let (class, positions) = if keys.batched {
             (
-                w.get(keys.class, &[1, 1, hidden])?.reshape(&[hidden])?,
-                w.get(keys.positions, &[1, rows, hidden])?
-                    .reshape(&[rows, hidden])?,
+                w.get_host(keys.class, &[1, 1, hidden])?,
+                w.get_host(keys.positions, &[1, rows, hidden])?,
             )
         } else {
             (
-                w.get(keys.class, &[hidden])?,
-                w.get(keys.positions, &[rows, hidden])?,
+                w.get_host(keys.class, &[hidden])?,
+                w.get_host(keys.positions, &[rows, hidden])?,
             )
+        };
+        let bias = match keys.bias {
+            Some(b) => Some((w.get(b, &[hidden])?, w.get_host(b, &[hidden])?)),
+            None => None,
         };
         Ok(PatchEmbedding {
             weight: w.get(keys.weight, &[hidden, 3, patch, patch])?,
-            bias: keys.bias.map(|b| w.get(b, &[hidden])).transpose()?,
+            bias,
             class,
             positions,
             cached: Mutex::new(None),
@@ -75,9 +81,9 @@ impl PatchEmbedding {
                 return Ok(pe.clone());
             }
         }
-        let pe = Arc::new(PatchEmbed::new(
+        let pe = Arc::new(PatchEmbed::from_host(
             &self.weight,
-            self.bias.as_ref(),
+            self.bias.as_ref().map(|(t, v)| (t, v.as_slice())),
             &self.class,
             &self.positions,
             size,

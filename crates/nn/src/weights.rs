@@ -46,9 +46,25 @@ struct Entry {
     bytes: Range<usize>,
 }
 
+/// A safetensors file's bytes: mapped from disk, or handed over in memory.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
 struct Checkpoint {
     dir: PathBuf,
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Bytes)>,
     tensors: HashMap<String, Entry>,
 }
 
@@ -118,8 +134,11 @@ impl Checkpoint {
                 detail: detail.into(),
             });
         };
-        let mut files = Vec::new();
-        let mut tensors = HashMap::new();
+        let mut checkpoint = Checkpoint {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            tensors: HashMap::new(),
+        };
         for name in names {
             if name.contains('/') || name.contains('\\') || name.contains("..") {
                 return Err(NnError::Folder {
@@ -129,30 +148,32 @@ impl Checkpoint {
             }
             let path = dir.join(&name);
             let map = map_file(&path)?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| NnError::Safetensors {
-                path: path.clone(),
-                detail: format!("corrupt or truncated safetensors file ({e})"),
-            })?;
-            let base = map.as_ptr() as usize;
-            for (key, view) in st.tensors() {
-                let start = view.data().as_ptr() as usize - base;
-                tensors.insert(
-                    key,
-                    Entry {
-                        file: files.len(),
-                        dtype: view.dtype(),
-                        shape: view.shape().to_vec(),
-                        bytes: start..start + view.data().len(),
-                    },
-                );
-            }
-            files.push((path, map));
+            checkpoint.add(path, Bytes::Mapped(map))?;
         }
-        Ok(Checkpoint {
-            dir: dir.to_path_buf(),
-            files,
-            tensors,
-        })
+        Ok(checkpoint)
+    }
+
+    /// Indexes the tensors of one safetensors file.
+    fn add(&mut self, path: PathBuf, bytes: Bytes) -> Result<()> {
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| NnError::Safetensors {
+            path: path.clone(),
+            detail: format!("corrupt or truncated safetensors file ({e})"),
+        })?;
+        let base = bytes.as_ptr() as usize;
+        for (key, view) in st.tensors() {
+            let start = view.data().as_ptr() as usize - base;
+            self.tensors.insert(
+                key,
+                Entry {
+                    file: self.files.len(),
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    bytes: start..start + view.data().len(),
+                },
+            );
+        }
+        self.files.push((path, bytes));
+        Ok(())
     }
 
     fn entry(&self, key: &str) -> Result<&Entry> {
@@ -214,6 +235,26 @@ impl Weights {
         gpu.check_dtype("load", dtype)?;
         Ok(Weights {
             source: Arc::new(Source::Files(Checkpoint::open(dir)?)),
+            gpu: gpu.clone(),
+            dtype,
+            prefix: String::new(),
+        })
+    }
+
+    /// A checkpoint already in memory: safetensors files as (name, bytes) — what a browser
+    /// fetched, or what an application embeds. Names only label messages.
+    pub fn from_bytes(gpu: &Arc<Gpu>, files: Vec<(String, Vec<u8>)>, dtype: DType) -> Result<Self> {
+        gpu.check_dtype("load", dtype)?;
+        let mut checkpoint = Checkpoint {
+            dir: PathBuf::from("(in memory)"),
+            files: Vec::new(),
+            tensors: HashMap::new(),
+        };
+        for (name, bytes) in files {
+            checkpoint.add(PathBuf::from(name), Bytes::Owned(bytes))?;
+        }
+        Ok(Weights {
+            source: Arc::new(Source::Files(checkpoint)),
             gpu: gpu.clone(),
             dtype,
             prefix: String::new(),

@@ -46,6 +46,34 @@ impl PatchEmbed {
         positions: &Tensor,
         image: (usize, usize),
     ) -> Result<Self> {
+        let p = positions.shape();
+        if p.len() != 2 {
+            return Err(TensorError::Shape {
+                op: "patch_embed",
+                detail: format!("positions must be [1 + g², hidden], got {p:?}"),
+            });
+        }
+        let bias_values = bias.map(Tensor::to_vec).transpose()?;
+        Self::from_host(
+            weight,
+            bias.zip(bias_values.as_deref()),
+            &class.to_vec()?,
+            &positions.to_vec()?,
+            image,
+        )
+    }
+
+    /// [`PatchEmbed::new`] from the class token, position table (row-major `[1 + g·g,
+    /// hidden]`) and bias values on the host — what a loader has without reading anything
+    /// back from the GPU (which a browser cannot wait for); the bias comes as its tensor and
+    /// its values.
+    pub fn from_host(
+        weight: &Tensor,
+        bias: Option<(&Tensor, &[f32])>,
+        class: &[f32],
+        positions: &[f32],
+        image: (usize, usize),
+    ) -> Result<Self> {
         const OP: &str = "patch_embed";
         let w = weight.shape();
         if w.len() != 4 || w[1] != 3 || w[2] != w[3] {
@@ -65,24 +93,28 @@ impl PatchEmbed {
             });
         }
         let grid = (image.0 / patch, image.1 / patch);
-        let p = positions.shape();
-        let rows = if p.len() == 2 { p[0] } else { 0 };
+        let rows = positions.len() / hidden;
         let side = (rows.saturating_sub(1) as f64).sqrt().round() as usize;
-        if p.len() != 2 || p[1] != hidden || side * side + 1 != rows {
+        if positions.len() % hidden != 0 || side * side + 1 != rows {
             return Err(TensorError::Shape {
                 op: OP,
-                detail: format!("positions must be [1 + g², {hidden}], got {p:?}"),
+                detail: format!(
+                    "positions must be [1 + g², {hidden}], got {} values",
+                    positions.len()
+                ),
             });
         }
-        if class.shape() != [hidden] || bias.is_some_and(|b| b.shape() != [hidden]) {
+        if class.len() != hidden
+            || bias.is_some_and(|(b, v)| b.shape() != [hidden] || v.len() != hidden)
+        {
             return Err(TensorError::Shape {
                 op: OP,
                 detail: format!("class token and bias must be [{hidden}]"),
             });
         }
-        let pos = positions.to_vec()?;
-        let cls = class.to_vec()?;
-        let b = bias.map(Tensor::to_vec).transpose()?;
+        let (pos, cls) = (positions, class);
+        let b = bias.map(|(_, v)| v);
+        let bias = bias.map(|(t, _)| t);
         let mut table = Vec::with_capacity((grid.0 * grid.1 + 1) * hidden);
         table.extend((0..hidden).map(|d| cls[d] + pos[d] - b.as_ref().map_or(0.0, |b| b[d])));
         if (side, side) == grid {

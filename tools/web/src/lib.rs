@@ -1,7 +1,8 @@
 //! Tessera in a browser: opens a WebGPU device, runs kernels of both families (the CPU
 //! drivers' texture kernels and the GPU family's buffer and workgroup-memory kernels) on
 //! awkward shapes, and checks each against a plain-Rust reference. `run()` resolves to a
-//! report, one line per check; a failed check rejects with its line.
+//! report, one line per check; a failed check rejects with its line. `run_vit()` loads a ViT
+//! checkpoint from fetched bytes and checks its logits against transformers'.
 
 use std::sync::Arc;
 
@@ -69,7 +70,9 @@ async fn checks(family: KernelFamily) -> Result<Vec<String>, String> {
         }
     }
     let e = max_error(&got, &want);
-    lines.push(format!("matmul {m}x{n}x{k} + bias, gelu: max error {e:.2e}"));
+    lines.push(format!(
+        "matmul {m}x{n}x{k} + bias, gelu: max error {e:.2e}"
+    ));
     if e > 1e-4 {
         return Err(lines.join("\n"));
     }
@@ -78,7 +81,12 @@ async fn checks(family: KernelFamily) -> Result<Vec<String>, String> {
     let (rows, cols) = (5, 1500);
     let x = values(rows * cols, 4);
     let t = Tensor::from_slice(&gpu, &x, &[rows, cols], DType::F32).map_err(err)?;
-    let got = t.softmax(0.7).map_err(err)?.to_vec_async().await.map_err(err)?;
+    let got = t
+        .softmax(0.7)
+        .map_err(err)?
+        .to_vec_async()
+        .await
+        .map_err(err)?;
     let mut want = vec![0f64; rows * cols];
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
@@ -122,7 +130,12 @@ async fn checks(family: KernelFamily) -> Result<Vec<String>, String> {
     for h in 0..heads {
         for i in 0..len {
             let scores: Vec<f64> = (0..=i)
-                .map(|j| scale * (0..dim).map(|d| at(&q, i, h, d) * at(&kk, j, h, d)).sum::<f64>())
+                .map(|j| {
+                    scale
+                        * (0..dim)
+                            .map(|d| at(&q, i, h, d) * at(&kk, j, h, d))
+                            .sum::<f64>()
+                })
                 .collect();
             let m = scores.iter().cloned().fold(f64::MIN, f64::max);
             let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
@@ -136,7 +149,9 @@ async fn checks(family: KernelFamily) -> Result<Vec<String>, String> {
         }
     }
     let e = max_error(&got, &want);
-    lines.push(format!("causal attention {heads}x{len}x{dim}: max error {e:.2e}"));
+    lines.push(format!(
+        "causal attention {heads}x{len}x{dim}: max error {e:.2e}"
+    ));
     if e > 1e-4 {
         return Err(lines.join("\n"));
     }
@@ -173,14 +188,14 @@ async fn shaders() -> Result<Vec<String>, String> {
             continue;
         }
         for &dtype in &dtypes {
-            let scope = gpu
-                .device()
-                .push_error_scope(wgpu::ErrorFilter::Validation);
+            let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
             let _module = gpu
                 .device()
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(for_browser(&specialize(&source, dtype)).into()),
+                    source: wgpu::ShaderSource::Wgsl(
+                        for_browser(&specialize(&source, dtype)).into(),
+                    ),
                 });
             count += 1;
             if let Some(e) = scope.pop().await {
@@ -190,7 +205,11 @@ async fn shaders() -> Result<Vec<String>, String> {
     }
     let mut lines = vec![format!(
         "{count} shader modules compiled by the browser ({}), {} refused{}",
-        dtypes.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        dtypes
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         refused.len(),
         if skipped > 0 {
             format!(", {skipped} left out (they need subgroups, which this adapter lacks)")
@@ -213,4 +232,89 @@ pub async fn run() -> Result<String, JsValue> {
         report.extend(checks(family).await.map_err(|e| JsValue::from_str(&e))?);
     }
     Ok(report.join("\n"))
+}
+
+/// The f32 tensor `name` of a safetensors file.
+fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let view = st.tensor(name).map_err(|e| format!("{name}: {e}"))?;
+    if view.dtype() != safetensors::Dtype::F32 {
+        return Err(format!("{name} is not f32"));
+    }
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((view.shape().to_vec(), values))
+}
+
+async fn vit(config: &str, model: Vec<u8>, reference: &[u8]) -> Result<String, String> {
+    use tessera::tensor::{Normalize, Pixels};
+    use tessera::vit::{ViTConfig, ViTForImageClassification};
+    let gpu = Arc::new(
+        Gpu::new_async(&GpuOptions::default())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let config: ViTConfig = serde_json::from_str(config).map_err(|e| e.to_string())?;
+    let weights = tessera::nn::Weights::from_bytes(
+        &gpu,
+        vec![("model.safetensors".into(), model)],
+        DType::F32,
+    )
+    .map_err(|e| e.to_string())?;
+    let model = ViTForImageClassification::new(&config, &weights).map_err(|e| e.to_string())?;
+    let st = safetensors::SafeTensors::deserialize(reference).map_err(|e| e.to_string())?;
+    let (s, nchw) = tensor(&st, "pixel_values")?;
+    let (b, h, w) = (s[0], s[2], s[3]);
+    let mut hwc = vec![0f32; nchw.len()];
+    for i in 0..b {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    hwc[((i * h + y) * w + x) * 3 + c] = nchw[((i * 3 + c) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    let identity = Normalize {
+        rescale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let (logits, _) = model
+        .forward_pixels(Pixels::F32(&hwc), b, (h, w), &identity)
+        .map_err(|e| e.to_string())?;
+    let got = logits.to_vec_async().await.map_err(|e| e.to_string())?;
+    let (_, want) = tensor(&st, "logits")?;
+    let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+    if got.len() != want.len() {
+        return Err(format!(
+            "{} logits, transformers has {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let e = max_error(&got, &want);
+    let line = format!(
+        "ViT ({b} images, checkpoint fetched into memory): logits against transformers' \
+         max relative error {e:.2e}"
+    );
+    if e > 1e-3 {
+        return Err(line);
+    }
+    Ok(line)
+}
+
+/// Loads a ViT classifier from `config.json` text and `model.safetensors` bytes and checks its
+/// logits on the reference file's pixels against the reference's (transformers').
+#[wasm_bindgen]
+pub async fn run_vit(
+    config: String,
+    model: Vec<u8>,
+    reference: Vec<u8>,
+) -> Result<String, JsValue> {
+    vit(&config, model, &reference)
+        .await
+        .map_err(|e| JsValue::from_str(&e))
 }
