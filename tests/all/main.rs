@@ -3,6 +3,7 @@
 
 mod attention;
 mod audio;
+mod browser;
 mod common;
 mod conv;
 mod matmul;
