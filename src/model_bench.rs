@@ -50,6 +50,19 @@ pub const MODELS: &[&str] = &[
     "amused-512-vqgan",
 ];
 
+/// Multiply-adds of the Whisper decoder's layers reading `tokens` tokens one after another:
+/// per token the projections and the MLP, attention over the tokens so far and the encoder's
+/// positions.
+fn decoder_layer_macs(config: &WhisperConfig, tokens: usize) -> usize {
+    let (d, pos, layers) = (
+        config.d_model,
+        config.max_source_positions,
+        config.decoder_layers,
+    );
+    let attention: usize = (1..=tokens).map(|t| layers * 2 * d * (t + pos)).sum();
+    tokens * layers * (6 * d * d + 2 * d * config.decoder_ffn_dim) + attention
+}
+
 /// A deterministic input in [−0.5, 0.5) of `shape`.
 fn pattern(gpu: &Arc<Gpu>, shape: &[usize], dtype: DType) -> Result<Tensor, BenchError> {
     let values: Vec<f32> = (0..shape.iter().product::<usize>())
@@ -286,17 +299,11 @@ impl ModelBench {
                     1
                 };
                 let prompt = options.prompt.len();
-                // Per token: the projections, the MLP, attention over the tokens so far and
-                // the encoder's positions, the output head; once: the encoder's keys and values.
+                // Per token: the layers and the output head; once: the encoder's keys and
+                // values.
                 let tokens = prompt + new - 1;
-                let per_token = config.decoder_layers
-                    * (6 * d * d + 2 * d * config.decoder_ffn_dim)
-                    + vocab * d;
-                let attention: usize = (1..=tokens)
-                    .map(|t| config.decoder_layers * 2 * d * (t + pos))
-                    .sum();
                 // Beams decode as rows of a batch over one audio's keys and values.
-                let macs = rows * (tokens * per_token + attention)
+                let macs = rows * (decoder_layer_macs(&config, tokens) + tokens * vocab * d)
                     + config.decoder_layers * pos * 2 * d * d;
                 ModelBench {
                     name,
@@ -337,13 +344,8 @@ impl ModelBench {
                     (5, 6),
                 ];
                 let fed = tokens.len() - 1;
-                let per_token =
-                    config.decoder_layers * (6 * d * d + 2 * d * config.decoder_ffn_dim);
-                let attention: usize = (1..=fed)
-                    .map(|t| config.decoder_layers * 2 * d * (t + pos))
-                    .sum();
-                let macs = fed * per_token
-                    + attention
+                // The layers over every token, the output head once, the heads' weights.
+                let macs = decoder_layer_macs(&config, fed)
                     + config.vocab_size * d
                     + heads.len() * fed * pos * (d / config.decoder_attention_heads);
                 ModelBench {
