@@ -3,7 +3,7 @@
     cargo build --release --target wasm32-unknown-unknown          (in tools/web)
     wasm-bindgen --target web --out-dir pkg \\
         target/wasm32-unknown-unknown/release/tessera_web_smoke.wasm
-    python3 run.py [--chromium /usr/bin/chromium] [--timeout 300]
+    python3 run.py [--chromium /usr/bin/chromium] [--timeout 300] [--bench]
 
 Serves the repository on localhost, opens index.html in Chromium with WebGPU enabled (on a
 machine without a GPU Chromium's WebGPU runs on its SwiftShader Vulkan), and waits for the page
@@ -27,6 +27,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chromium", default="chromium")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--bench", action="store_true", help="also time a 512³ matmul")
     args = parser.parse_args()
     result = {}
     done = threading.Event()
@@ -51,6 +52,8 @@ def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/tools/web/index.html"
+    if args.bench:
+        url += "?bench"
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
             [args.chromium, "--headless=new", "--no-sandbox", f"--user-data-dir={profile}",

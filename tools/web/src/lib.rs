@@ -224,6 +224,54 @@ async fn shaders() -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
+/// Median milliseconds of a `size`³ f32 matmul on `family`'s kernels (one warm-up, then
+/// `runs` calls, each awaited to its read-back).
+async fn matmul_ms(family: KernelFamily, size: usize, runs: usize) -> Result<f64, String> {
+    let options = GpuOptions {
+        kernels: family,
+        ..GpuOptions::default()
+    };
+    let gpu = Arc::new(Gpu::new_async(&options).await.map_err(|e| e.to_string())?);
+    let err = |e: tessera::TensorError| e.to_string();
+    let a = Tensor::from_slice(&gpu, &values(size * size, 8), &[size, size], DType::F32)
+        .map_err(err)?;
+    let b = Tensor::from_slice(&gpu, &values(size * size, 9), &[size, size], DType::F32)
+        .map_err(err)?;
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let start = js_sys::Date::now();
+        let c = a.matmul(&b.t().map_err(err)?).map_err(err)?;
+        // One value read back: the product has finished.
+        c.narrow(0, 0, 1)
+            .map_err(err)?
+            .to_vec_async()
+            .await
+            .map_err(err)?;
+        if i > 0 {
+            times.push(js_sys::Date::now() - start);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Times a 512³ f32 matmul on both kernel families; resolves to one line each.
+#[wasm_bindgen]
+pub async fn bench() -> Result<String, JsValue> {
+    let size = 512;
+    let mut lines = Vec::new();
+    for family in [KernelFamily::Cpu, KernelFamily::Gpu] {
+        let ms = matmul_ms(family, size, 5)
+            .await
+            .map_err(|e| JsValue::from_str(&e))?;
+        let gflops = 2.0 * (size as f64).powi(3) / (ms * 1e-3) / 1e9;
+        lines.push(format!(
+            "{family:?} kernels: matmul {size}³ f32 median {ms:.1} ms, {gflops:.2} GFLOP/s"
+        ));
+    }
+    Ok(lines.join("\n"))
+}
+
 /// Runs the checks on both kernel families; resolves to the report.
 #[wasm_bindgen]
 pub async fn run() -> Result<String, JsValue> {
