@@ -21,8 +21,13 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
 /// Bytes of each uniform arena that holds the params of recorded dispatches.
 const ARENA_BYTES: u64 = 64 * 1024;
 
+#[cfg(not(target_arch = "wasm32"))]
 const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu without a GPU: \
     `apt-get install mesa-vulkan-drivers`), or set TESSERA_BACKEND=gl to use OpenGL";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HINT: &str = "this browser offers no WebGPU adapter: use a recent browser \
+    with WebGPU enabled (Chrome, Edge, Safari, Firefox), on a page served over https or \
+    localhost";
 
 /// Which graphics API to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,6 +28,9 @@ def main():
     parser.add_argument("--chromium", default="chromium")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--bench", action="store_true", help="also time a 512³ matmul")
+    parser.add_argument("--no-webgpu", action="store_true",
+                        help="run Chromium without WebGPU: the page must report the missing "
+                             "adapter clearly")
     args = parser.parse_args()
     result = {}
     done = threading.Event()
@@ -56,10 +59,11 @@ def main():
         url += "?bench"
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
-            [args.chromium, "--headless=new", "--no-sandbox", f"--user-data-dir={profile}",
-             "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
-             "--use-webgpu-adapter=swiftshader", "--disable-gpu-sandbox",
-             "--remote-debugging-port=0", url],
+            [args.chromium, "--headless=new", "--no-sandbox", f"--user-data-dir={profile}"]
+            + (["--disable-features=WebGPU"] if args.no_webgpu else
+               ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+                "--use-webgpu-adapter=swiftshader", "--disable-gpu-sandbox"])
+            + ["--remote-debugging-port=0", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         finished = done.wait(args.timeout)
         browser.kill()
