@@ -1025,9 +1025,7 @@ impl WhisperTokenizer {
             .decode(&text, true)
             .map_err(|e| AudioError::Unsupported(format!("cannot decode tokens: {e}")))
     }
-}
 
-impl WhisperTokenizer {
     /// transformers' `_combine_tokens_into_words` on `tokens` (text tokens): see
     /// [`combine_into_words`]. `language` as a code (`en`, `ja`), `None` for English.
     pub fn words(&self, tokens: &[u32], language: Option<&str>) -> Result<Vec<WordTokens>> {

@@ -457,20 +457,27 @@ impl VqDecoder {
         macs + px * 9 * chans[0] * c.out_channels
     }
 
-    /// Bytes of the largest tensor decoding one `h × w` grid makes (f32): the widest level's
-    /// activations after its upsampling, or the full-resolution ones.
-    pub fn largest_activation_bytes(&self, (h, w): (usize, usize)) -> u64 {
+    /// (pixels, channels) of each activation decoding one `h × w` grid makes, level by level:
+    /// the top level's input, each level's output, and that output upsampled for the next.
+    fn activations(&self, (h, w): (usize, usize)) -> Vec<(usize, usize)> {
         let chans = &self.config.block_out_channels;
         let mut px = h * w;
-        let mut largest = px * *chans.last().expect("checked non-empty");
-        for (i, &out) in chans.iter().rev().enumerate() {
-            largest = largest.max(px * out);
+        let mut out = vec![(px, *chans.last().expect("checked non-empty"))];
+        for (i, &ch) in chans.iter().rev().enumerate() {
+            out.push((px, ch));
             if i + 1 < chans.len() {
                 px *= 4;
-                largest = largest.max(px * out);
+                out.push((px, ch));
             }
         }
-        largest as u64 * 4
+        out
+    }
+
+    /// Bytes of the largest tensor decoding one `h × w` grid makes (f32): the widest level's
+    /// activations after its upsampling, or the full-resolution ones.
+    pub fn largest_activation_bytes(&self, grid: (usize, usize)) -> u64 {
+        let largest = self.activations(grid).iter().map(|&(px, ch)| px * ch).max();
+        largest.unwrap_or(0) as u64 * 4
     }
 
     /// Bytes of the largest buffer decoding one `h × w` grid cannot do without: one GroupNorm
@@ -478,17 +485,14 @@ impl VqDecoder {
     /// a binding are held in parts of whole groups).
     pub fn smallest_part_bytes(&self, (h, w): (usize, usize)) -> u64 {
         let c = &self.config;
-        let chans = &c.block_out_channels;
-        let unit = |ch: usize| ch / c.norm_num_groups;
-        let mut px = h * w;
-        let mut largest = px * unit(*chans.last().expect("checked non-empty"));
-        for (i, &out) in chans.iter().rev().enumerate() {
-            if i + 1 < chans.len() {
-                px *= 4;
-            }
-            largest = largest.max(px * unit(out));
-        }
-        largest.max(px * c.out_channels) as u64 * self.codebook.dtype().size() as u64
+        let unit = self
+            .activations((h, w))
+            .iter()
+            .map(|&(px, ch)| px * (ch / c.norm_num_groups))
+            .max()
+            .unwrap_or(0);
+        let image = h * w * c.scale_factor().pow(2) * c.out_channels;
+        unit.max(image) as u64 * self.codebook.dtype().size() as u64
     }
 
     /// The image `[batch, out_channels, h·s, w·s]` (values around [0, 1], not clamped; `s` is

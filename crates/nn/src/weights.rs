@@ -134,11 +134,7 @@ impl Checkpoint {
                 detail: detail.into(),
             });
         };
-        let mut checkpoint = Checkpoint {
-            dir: dir.to_path_buf(),
-            files: Vec::new(),
-            tensors: HashMap::new(),
-        };
+        let mut checkpoint = Checkpoint::empty(dir.to_path_buf());
         for name in names {
             if name.contains('/') || name.contains('\\') || name.contains("..") {
                 return Err(NnError::Folder {
@@ -151,6 +147,15 @@ impl Checkpoint {
             checkpoint.add(path, Bytes::Mapped(map))?;
         }
         Ok(checkpoint)
+    }
+
+    /// No files yet; `dir` names the checkpoint in messages.
+    fn empty(dir: PathBuf) -> Self {
+        Checkpoint {
+            dir,
+            files: Vec::new(),
+            tensors: HashMap::new(),
+        }
     }
 
     /// Indexes the tensors of one safetensors file.
@@ -245,11 +250,7 @@ impl Weights {
     /// fetched, or what an application embeds. Names only label messages.
     pub fn from_bytes(gpu: &Arc<Gpu>, files: Vec<(String, Vec<u8>)>, dtype: DType) -> Result<Self> {
         gpu.check_dtype("load", dtype)?;
-        let mut checkpoint = Checkpoint {
-            dir: PathBuf::from("(in memory)"),
-            files: Vec::new(),
-            tensors: HashMap::new(),
-        };
+        let mut checkpoint = Checkpoint::empty(PathBuf::from("(in memory)"));
         for (name, bytes) in files {
             checkpoint.add(PathBuf::from(name), Bytes::Owned(bytes))?;
         }
