@@ -28,6 +28,7 @@ pub mod topk;
 pub use dtype::{for_browser, specialize, DType};
 pub use error::{KernelError, Result};
 pub use pool::{GpuBuffer, PoolStats, PooledTexture};
+pub use runtime::wait;
 pub use runtime::{
     AdapterSummary, Backend, Binding, Gpu, GpuOptions, Kernel, KernelFamily, KernelKey, KernelTime,
     Resource, IN_OUT_BINDINGS,

@@ -306,6 +306,24 @@ static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
 const BROWSER_WAIT: &str = "a browser cannot wait for the GPU: open the device with \
     Gpu::new_async and read results with the _async reads";
 
+/// Runs one of the library's futures (an `_async` method) to its end. Natively it blocks the
+/// thread: their reads wait for the GPU inside, so nothing else has to drive them, and every
+/// blocking method is its `_async` twin run through here. A browser cannot block: there the
+/// future is dropped unstarted and the error names the async entry points.
+pub fn wait<T, E: From<KernelError>>(
+    future: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        pollster::block_on(future)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        drop(future);
+        Err(KernelError::Gpu(BROWSER_WAIT.into()).into())
+    }
+}
+
 /// Whether the adapter `info` describes runs on the CPU (lavapipe, llvmpipe, WARP,
 /// SwiftShader).
 fn runs_on_cpu(info: &wgpu::AdapterInfo) -> bool {
@@ -391,15 +409,7 @@ impl Gpu {
     /// Opens the best adapter the options allow: discrete > integrated > virtual > CPU. In
     /// browsers, which cannot wait, an error: [`Gpu::new_async`] opens one there.
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            pollster::block_on(Gpu::new_async(options))
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = options;
-            Err(KernelError::Gpu(BROWSER_WAIT.into()))
-        }
+        wait(Gpu::new_async(options))
     }
 
     /// [`Gpu::new`] as a future: what a browser (WebGPU, where the adapter and device come
@@ -1173,7 +1183,12 @@ impl Gpu {
 
     /// [`Gpu::read`] of the first `count` 32-bit words of `buffer` (indices, bit patterns).
     pub fn read_u32(&self, buffer: &GpuBuffer, count: usize) -> Result<Vec<u32>> {
-        let bytes = self.read(buffer, (count * 4) as u64)?;
+        wait(self.read_u32_async(buffer, count))
+    }
+
+    /// [`Gpu::read_u32`] as a future, which a browser awaits.
+    pub async fn read_u32_async(&self, buffer: &GpuBuffer, count: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_async(buffer, (count * 4) as u64).await?;
         Ok(bytes
             .chunks_exact(4)
             .take(count)
@@ -1184,15 +1199,7 @@ impl Gpu {
     /// Submits the recorded work and reads back the first `bytes` bytes of `buffer`. In
     /// browsers, which cannot wait, an error: [`Gpu::read_async`] reads there.
     pub fn read(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            pollster::block_on(self.read_async(buffer, bytes))
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = (buffer, bytes);
-            Err(KernelError::Gpu(BROWSER_WAIT.into()))
-        }
+        wait(self.read_async(buffer, bytes))
     }
 
     /// [`Gpu::read`] as a future, which a browser awaits (natively it waits for the GPU

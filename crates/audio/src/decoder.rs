@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
-use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{activation, head_dim, positive, read_json, ModelConfig};
+use tessera_kernels::{wait, DType, Gpu};
+use tessera_nn::config::{activation, head_dim, parse_json, positive, read_json, ModelConfig};
 use tessera_nn::{Embedding, LayerNorm, Linear, Mlp, NnError, Noise, Weights};
 use tessera_tensor::{Activation, AttentionOptions, MatmulOptions, PackedMatrix, Tensor};
 
@@ -247,9 +247,15 @@ impl WhisperDecoder {
 
     /// The decoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
     pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
-        let (config, w) =
-            crate::whisper::open_part(gpu, dir, dtype, "decoder", "embed_tokens.weight")?;
-        WhisperDecoder::new(&config, &w)
+        let config = WhisperConfig::load(dir)?;
+        WhisperDecoder::from_checkpoint(&config, &Weights::open(gpu, dir, dtype)?)
+    }
+
+    /// The decoder from a whole WhisperModel or WhisperForConditionalGeneration checkpoint's
+    /// weights (such as [`Weights::from_bytes`] of fetched files).
+    pub fn from_checkpoint(config: &WhisperConfig, w: &Weights) -> Result<Self> {
+        let part = crate::whisper::part_of(w, "decoder", "embed_tokens.weight")?;
+        WhisperDecoder::new(config, &part)
     }
 
     /// The config.
@@ -343,6 +349,16 @@ impl WhisperDecoder {
         tokens: &[u32],
         heads: &[(usize, usize)],
     ) -> Result<Vec<f32>> {
+        wait(self.cross_attention_weights_async(encoder_out, tokens, heads))
+    }
+
+    /// [`WhisperDecoder::cross_attention_weights`] as a future, which a browser awaits.
+    pub async fn cross_attention_weights_async(
+        &self,
+        encoder_out: &impl Encoded,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+    ) -> Result<Vec<f32>> {
         check_heads(heads, &self.config)?;
         if encoder_out.batch() != 1 {
             return Err(AudioError::Unsupported(format!(
@@ -356,7 +372,7 @@ impl WhisperDecoder {
         self.forward_capturing(&mut cache, &[tokens.to_vec()], true, &mut captured)?;
         let mut out = Vec::new();
         for (_, _, w) in captured {
-            out.extend(w.expect("every layer ran").to_vec()?);
+            out.extend(w.expect("every layer ran").to_vec_async().await?);
         }
         Ok(out)
     }
@@ -478,9 +494,19 @@ impl WhisperDecoder {
         encoder_out: &impl Encoded,
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<u32>>> {
+        wait(self.greedy_async(encoder_out, options))
+    }
+
+    /// [`WhisperDecoder::greedy`] as a future, which a browser awaits.
+    pub async fn greedy_async(
+        &self,
+        encoder_out: &impl Encoded,
+        options: &GreedyOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         // A malformed `encoder_out` is refused by `start`, with its shape.
         let batch = encoder_out.batch().max(1);
-        self.greedy_prompts(encoder_out, &vec![options.prompt.clone(); batch], options)
+        self.greedy_prompts_async(encoder_out, &vec![options.prompt.clone(); batch], options)
+            .await
     }
 
     /// [`WhisperDecoder::greedy`] with a prompt per batch entry (all of one length: windows of
@@ -491,8 +517,19 @@ impl WhisperDecoder {
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
     ) -> Result<Vec<Vec<u32>>> {
+        wait(self.greedy_prompts_async(encoder_out, prompts, options))
+    }
+
+    /// [`WhisperDecoder::greedy_prompts`] as a future, which a browser awaits.
+    pub async fn greedy_prompts_async(
+        &self,
+        encoder_out: &impl Encoded,
+        prompts: &[Vec<u32>],
+        options: &GreedyOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         Ok(self
-            .decode_greedy(encoder_out, prompts, options, false)?
+            .decode_greedy(encoder_out, prompts, options, false)
+            .await?
             .into_iter()
             .map(|(tokens, _)| tokens)
             .collect())
@@ -507,10 +544,21 @@ impl WhisperDecoder {
         prompts: &[Vec<u32>],
         options: &GreedyOptions,
     ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
-        self.decode_greedy(encoder_out, prompts, options, true)
+        wait(self.greedy_scored_async(encoder_out, prompts, options))
     }
 
-    fn decode_greedy(
+    /// [`WhisperDecoder::greedy_scored`] as a future, which a browser awaits.
+    pub async fn greedy_scored_async(
+        &self,
+        encoder_out: &impl Encoded,
+        prompts: &[Vec<u32>],
+        options: &GreedyOptions,
+    ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+        self.decode_greedy(encoder_out, prompts, options, true)
+            .await
+    }
+
+    async fn decode_greedy(
         &self,
         encoder_out: &impl Encoded,
         prompts: &[Vec<u32>],
@@ -596,7 +644,7 @@ impl WhisperDecoder {
                 }
                 let bias = Tensor::from_slice(cache.gpu(), &bias, logits.shape(), DType::F32)?;
                 let split = options.timestamps.map_or(vocab, |r| r.begin() as usize);
-                logits.timestamp_pick(&bias, split)?
+                logits.timestamp_pick_async(&bias, split).await?
             } else {
                 // Suppressed tokens get −∞ added on the GPU and the arg-max is taken there:
                 // one id per row comes back instead of the vocabulary's logits.
@@ -604,7 +652,7 @@ impl WhisperDecoder {
                     (0, Some(m), _) | (_, _, Some(m)) => logits.add(m)?,
                     _ => logits,
                 };
-                (masked.argmax()?, Vec::new())
+                (masked.argmax_async().await?, Vec::new())
             };
             for (bi, &token) in tokens.iter().enumerate() {
                 if !done[bi] {
@@ -630,17 +678,25 @@ impl WhisperDecoder {
     /// `options.beams` by beam search (one batch entry at a time, its beams as the batch).
     /// Returns the prompt and the tokens after it, per batch entry.
     pub fn generate(&self, encoder_out: &Tensor, options: &GreedyOptions) -> Result<Vec<Vec<u32>>> {
+        wait(self.generate_async(encoder_out, options))
+    }
+
+    /// [`WhisperDecoder::generate`] as a future, which a browser awaits.
+    pub async fn generate_async(
+        &self,
+        encoder_out: &Tensor,
+        options: &GreedyOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         let Some(beams) = options.beams else {
-            return self.greedy(encoder_out, options);
+            return self.greedy_async(encoder_out, options).await;
         };
         let batch = encoder_out.shape().first().copied().unwrap_or(1).max(1);
-        (0..batch)
-            .map(|bi| {
-                Ok(self
-                    .beam_search(&encoder_out.narrow(0, bi, 1)?, options, &beams)?
-                    .0)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(batch);
+        for bi in 0..batch {
+            let one = encoder_out.narrow(0, bi, 1)?;
+            out.push(self.beam_search_async(&one, options, &beams).await?.0);
+        }
+        Ok(out)
     }
 
     /// transformers' beam search (`GenerationMixin._beam_search` with `early_stopping=False`,
@@ -656,6 +712,16 @@ impl WhisperDecoder {
     /// The beams' logits are read back each step (`num_beams × vocab` floats, 1 MB for
     /// Whisper at 5 beams) and ranked on the CPU in f32, as torch does.
     pub fn beam_search(
+        &self,
+        encoder_out: &impl Encoded,
+        options: &GreedyOptions,
+        beam: &BeamOptions,
+    ) -> Result<(Vec<u32>, f32)> {
+        wait(self.beam_search_async(encoder_out, options, beam))
+    }
+
+    /// [`WhisperDecoder::beam_search`] as a future, which a browser awaits.
+    pub async fn beam_search_async(
         &self,
         encoder_out: &impl Encoded,
         options: &GreedyOptions,
@@ -703,7 +769,10 @@ impl WhisperDecoder {
         let mut next: Vec<Vec<u32>> = running.clone();
         let mut cur = len;
         loop {
-            let logits = self.forward(&mut cache, &next, true)?.to_vec()?;
+            let logits = self
+                .forward(&mut cache, &next, true)?
+                .to_vec_async()
+                .await?;
             // Every beam's processed log-probabilities plus its running score.
             let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(beams * vocab);
             for (r, row) in logits.chunks_exact(vocab).enumerate() {
@@ -815,6 +884,17 @@ impl WhisperDecoder {
         at: usize,
         token: u32,
     ) -> Result<f32> {
+        wait(self.token_probability_async(encoder_out, prompt, at, token))
+    }
+
+    /// [`WhisperDecoder::token_probability`] as a future, which a browser awaits.
+    pub async fn token_probability_async(
+        &self,
+        encoder_out: &impl Encoded,
+        prompt: &[u32],
+        at: usize,
+        token: u32,
+    ) -> Result<f32> {
         let vocab = self.config.vocab_size;
         if at >= prompt.len() || token as usize >= vocab {
             return Err(AudioError::Unsupported(format!(
@@ -825,7 +905,8 @@ impl WhisperDecoder {
         let mut cache = encoder_out.fresh(self)?;
         let logits = self
             .forward(&mut cache, &[prompt[..=at].to_vec()], true)?
-            .to_vec()?;
+            .to_vec_async()
+            .await?;
         let row = &logits[logits.len() - vocab..];
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|&v| (v - m).exp()).sum();
@@ -841,6 +922,17 @@ impl WhisperDecoder {
     /// processed on the CPU: sampling only runs when greedy decoding of a window failed the
     /// fallback thresholds.
     pub fn sample(
+        &self,
+        encoder_out: &impl Encoded,
+        options: &GreedyOptions,
+        temperature: f32,
+        noise: &mut dyn Noise,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        wait(self.sample_async(encoder_out, options, temperature, noise))
+    }
+
+    /// [`WhisperDecoder::sample`] as a future, which a browser awaits.
+    pub async fn sample_async(
         &self,
         encoder_out: &impl Encoded,
         options: &GreedyOptions,
@@ -873,7 +965,10 @@ impl WhisperDecoder {
             if len + step >= max {
                 break;
             }
-            let mut row = self.forward(&mut cache, &[next], true)?.to_vec()?;
+            let mut row = self
+                .forward(&mut cache, &[next], true)?
+                .to_vec_async()
+                .await?;
             for &t in options
                 .suppress_tokens
                 .iter()
@@ -955,6 +1050,16 @@ impl WhisperDecoder {
         start: u32,
         languages: &[u32],
     ) -> Result<Vec<u32>> {
+        wait(self.detect_language_async(encoder_out, start, languages))
+    }
+
+    /// [`WhisperDecoder::detect_language`] as a future, which a browser awaits.
+    pub async fn detect_language_async(
+        &self,
+        encoder_out: &impl Encoded,
+        start: u32,
+        languages: &[u32],
+    ) -> Result<Vec<u32>> {
         let vocab = self.config.vocab_size;
         if languages.is_empty() || languages.iter().any(|&t| t as usize >= vocab) {
             return Err(AudioError::Unsupported(format!(
@@ -963,7 +1068,10 @@ impl WhisperDecoder {
         }
         let mut cache = encoder_out.fresh(self)?;
         let rows = vec![vec![start]; cache.batch];
-        let logits = self.forward(&mut cache, &rows, true)?.to_vec()?;
+        let logits = self
+            .forward(&mut cache, &rows, true)?
+            .to_vec_async()
+            .await?;
         Ok(logits
             .chunks_exact(vocab)
             .map(|row| {
@@ -978,6 +1086,19 @@ impl WhisperDecoder {
 pub struct WhisperTokenizer(tokenizers::Tokenizer);
 
 impl WhisperTokenizer {
+    /// The text of a `tokenizer.json` (what a browser fetched).
+    pub fn from_bytes(json: &[u8]) -> Result<Self> {
+        tokenizers::Tokenizer::from_bytes(json)
+            .map(WhisperTokenizer)
+            .map_err(|e| {
+                AudioError::Model(NnError::Json {
+                    path: "tokenizer.json".into(),
+                    what: "tokenizer",
+                    detail: e.to_string(),
+                })
+            })
+    }
+
     /// `tokenizer.json` in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
@@ -1382,8 +1503,27 @@ impl WhisperGeneration {
         if !path.is_file() {
             return Ok(base);
         }
-        let g: WhisperGeneration = read_json(&path, "generation config")?;
-        Ok(WhisperGeneration {
+        Ok(base.overridden_by(read_json(&path, "generation config")?))
+    }
+
+    /// [`WhisperGeneration::load`] from the texts of `config.json` and, where the checkpoint
+    /// has one, `generation_config.json` (what a browser fetched).
+    pub fn from_json(config: &str, generation_config: Option<&str>) -> Result<Self> {
+        let base: WhisperGeneration = parse_json(config, Path::new("config.json"), "model config")?;
+        Ok(match generation_config {
+            Some(text) => base.overridden_by(parse_json(
+                text,
+                Path::new("generation_config.json"),
+                "generation config",
+            )?),
+            None => base,
+        })
+    }
+
+    /// These settings, each overridden by `g`'s where it has one.
+    fn overridden_by(self, g: WhisperGeneration) -> WhisperGeneration {
+        let base = self;
+        WhisperGeneration {
             decoder_start_token_id: g.decoder_start_token_id.or(base.decoder_start_token_id),
             eos_token_id: g.eos_token_id.or(base.eos_token_id),
             suppress_tokens: g.suppress_tokens.or(base.suppress_tokens),
@@ -1398,7 +1538,7 @@ impl WhisperGeneration {
             prev_sot_token_id: g.prev_sot_token_id.or(base.prev_sot_token_id),
             alignment_heads: g.alignment_heads.or(base.alignment_heads),
             median_filter_width: g.median_filter_width.or(base.median_filter_width),
-        })
+        }
     }
 
     /// How token timestamps are found for a decoder of `config`'s sizes, for a recording of

@@ -25,7 +25,8 @@ pub use error::{AudioError, Result};
 pub use mel::{pad_or_trim, windows, LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 pub use tessera_kernels::stft::{mel_filters, HOP, SAMPLE_RATE};
 pub use transcribe::{
-    compression_ratio, long_form_features, split_segments, transcribe, window_features, Progress,
-    Segment, TranscribeOptions, WindowReport, TIME_PRECISION,
+    compression_ratio, long_form_features, long_form_features_async, split_segments, transcribe,
+    transcribe_async, window_features, Progress, Segment, TranscribeOptions, WindowReport,
+    TIME_PRECISION,
 };
 pub use whisper::{WhisperConfig, WhisperEncoder};

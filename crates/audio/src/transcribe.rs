@@ -13,7 +13,7 @@ use crate::error::{AudioError, Result};
 use crate::mel::{LogMel, CHUNK_FRAMES, CHUNK_SAMPLES};
 use crate::whisper::WhisperEncoder;
 use tessera_kernels::stft::{BINS, HOP, N_FFT};
-use tessera_kernels::{DType, Gpu};
+use tessera_kernels::{wait, DType, Gpu};
 use tessera_nn::SeededNoise;
 use tessera_tensor::Tensor;
 
@@ -134,9 +134,17 @@ pub fn split_segments(
 /// the whole recording's loudest frame. Recordings whose frames would pass a buffer binding
 /// are computed in pieces of whole 30 s windows, each normalised on its own.
 pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, usize)> {
+    wait(long_form_features_async(front, samples))
+}
+
+/// [`long_form_features`] as a future, which a browser awaits.
+pub async fn long_form_features_async(
+    front: &LogMel,
+    samples: &[f32],
+) -> Result<(Vec<f32>, usize)> {
     if samples.len() <= CHUNK_SAMPLES {
         let features = front.whisper_features(&[samples])?;
-        return Ok((features.to_vec()?, CHUNK_FRAMES));
+        return Ok((features.to_vec_async().await?, CHUNK_FRAMES));
     }
     let binding = front.gpu().max_binding() as usize;
     // The largest per-frame buffer: the DFT's [frames, 2·BINS] f32 (the frames' N_FFT is less).
@@ -152,7 +160,7 @@ pub fn long_form_features(front: &LogMel, samples: &[f32]) -> Result<(Vec<f32>, 
         if chunk.len() <= N_FFT / 2 {
             continue;
         }
-        let mel = front.compute(&[chunk])?.to_vec()?;
+        let mel = front.compute(&[chunk])?.to_vec_async().await?;
         let len = chunk.len() / HOP;
         for (row, values) in rows.iter_mut().zip(mel.chunks(len)) {
             row.extend_from_slice(values);
@@ -366,6 +374,27 @@ pub fn transcribe(
     transcription: &TranscribeOptions,
     progress: &mut Progress,
 ) -> Result<Vec<Segment>> {
+    wait(transcribe_async(
+        encoder,
+        decoder,
+        features,
+        frames,
+        options,
+        transcription,
+        progress,
+    ))
+}
+
+/// [`transcribe`] as a future, which a browser awaits.
+pub async fn transcribe_async(
+    encoder: &WhisperEncoder,
+    decoder: &WhisperDecoder,
+    features: &[f32],
+    frames: usize,
+    options: &GreedyOptions,
+    transcription: &TranscribeOptions,
+    progress: &mut Progress<'_>,
+) -> Result<Vec<Segment>> {
     let rules = options.timestamps.ok_or_else(|| {
         AudioError::Unsupported("transcribing with timestamps needs timestamp rules".into())
     })?;
@@ -423,27 +452,35 @@ pub fn transcribe(
         let len = window_options.prompt.len();
         // `<|nospeech|>` (the token before `<|notimestamps|>`) at the start token, raw logits.
         let no_speech = match t.no_speech_threshold {
-            Some(_) => Some(decoder.token_probability(
-                &states,
-                &window_options.prompt,
-                sot,
-                rules.no_timestamps - 1,
-            )?),
+            Some(_) => Some(
+                decoder
+                    .token_probability_async(
+                        &states,
+                        &window_options.prompt,
+                        sot,
+                        rules.no_timestamps - 1,
+                    )
+                    .await?,
+            ),
             None => None,
         };
         let mut attempt = None;
         let mut last_temperature = 0.0;
         for (i, &temperature) in t.temperatures.iter().enumerate() {
             let (tokens, logprobs, score) = if temperature > 0.0 {
-                let (tokens, logprobs) =
-                    decoder.sample(&states, &window_options, temperature, &mut noise)?;
+                let (tokens, logprobs) = decoder
+                    .sample_async(&states, &window_options, temperature, &mut noise)
+                    .await?;
                 (tokens, logprobs, None)
             } else if let Some(beams) = window_options.beams {
-                let (tokens, score) = decoder.beam_search(&states, &window_options, &beams)?;
+                let (tokens, score) = decoder
+                    .beam_search_async(&states, &window_options, &beams)
+                    .await?;
                 (tokens, Vec::new(), Some(score))
             } else {
                 let (tokens, logprobs) = decoder
-                    .greedy_scored(&states, &[window_options.prompt.clone()], &window_options)?
+                    .greedy_scored_async(&states, &[window_options.prompt.clone()], &window_options)
+                    .await?
                     .swap_remove(0);
                 (tokens, logprobs, None)
             };
@@ -476,7 +513,9 @@ pub fn transcribe(
                 all.extend_from_slice(&tokens);
                 // Every token but the last is read; rows only for those after the prompt.
                 let weights = if all.len() > len + 1 {
-                    decoder.cross_attention_weights(&states, &all[..all.len() - 1], &a.heads)?
+                    decoder
+                        .cross_attention_weights_async(&states, &all[..all.len() - 1], &a.heads)
+                        .await?
                 } else {
                     Vec::new()
                 };

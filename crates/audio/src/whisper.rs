@@ -102,24 +102,19 @@ impl WhisperConfig {
     }
 }
 
-/// A Whisper folder's config and its weights under `model.{part}.` (WhisperForConditionalGeneration)
-/// or `{part}.` (WhisperModel), whichever holds `probe`.
-pub(crate) fn open_part(
-    gpu: &Arc<Gpu>,
-    dir: &Path,
-    dtype: DType,
-    part: &str,
-    probe: &str,
-) -> Result<(WhisperConfig, Weights)> {
-    let config = WhisperConfig::load(dir)?;
-    let w = Weights::open(gpu, dir, dtype)?;
-    let root = w
-        .find_prefix(&[&format!("model.{part}."), &format!("{part}.")], probe)
-        .ok_or_else(|| NnError::MissingWeight {
-            key: format!("model.{part}.{probe}"),
-            dir: dir.to_path_buf(),
-        })?;
-    Ok((config, root))
+/// The weights of `part` in a Whisper checkpoint: under `model.{part}.`
+/// (WhisperForConditionalGeneration) or `{part}.` (WhisperModel), whichever holds `probe`.
+pub(crate) fn part_of(w: &Weights, part: &str, probe: &str) -> Result<Weights> {
+    Ok(
+        w.find_prefix(&[&format!("model.{part}."), &format!("{part}.")], probe)
+            .ok_or_else(|| NnError::MissingWeight {
+                key: format!("model.{part}.{probe}"),
+                dir: w
+                    .dir()
+                    .unwrap_or(Path::new("(random weights)"))
+                    .to_path_buf(),
+            })?,
+    )
 }
 
 /// transformers' `WhisperEncoder`.
@@ -186,8 +181,14 @@ impl WhisperEncoder {
 
     /// The encoder of a WhisperModel or WhisperForConditionalGeneration folder as `dtype`.
     pub fn load(gpu: &Arc<Gpu>, dir: &Path, dtype: DType) -> Result<Self> {
-        let (config, w) = open_part(gpu, dir, dtype, "encoder", "conv1.weight")?;
-        WhisperEncoder::new(&config, &w)
+        let config = WhisperConfig::load(dir)?;
+        WhisperEncoder::from_checkpoint(&config, &Weights::open(gpu, dir, dtype)?)
+    }
+
+    /// The encoder from a whole WhisperModel or WhisperForConditionalGeneration checkpoint's
+    /// weights (such as [`Weights::from_bytes`] of fetched files).
+    pub fn from_checkpoint(config: &WhisperConfig, w: &Weights) -> Result<Self> {
+        WhisperEncoder::new(config, &part_of(w, "encoder", "conv1.weight")?)
     }
 
     /// The config.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tessera_clip::{ClipTextConfig, ClipTextTransformer, ClipTokenizer};
-use tessera_kernels::{DType, Gpu};
+use tessera_kernels::{wait, DType, Gpu};
 use tessera_nn::config::read_json;
 use tessera_nn::{Linear, NnError, Noise, Result, Weights};
 use tessera_tensor::Tensor;
@@ -357,13 +357,35 @@ impl Amused {
         opts: &GenerateOptions,
         noise: &mut dyn Noise,
     ) -> Result<Images> {
-        self.generate_with(prompts, opts, noise, &mut |_, _| {})
+        wait(self.generate_with_async(prompts, opts, noise, &mut |_, _| {}))
+    }
+
+    /// [`Amused::generate`] as a future, which a browser awaits.
+    pub async fn generate_async(
+        &self,
+        prompts: &[&str],
+        opts: &GenerateOptions,
+        noise: &mut dyn Noise,
+    ) -> Result<Images> {
+        self.generate_with_async(prompts, opts, noise, &mut |_, _| {})
+            .await
     }
 
     /// [`Amused::generate`], calling `on_step(done, steps)` after each step (progress: a
     /// 256×256 image takes minutes on a CPU driver). Prompts past one batch (what one binding
     /// holds of a step's logits) count their steps again.
     pub fn generate_with(
+        &self,
+        prompts: &[&str],
+        opts: &GenerateOptions,
+        noise: &mut dyn Noise,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Images> {
+        wait(self.generate_with_async(prompts, opts, noise, on_step))
+    }
+
+    /// [`Amused::generate_with`] as a future, which a browser awaits.
+    pub async fn generate_with_async(
         &self,
         prompts: &[&str],
         opts: &GenerateOptions,
@@ -417,20 +439,35 @@ impl Amused {
             )));
         }
         let per_batch = (limit / logits_bytes).max(1) as usize;
-        if prompts.len() > per_batch {
-            let mut all: Option<Images> = None;
-            for chunk in prompts.chunks(per_batch) {
-                let part = self.generate_with(chunk, opts, noise, on_step)?;
-                let Some(all) = all.as_mut() else {
-                    all = Some(part);
-                    continue;
-                };
-                all.pixels.extend(part.pixels);
-                all.tokens.extend(part.tokens);
-                all.batch += part.batch;
-            }
-            return Ok(all.expect("at least one prompt"));
+        let mut all: Option<Images> = None;
+        for chunk in prompts.chunks(per_batch) {
+            let part = self
+                .generate_batch(chunk, opts, (width, height), grid, noise, on_step)
+                .await?;
+            let Some(all) = all.as_mut() else {
+                all = Some(part);
+                continue;
+            };
+            all.pixels.extend(part.pixels);
+            all.tokens.extend(part.tokens);
+            all.batch += part.batch;
         }
+        Ok(all.expect("at least one prompt"))
+    }
+
+    /// One batch of [`Amused::generate_with_async`], its checks passed: the prompts' steps
+    /// and images of `width × height`, `grid` tokens (rows, columns).
+    async fn generate_batch(
+        &self,
+        prompts: &[&str],
+        opts: &GenerateOptions,
+        (width, height): (usize, usize),
+        grid: (usize, usize),
+        noise: &mut dyn Noise,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Images> {
+        let seq = grid.0 * grid.1;
+        let guided = opts.guidance_scale > 1.0;
         let b = prompts.len();
 
         let mut ids = self.text.tokenize(prompts)?;
@@ -465,8 +502,9 @@ impl Amused {
             }
             let logits = self.transformer.forward(&input, grid, &cond)?;
             let uniforms = noise.uniforms(b * seq);
-            let (drawn, probs) =
-                logits.sample_rows(&uniforms, guided.then_some(opts.guidance_scale))?;
+            let (drawn, probs) = logits
+                .sample_rows_async(&uniforms, guided.then_some(opts.guidance_scale))
+                .await?;
             drop(logits);
             let gumbel = if i + 1 < opts.steps {
                 noise.uniforms(b * seq)
@@ -494,7 +532,8 @@ impl Amused {
             let image = self.vqvae.decode(ids, 1, grid)?;
             // [1, 3, h, w] → [1, h, w, 3], clamped to [0, 1].
             let nhwc = image.transpose(1, 3)?.transpose(1, 2)?.contiguous()?;
-            pixels.extend(nhwc.to_vec()?.into_iter().map(|v| v.clamp(0.0, 1.0)));
+            let values = nhwc.to_vec_async().await?;
+            pixels.extend(values.into_iter().map(|v| v.clamp(0.0, 1.0)));
         }
         Ok(Images {
             pixels,

@@ -13,7 +13,13 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| NnError::Json {
+    parse_json(&text, path, what)
+}
+
+/// JSON `text` (the contents of `path`, which only labels messages: a file's name, or
+/// `(in memory)`) parsed as `T`; fields `T` does not name are ignored.
+pub fn parse_json<T: DeserializeOwned>(text: &str, path: &Path, what: &'static str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| NnError::Json {
         path: path.to_path_buf(),
         what,
         detail: e.to_string(),
@@ -96,6 +102,13 @@ pub trait ModelConfig: DeserializeOwned {
     /// `config.json` in `dir`, parsed and validated.
     fn load(dir: &Path) -> Result<Self> {
         let config: Self = read_model_config(dir, "model config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A `config.json`'s text (what a browser fetched), parsed and validated.
+    fn from_json(text: &str) -> Result<Self> {
+        let config: Self = parse_json(text, Path::new("config.json"), "model config")?;
         config.validate()?;
         Ok(config)
     }

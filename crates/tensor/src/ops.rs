@@ -11,6 +11,7 @@ use tessera_kernels::norm::{self, NormArgs, NormKind, NormSpec};
 use tessera_kernels::sample::{sample, Guidance};
 use tessera_kernels::timestamp::timestamp_pick;
 use tessera_kernels::topk;
+use tessera_kernels::wait;
 use tessera_kernels::{DType, Gpu};
 
 use crate::error::{Result, TensorError};
@@ -462,6 +463,11 @@ impl Tensor {
     /// The `k` largest values of each row (last axis) with their indices, best first (ties
     /// keep the lower index): `(values [.., k], indices)`, the indices read back to the host.
     pub fn topk(&self, k: usize) -> Result<(Tensor, Vec<u32>)> {
+        wait(self.topk_async(k))
+    }
+
+    /// [`Tensor::topk`] as a future, which a browser awaits.
+    pub async fn topk_async(&self, k: usize) -> Result<(Tensor, Vec<u32>)> {
         let (rows, cols) = self.rows();
         let x = self.contiguous()?;
         let mut shape = self.shape().to_vec();
@@ -478,7 +484,7 @@ impl Tensor {
             values.buffer(),
             &indices,
         )?;
-        let indices = self.gpu().read_u32(&indices, rows * k)?;
+        let indices = self.gpu().read_u32_async(&indices, rows * k).await?;
         Ok((values, indices))
     }
 
@@ -523,6 +529,15 @@ impl Tensor {
         uniforms: &[f32],
         guidance: Option<f32>,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
+        wait(self.sample_rows_async(uniforms, guidance))
+    }
+
+    /// [`Tensor::sample_rows`] as a future, which a browser awaits.
+    pub async fn sample_rows_async(
+        &self,
+        uniforms: &[f32],
+        guidance: Option<f32>,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
         let (stored, cols) = self.rows();
         let rows = if guidance.is_some() {
             stored / 2
@@ -561,7 +576,7 @@ impl Tensor {
             &u,
             &picked,
         )?;
-        read_picks(gpu, &picked, rows)
+        read_picks(gpu, &picked, rows).await
     }
 
     /// Whisper's greedy pick under its timestamp rule, per row (last axis) of these logits plus
@@ -571,6 +586,15 @@ impl Tensor {
     /// arg-max). Per row the index and its log-probability under the processed row (see
     /// [`tessera_kernels::timestamp::timestamp_pick`]), read back together.
     pub fn timestamp_pick(&self, bias: &Tensor, split: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+        wait(self.timestamp_pick_async(bias, split))
+    }
+
+    /// [`Tensor::timestamp_pick`] as a future, which a browser awaits.
+    pub async fn timestamp_pick_async(
+        &self,
+        bias: &Tensor,
+        split: usize,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
         let (rows, cols) = self.rows();
         if bias.shape() != self.shape() || bias.dtype() != DType::F32 {
             return Err(TensorError::Shape {
@@ -597,12 +621,17 @@ impl Tensor {
             split,
             &picked,
         )?;
-        read_picks(self.gpu(), &picked, rows)
+        read_picks(self.gpu(), &picked, rows).await
     }
 
     /// The index of the largest value of each row (last axis), ties to the lower index.
     pub fn argmax(&self) -> Result<Vec<u32>> {
-        Ok(self.topk(1)?.1)
+        wait(self.argmax_async())
+    }
+
+    /// [`Tensor::argmax`] as a future, which a browser awaits.
+    pub async fn argmax_async(&self) -> Result<Vec<u32>> {
+        Ok(self.topk_async(1).await?.1)
     }
 
     /// Whisper's sinusoidal position table `[length, channels]`.
@@ -619,12 +648,12 @@ impl Tensor {
 
 /// Reads back what a picking kernel wrote to `picked`: `rows` indices, then the bits of one
 /// f32 per row.
-fn read_picks(
+async fn read_picks(
     gpu: &Gpu,
     picked: &tessera_kernels::GpuBuffer,
     rows: usize,
 ) -> Result<(Vec<u32>, Vec<f32>)> {
-    let mut words = gpu.read_u32(picked, 2 * rows)?;
+    let mut words = gpu.read_u32_async(picked, 2 * rows).await?;
     let values = words
         .split_off(rows)
         .into_iter()

@@ -374,9 +374,7 @@ impl Tensor {
     /// Downloads the elements in row-major order as f32 (submits pending work and waits; in
     /// browsers, which cannot wait, an error: [`Tensor::to_vec_async`]).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let c = self.contiguous()?;
-        let bytes = c.gpu.read(&c.buffer, (c.numel() * c.dtype.size()) as u64)?;
-        Ok(c.dtype.values(&bytes))
+        tessera_kernels::wait(self.to_vec_async())
     }
 
     /// [`Tensor::to_vec`] as a future, which a browser awaits.

@@ -366,3 +366,184 @@ pub async fn run_vit(
         .await
         .map_err(|e| JsValue::from_str(&e))
 }
+
+/// The integer tensor `name` (i32 or i64) of a safetensors file.
+fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<Vec<i64>, String> {
+    let view = st.tensor(name).map_err(|e| format!("{name}: {e}"))?;
+    let data = view.data();
+    match view.dtype() {
+        safetensors::Dtype::I32 => Ok(data
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect()),
+        safetensors::Dtype::I64 => Ok(data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()),
+        other => Err(format!("{name} is {other:?}, not an integer tensor")),
+    }
+}
+
+/// The Whisper fixture's clip: five pitches stepping every 1.5 s under a slow swell (the
+/// formula of tools/make_whisper_timestamp_fixtures.py, as the integration tests have it).
+fn clip(seconds: usize) -> Vec<f32> {
+    use std::f64::consts::PI;
+    (0..seconds * 16_000)
+        .map(|i| {
+            let t = i as f64 / 16000.0;
+            let f = 220.0 * (1 + (i / 24000) % 5) as f64;
+            let env = 0.5 * (1.0 + (2.0 * PI * 0.37 * t).sin());
+            (env * 0.4 * (2.0 * PI * f * t).sin()) as f32
+        })
+        .collect()
+}
+
+/// A Whisper checkpoint's files, fetched.
+struct WhisperFiles {
+    config: String,
+    generation: String,
+    tokenizer: Vec<u8>,
+    model: Vec<u8>,
+    /// `words_reference.safetensors`: transformers' tokens, segment lengths and token times.
+    words: Vec<u8>,
+    /// `timestamps_reference.json`: the segment texts of the greedy 75 s case.
+    texts: String,
+}
+
+async fn whisper(files: WhisperFiles) -> Result<String, String> {
+    use tessera::audio::{
+        long_form_features_async, transcribe_async, Alignment, BeamOptions, TranscribeOptions,
+        WhisperConfig, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
+    };
+    use tessera::nn::config::ModelConfig;
+    let e = |e: tessera::audio::AudioError| e.to_string();
+    let gpu = Arc::new(
+        Gpu::new_async(&GpuOptions::default())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let config = WhisperConfig::from_json(&files.config).map_err(|e| e.to_string())?;
+    let weights = tessera::nn::Weights::from_bytes(
+        &gpu,
+        vec![("model.safetensors".into(), files.model)],
+        DType::F32,
+    )
+    .map_err(|e| e.to_string())?;
+    let encoder = WhisperEncoder::from_checkpoint(&config, &weights).map_err(e)?;
+    let decoder = WhisperDecoder::from_checkpoint(&config, &weights).map_err(e)?;
+    let generation =
+        WhisperGeneration::from_json(&files.config, Some(&files.generation)).map_err(e)?;
+    let tokenizer = WhisperTokenizer::from_bytes(&files.tokenizer).map_err(e)?;
+    let reference = safetensors::SafeTensors::deserialize(&files.words).map_err(|e| e.to_string())?;
+    let texts: serde_json::Value = serde_json::from_str(&files.texts).map_err(|e| e.to_string())?;
+    let front = encoder.log_mel(&gpu).map_err(e)?;
+    let prompt = generation
+        .timestamp_prompt(Some("en"), "transcribe")
+        .map_err(e)?;
+    let mut options = generation.greedy_options(prompt, 40);
+    options.timestamps = Some(generation.timestamp_rules().map_err(e)?);
+    let samples = clip(75);
+    let (features, frames) = long_form_features_async(&front, &samples)
+        .await
+        .map_err(e)?;
+    let alignment = Alignment {
+        frames: Some(samples.len().div_ceil(160)),
+        ..generation.alignment(&config, None)
+    };
+    let mut lines = Vec::new();
+    for (case, beams) in [("long", None), ("long_beams", Some(4))] {
+        options.beams = beams.map(|num_beams| BeamOptions {
+            num_beams,
+            length_penalty: 1.0,
+        });
+        let context = TranscribeOptions {
+            alignment: Some(alignment.clone()),
+            ..TranscribeOptions::default()
+        };
+        let mut windows = 0;
+        let segments = transcribe_async(
+            &encoder,
+            &decoder,
+            &features,
+            frames,
+            &options,
+            &context,
+            &mut |_, _, _| windows += 1,
+        )
+        .await
+        .map_err(e)?;
+        let want_tokens = ints(&reference, &format!("{case}_tokens"))?;
+        let want_lengths = ints(&reference, &format!("{case}_lengths"))?;
+        let (_, want_times) = tensor(&reference, &format!("{case}_times"))?;
+        let tokens: Vec<i64> = segments
+            .iter()
+            .flat_map(|s| s.tokens.iter().map(|&t| i64::from(t)))
+            .collect();
+        let lengths: Vec<i64> = segments.iter().map(|s| s.tokens.len() as i64).collect();
+        if tokens != want_tokens || lengths != want_lengths {
+            return Err(format!(
+                "Whisper {case}: tokens {tokens:?} in segments of {lengths:?}; transformers \
+                 {want_tokens:?} in {want_lengths:?}"
+            ));
+        }
+        let times: Vec<f64> = segments.iter().flat_map(|s| s.token_times.clone()).collect();
+        let off = times
+            .iter()
+            .zip(&want_times)
+            .map(|(g, w)| (g - f64::from(*w)).abs())
+            .fold(0.0, f64::max);
+        if times.len() != want_times.len() || off > 1e-6 {
+            return Err(format!(
+                "Whisper {case}: {} token times, largest difference {off:.2e} s from \
+                 transformers' {}",
+                times.len(),
+                want_times.len()
+            ));
+        }
+        let mut line = format!(
+            "Whisper {case} (75 s, {} windows, checkpoint fetched into memory): {} segments, \
+             {} tokens and their times as transformers (within {off:.1e} s)",
+            windows - 1,
+            segments.len(),
+            tokens.len()
+        );
+        if case == "long" {
+            let got: Vec<String> = segments
+                .iter()
+                .map(|s| tokenizer.decode(&s.tokens))
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            let want: Vec<String> = serde_json::from_value(texts["long_texts"].clone())
+                .map_err(|e| e.to_string())?;
+            if got != want {
+                return Err(format!("Whisper long: texts {got:?}, transformers {want:?}"));
+            }
+            line.push_str(", texts too");
+        }
+        lines.push(line);
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Transcribes the fixture clip with timestamps and word-level token times, greedily and by
+/// beam search, from a Whisper checkpoint's fetched files, against transformers.
+#[wasm_bindgen]
+pub async fn run_whisper(
+    config: String,
+    generation: String,
+    tokenizer: Vec<u8>,
+    model: Vec<u8>,
+    words: Vec<u8>,
+    texts: String,
+) -> Result<String, JsValue> {
+    whisper(WhisperFiles {
+        config,
+        generation,
+        tokenizer,
+        model,
+        words,
+        texts,
+    })
+    .await
+    .map_err(|e| JsValue::from_str(&e))
+}
