@@ -8,13 +8,15 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tessera_clip::{ClipTextConfig, ClipTextTransformer, ClipTokenizer};
 use tessera_kernels::{wait, DType, Gpu};
-use tessera_nn::config::read_json;
+use tessera_nn::config::{parse_json, read_json};
 use tessera_nn::{Linear, NnError, Noise, Result, Weights};
 use tessera_tensor::Tensor;
 
 use crate::scheduler::{linspace, AmusedScheduler};
 use crate::transformer::{UVit2D, UVit2DConfig, MICRO_CONDS};
 use crate::vq::{VqConfig, VqDecoder};
+
+const TEXT_CONFIG: &str = "CLIPTextModelWithProjection config";
 
 /// `text_encoder/config.json`: a `CLIPTextConfig` with the projection width.
 #[derive(Clone, Debug, Deserialize)]
@@ -61,14 +63,47 @@ impl TextEncoder {
         tokenizer_dir: &Path,
         dtype: DType,
     ) -> Result<Self> {
-        let config: TextEncoderConfig = read_json(
-            &text_dir.join("config.json"),
-            "CLIPTextModelWithProjection config",
-        )?;
+        let config: TextEncoderConfig = read_json(&text_dir.join("config.json"), TEXT_CONFIG)?;
+        config.text.check("")?;
+        let w = Weights::open(gpu, text_dir, dtype)?;
+        let tokenizer = ClipTokenizer::load(tokenizer_dir, config.text.max_position_embeddings)?;
+        let tc_path = tokenizer_dir.join("tokenizer_config.json");
+        let tc = if tc_path.is_file() {
+            Some(read_json(&tc_path, "tokenizer config")?)
+        } else {
+            None
+        };
+        TextEncoder::build(config, &w, tokenizer, tc, &tc_path)
+    }
+
+    /// The text encoder from memory (what a browser fetched): `text_encoder/config.json`'s
+    /// text, its weights, the tokenizer (its length is set from the config), and
+    /// `tokenizer/tokenizer_config.json`'s text where the pipeline has one.
+    pub fn from_parts(
+        config: &str,
+        w: &Weights,
+        tokenizer: ClipTokenizer,
+        tokenizer_config: Option<&str>,
+    ) -> Result<Self> {
+        let config: TextEncoderConfig = parse_json(config, Path::new("config.json"), TEXT_CONFIG)?;
+        let tc_path = Path::new("tokenizer_config.json");
+        let tc = tokenizer_config
+            .map(|text| parse_json(text, tc_path, "tokenizer config"))
+            .transpose()?;
+        TextEncoder::build(config, w, tokenizer, tc, tc_path)
+    }
+
+    fn build(
+        config: TextEncoderConfig,
+        w: &Weights,
+        tokenizer: ClipTokenizer,
+        tc: Option<TokenizerConfig>,
+        tc_path: &Path,
+    ) -> Result<Self> {
         config.text.check("")?;
         tessera_nn::config::positive("projection_dim", config.projection_dim)?;
-        let w = Weights::open(gpu, text_dir, dtype)?;
         let t = &config.text;
+        let tokenizer = tokenizer.with_max_len(t.max_position_embeddings)?;
         let tower = ClipTextTransformer::new(t, &w.pp("text_model"))?;
         let projection = Linear::load(
             &w.pp("text_projection"),
@@ -76,19 +111,12 @@ impl TextEncoder {
             config.projection_dim,
             false,
         )?;
-        let tokenizer = ClipTokenizer::load(tokenizer_dir, t.max_position_embeddings)?;
-        let tc_path = tokenizer_dir.join("tokenizer_config.json");
-        let tc: TokenizerConfig = if tc_path.is_file() {
-            read_json(&tc_path, "tokenizer config")?
-        } else {
-            TokenizerConfig::default()
-        };
-        let pad = match tc.pad_token {
+        let pad = match tc.and_then(|tc| tc.pad_token) {
             Some(TokenSpec::Plain(s)) | Some(TokenSpec::Added { content: s }) => s,
             None => "<|endoftext|>".into(),
         };
         let pad_id = tokenizer.token_id(&pad).ok_or_else(|| NnError::Json {
-            path: tc_path.clone(),
+            path: tc_path.to_path_buf(),
             what: "tokenizer config",
             detail: format!("pad_token {pad:?} is not in the vocabulary"),
         })?;
@@ -260,6 +288,19 @@ impl Amused {
             &Weights::open(gpu, &vdir, DType::F32)?,
         )?;
         let scheduler = AmusedScheduler::load(&part(dir, "scheduler")?)?;
+        Amused::from_parts(text, transformer, vqvae, scheduler)
+    }
+
+    /// A pipeline from its parts, built from memory where a browser fetched them
+    /// ([`TextEncoder::from_parts`], [`UVit2D::new`] and [`VqDecoder::new`] over
+    /// [`Weights::from_bytes`], the configs' `from_json`); refuses parts that do not fit
+    /// together.
+    pub fn from_parts(
+        text: TextEncoder,
+        transformer: UVit2D,
+        vqvae: VqDecoder,
+        scheduler: AmusedScheduler,
+    ) -> Result<Self> {
         let tc = transformer.config();
         if scheduler.mask_token_id as usize >= tc.vocab_size
             || (scheduler.mask_token_id as usize) < tc.codebook_size

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tessera_nn::config::read_json;
+use tessera_nn::config::{parse_json, read_json};
 use tessera_nn::{NnError, Result};
 
 /// How many tokens stay masked after step `i` of `n`: `cos(π/2 · (i+1)/n)` or `1 − (i+1)/n` of
@@ -65,6 +65,15 @@ impl AmusedScheduler {
     /// `dir/scheduler_config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         read_json(&dir.join("scheduler_config.json"), "AmusedScheduler config")
+    }
+
+    /// A `scheduler_config.json`'s text (what a browser fetched).
+    pub fn from_json(text: &str) -> Result<Self> {
+        parse_json(
+            text,
+            Path::new("scheduler_config.json"),
+            "AmusedScheduler config",
+        )
     }
 
     /// The fraction of tokens masked after step `index` (0-based) of `steps`.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tessera_kernels::copy::StridedView;
 use tessera_kernels::{DType, Gpu};
-use tessera_nn::config::{head_dim, positive, read_json};
+use tessera_nn::config::{head_dim, parse_json, positive, read_json};
 use tessera_nn::{AttentionWeights, Linear, NnError, Result, SelfAttention, Weights};
 use tessera_tensor::{Activation, AttentionOptions, BinaryOp, ConvOptions, Tensor};
 
@@ -102,6 +102,13 @@ impl UVit2DConfig {
     /// `dir/config.json`, checked.
     pub fn load(dir: &Path) -> Result<Self> {
         let c: UVit2DConfig = read_json(&dir.join("config.json"), "UVit2DModel config")?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// A `config.json`'s text (what a browser fetched), parsed and checked.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let c: UVit2DConfig = parse_json(text, Path::new("config.json"), "UVit2DModel config")?;
         c.check()?;
         Ok(c)
     }

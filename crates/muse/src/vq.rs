@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tessera_nn::config::{positive, read_json};
+use tessera_nn::config::{parse_json, positive, read_json};
 use tessera_nn::{NnError, Result, Weights};
 use tessera_tensor::{Activation, ConvOptions, Tensor};
 
@@ -67,6 +67,13 @@ impl VqConfig {
     /// `dir/config.json`, checked.
     pub fn load(dir: &Path) -> Result<Self> {
         let c: VqConfig = read_json(&dir.join("config.json"), "VQModel config")?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// A `config.json`'s text (what a browser fetched), parsed and checked.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let c: VqConfig = parse_json(text, Path::new("config.json"), "VQModel config")?;
         c.check()?;
         Ok(c)
     }

@@ -434,7 +434,8 @@ async fn whisper(files: WhisperFiles) -> Result<String, String> {
     let generation =
         WhisperGeneration::from_json(&files.config, Some(&files.generation)).map_err(e)?;
     let tokenizer = WhisperTokenizer::from_bytes(&files.tokenizer).map_err(e)?;
-    let reference = safetensors::SafeTensors::deserialize(&files.words).map_err(|e| e.to_string())?;
+    let reference =
+        safetensors::SafeTensors::deserialize(&files.words).map_err(|e| e.to_string())?;
     let texts: serde_json::Value = serde_json::from_str(&files.texts).map_err(|e| e.to_string())?;
     let front = encoder.log_mel(&gpu).map_err(e)?;
     let prompt = generation
@@ -486,7 +487,10 @@ async fn whisper(files: WhisperFiles) -> Result<String, String> {
                  {want_tokens:?} in {want_lengths:?}"
             ));
         }
-        let times: Vec<f64> = segments.iter().flat_map(|s| s.token_times.clone()).collect();
+        let times: Vec<f64> = segments
+            .iter()
+            .flat_map(|s| s.token_times.clone())
+            .collect();
         let off = times
             .iter()
             .zip(&want_times)
@@ -513,10 +517,12 @@ async fn whisper(files: WhisperFiles) -> Result<String, String> {
                 .map(|s| tokenizer.decode(&s.tokens))
                 .collect::<Result<_, _>>()
                 .map_err(e)?;
-            let want: Vec<String> = serde_json::from_value(texts["long_texts"].clone())
-                .map_err(|e| e.to_string())?;
+            let want: Vec<String> =
+                serde_json::from_value(texts["long_texts"].clone()).map_err(|e| e.to_string())?;
             if got != want {
-                return Err(format!("Whisper long: texts {got:?}, transformers {want:?}"));
+                return Err(format!(
+                    "Whisper long: texts {got:?}, transformers {want:?}"
+                ));
             }
             line.push_str(", texts too");
         }
@@ -546,4 +552,138 @@ pub async fn run_whisper(
     })
     .await
     .map_err(|e| JsValue::from_str(&e))
+}
+
+/// Replays the uniforms diffusers drew, in the order it drew them.
+struct Replay(std::collections::VecDeque<Vec<f32>>);
+
+impl tessera::muse::Noise for Replay {
+    fn uniforms(&mut self, n: usize) -> Vec<f32> {
+        match self.0.pop_front() {
+            Some(u) if u.len() == n => u,
+            // A wrong count shows in the comparison: the tokens cannot match.
+            _ => vec![0.5; n],
+        }
+    }
+}
+
+/// The aMUSEd pipeline from its fetched files (`names[i]` holds `files[i]`, paths inside the
+/// pipeline folder) generating from diffusers' recorded draws, against diffusers' tokens and
+/// image.
+async fn amused(
+    mut files: std::collections::HashMap<String, Vec<u8>>,
+    reference: &[u8],
+) -> Result<String, String> {
+    use tessera::clip::ClipTokenizer;
+    use tessera::muse::{
+        Amused, AmusedScheduler, GenerateOptions, TextEncoder, UVit2D, UVit2DConfig, VqConfig,
+        VqDecoder,
+    };
+    use tessera::nn::Weights;
+    let e = |e: tessera::nn::NnError| e.to_string();
+    let mut take = |name: &str| files.remove(name).ok_or(format!("{name} was not fetched"));
+    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|e| e.to_string());
+    let gpu = Arc::new(
+        Gpu::new_async(&GpuOptions::default())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let weights = |name: &str, bytes: Vec<u8>, dtype| {
+        Weights::from_bytes(&gpu, vec![(name.to_string(), bytes)], dtype).map_err(e)
+    };
+    let tokenizer = ClipTokenizer::from_vocab(
+        &take("tokenizer/vocab.json")?,
+        &take("tokenizer/merges.txt")?,
+        77,
+    )
+    .map_err(e)?;
+    let encoder = TextEncoder::from_parts(
+        &text(take("text_encoder/config.json")?)?,
+        &weights(
+            "model.safetensors",
+            take("text_encoder/model.safetensors")?,
+            DType::F32,
+        )?,
+        tokenizer,
+        Some(&text(take("tokenizer/tokenizer_config.json")?)?),
+    )
+    .map_err(e)?;
+    let transformer = UVit2D::new(
+        &UVit2DConfig::from_json(&text(take("transformer/config.json")?)?).map_err(e)?,
+        &weights(
+            "diffusion_pytorch_model.safetensors",
+            take("transformer/diffusion_pytorch_model.safetensors")?,
+            DType::F32,
+        )?,
+    )
+    .map_err(e)?;
+    let vqvae = VqDecoder::new(
+        &VqConfig::from_json(&text(take("vqvae/config.json")?)?).map_err(e)?,
+        &weights(
+            "diffusion_pytorch_model.safetensors",
+            take("vqvae/diffusion_pytorch_model.safetensors")?,
+            DType::F32,
+        )?,
+    )
+    .map_err(e)?;
+    let scheduler =
+        AmusedScheduler::from_json(&text(take("scheduler/scheduler_config.json")?)?).map_err(e)?;
+    let pipe = Amused::from_parts(encoder, transformer, vqvae, scheduler).map_err(e)?;
+
+    let st = safetensors::SafeTensors::deserialize(reference).map_err(|e| e.to_string())?;
+    let (_, multinomial) = tensor(&st, "pipe_multinomial")?;
+    let (_, gumbel) = tensor(&st, "pipe_gumbel")?;
+    let mut draws = std::collections::VecDeque::new();
+    for i in 0..6 {
+        draws.push_back(multinomial[i * 16..(i + 1) * 16].to_vec());
+        if i < 5 {
+            draws.push_back(gumbel[i * 16..(i + 1) * 16].to_vec());
+        }
+    }
+    let opts = GenerateOptions {
+        steps: 6,
+        guidance_scale: 4.0,
+        ..GenerateOptions::default()
+    };
+    let mut replay = Replay(draws);
+    let images = pipe
+        .generate_async(&["a photo of a cat"], &opts, &mut replay)
+        .await
+        .map_err(e)?;
+    let want_tokens = ints(&st, "pipe_tokens")?;
+    let tokens: Vec<i64> = images.tokens.iter().map(|&t| i64::from(t)).collect();
+    if tokens != want_tokens || !replay.0.is_empty() {
+        return Err(format!(
+            "aMUSEd: tokens {tokens:?} ({} draws unused), diffusers {want_tokens:?}",
+            replay.0.len()
+        ));
+    }
+    let (_, want) = tensor(&st, "pipe_image")?;
+    let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+    let err = max_error(&images.pixels, &want);
+    let line = format!(
+        "aMUSEd (6 steps with guidance, pipeline fetched into memory): tokens as diffusers, \
+         {}x{} image within {err:.2e}",
+        images.width, images.height
+    );
+    if images.pixels.len() != want.len() || err > 1e-3 {
+        return Err(line);
+    }
+    Ok(line)
+}
+
+/// See [`amused`]: `names` are the files' paths in the pipeline folder.
+#[wasm_bindgen]
+pub async fn run_amused(
+    names: Vec<String>,
+    files: Vec<js_sys::Uint8Array>,
+    reference: Vec<u8>,
+) -> Result<String, JsValue> {
+    let files = names
+        .into_iter()
+        .zip(files.iter().map(|f| f.to_vec()))
+        .collect();
+    amused(files, &reference)
+        .await
+        .map_err(|e| JsValue::from_str(&e))
 }
