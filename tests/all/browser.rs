@@ -70,11 +70,11 @@ mod from_memory {
         VqConfig, VqDecoder,
     };
     use tessera::nn::config::ModelConfig;
-    use tessera::nn::Weights;
+    use tessera::nn::{decode_image, load_image, ImageProcessor, Weights};
     use tessera::{DType, Gpu};
 
     use crate::common::gpu;
-    use crate::models::model_dir;
+    use crate::models::{image_paths, model_dir};
     use crate::timestamps::clip;
 
     fn bytes(model: &str, file: &str) -> Vec<u8> {
@@ -299,6 +299,38 @@ mod from_memory {
         let short = vocab.with_max_len(4).unwrap().encode(&texts).unwrap();
         assert!(short.iter().all(|ids| ids.len() == 4));
         assert_eq!(short[0][3], *want[0].last().unwrap());
+    }
+
+    #[test]
+    fn images_and_their_processor_from_memory_as_from_files() {
+        for (model, fallback) in [
+            ("clip", ImageProcessor::clip_default()),
+            ("vit", ImageProcessor::vit_default()),
+        ] {
+            let memory = ImageProcessor::from_json(
+                &text(model, "preprocessor_config.json"),
+                fallback.clone(),
+            )
+            .unwrap();
+            let folder = ImageProcessor::load(&model_dir(model), fallback).unwrap();
+            assert_eq!(format!("{memory:?}"), format!("{folder:?}"));
+        }
+        let defaults = ImageProcessor::from_json("{}", ImageProcessor::vit_default()).unwrap();
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!("{:?}", ImageProcessor::vit_default())
+        );
+        for path in image_paths() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(decode_image(&bytes).unwrap(), load_image(&path).unwrap());
+        }
+        let err = decode_image(b"GIF89a not really").unwrap_err().to_string();
+        assert!(err.contains("cannot read the image"), "{err}");
+        let err = ImageProcessor::from_json("{\"size\": 0}", ImageProcessor::vit_default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("positive"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub use layers::{
 };
 pub use noise::{Noise, SeededNoise};
 pub use patch::{PatchEmbedding, PatchEmbeddingKeys};
-pub use preprocess::{load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE};
+pub use preprocess::{
+    decode_image, load_image, ImageProcessor, ProcessedImages, Resize, MAX_IMAGE_SIDE,
+};
 pub use resample::{resize, Filter};
 pub use weights::{Weights, INDEX_FILE, SINGLE_FILE};

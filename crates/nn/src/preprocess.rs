@@ -8,7 +8,7 @@ use image::{ImageReader, RgbImage};
 use serde::Deserialize;
 use tessera_tensor::Normalize;
 
-use crate::config::read_json;
+use crate::config::{parse_json, read_json};
 use crate::error::{NnError, Result};
 use crate::resample::{resize, Filter};
 
@@ -85,11 +85,20 @@ const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// Reads an image file (PNG, JPEG) as 8-bit RGB; alpha is dropped and grey replicated, as PIL's
 /// `convert("RGB")`.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let err = |e: &dyn std::fmt::Display| {
-        NnError::Input(format!("cannot read image {}: {e}", path.display()))
-    };
-    let reader = ImageReader::open(path)
-        .map_err(|e| err(&e))?
+    let what = format!("image {}", path.display());
+    let bytes =
+        std::fs::read(path).map_err(|e| NnError::Input(format!("cannot read {what}: {e}")))?;
+    decode(&bytes, &what)
+}
+
+/// [`load_image`] of an image file's bytes (what a browser fetched, or an upload).
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    decode(bytes, "the image")
+}
+
+fn decode(bytes: &[u8], what: &str) -> Result<RgbImage> {
+    let err = |e: &dyn std::fmt::Display| NnError::Input(format!("cannot read {what}: {e}"));
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| err(&e))?;
     Ok(reader.decode().map_err(|e| err(&e))?.to_rgb8())
@@ -132,7 +141,21 @@ impl ImageProcessor {
         if !path.is_file() {
             return Ok(fallback);
         }
-        let raw: RawConfig = read_json(&path, "image preprocessor config")?;
+        ImageProcessor::from_raw(read_json(&path, "image preprocessor config")?, fallback)
+    }
+
+    /// [`ImageProcessor::load`] from a `preprocessor_config.json`'s text (what a browser
+    /// fetched).
+    pub fn from_json(text: &str, fallback: ImageProcessor) -> Result<Self> {
+        let raw = parse_json(
+            text,
+            Path::new("preprocessor_config.json"),
+            "image preprocessor config",
+        )?;
+        ImageProcessor::from_raw(raw, fallback)
+    }
+
+    fn from_raw(raw: RawConfig, fallback: ImageProcessor) -> Result<Self> {
         let base = match raw.image_processor_type.as_deref() {
             Some(t) if t.starts_with("CLIP") => ImageProcessor::clip_default(),
             Some(t) if t.starts_with("ViT") => ImageProcessor::vit_default(),

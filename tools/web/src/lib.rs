@@ -687,3 +687,154 @@ pub async fn run_amused(
         .await
         .map_err(|e| JsValue::from_str(&e))
 }
+
+/// CLIP's fetched files: `config.json`, `model.safetensors`, `tokenizer.json`,
+/// `preprocessor_config.json`, `texts.json` (transformers' ids of its texts),
+/// `reference.safetensors`, and the PNG fixtures the reference's first two images came from.
+struct ClipFiles {
+    config: String,
+    model: Vec<u8>,
+    tokenizer: Vec<u8>,
+    preprocessor: String,
+    texts: String,
+    reference: Vec<u8>,
+    pngs: Vec<Vec<u8>>,
+}
+
+async fn clip_model(files: ClipFiles) -> Result<String, String> {
+    use tessera::clip::{ClipConfig, ClipModel, ClipTokenizer};
+    use tessera::nn::config::ModelConfig;
+    use tessera::nn::{decode_image, ImageProcessor};
+    use tessera::tensor::{Normalize, Pixels};
+    let e = |e: tessera::nn::NnError| e.to_string();
+    let gpu = Arc::new(
+        Gpu::new_async(&GpuOptions::default())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let config = ClipConfig::from_json(&files.config).map_err(e)?;
+    let weights = tessera::nn::Weights::from_bytes(
+        &gpu,
+        vec![("model.safetensors".into(), files.model)],
+        DType::F32,
+    )
+    .map_err(e)?;
+    let model = ClipModel::new(&config, &weights).map_err(e)?;
+    let tokenizer =
+        ClipTokenizer::from_bytes(&files.tokenizer, config.text_config.max_position_embeddings)
+            .map_err(e)?;
+    let processor = ImageProcessor::from_json(&files.preprocessor, ImageProcessor::clip_default())
+        .map_err(e)?;
+    let st = safetensors::SafeTensors::deserialize(&files.reference).map_err(|e| e.to_string())?;
+
+    // The tokenizer: transformers' ids of every text (the real CLIP vocabulary).
+    let texts: serde_json::Value = serde_json::from_str(&files.texts).map_err(|e| e.to_string())?;
+    let strings: Vec<String> =
+        serde_json::from_value(texts["texts"].clone()).map_err(|e| e.to_string())?;
+    let want_ids: Vec<Vec<u32>> =
+        serde_json::from_value(texts["input_ids"].clone()).map_err(|e| e.to_string())?;
+    let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
+    let ids = tokenizer.encode(&refs).map_err(e)?;
+    if ids != want_ids {
+        return Err(format!(
+            "CLIP tokenizer: {ids:?}, transformers {want_ids:?}"
+        ));
+    }
+
+    // The image processor on decoded PNG bytes, against Pillow's pixel values.
+    let (shape, pil) = tensor(&st, "pixel_values")?;
+    let (h, w) = (shape[2], shape[3]);
+    let images: Vec<_> = files
+        .pngs
+        .iter()
+        .map(|b| decode_image(b))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let batch = processor.process(&images).map_err(e)?;
+    if (batch.height, batch.width) != (h, w) {
+        return Err(format!(
+            "CLIP preprocessing: {}x{}",
+            batch.width, batch.height
+        ));
+    }
+    let n = &processor.normalize;
+    let mut steps = 0f32;
+    for i in 0..batch.batch {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = f32::from(batch.pixels[((i * h + y) * w + x) * 3 + c]);
+                    let got = (v * n.rescale - n.mean[c]) / n.std[c];
+                    let want = pil[((i * 3 + c) * h + y) * w + x];
+                    steps = steps.max((got - want).abs() * n.std[c] / n.rescale);
+                }
+            }
+        }
+    }
+    if steps > 0.01 {
+        return Err(format!(
+            "CLIP preprocessing: {steps} pixel steps from Pillow's"
+        ));
+    }
+
+    // The model on the reference's pixel values and the tokenized texts.
+    let b = shape[0];
+    let mut hwc = vec![0f32; pil.len()];
+    for i in 0..b {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    hwc[((i * h + y) * w + x) * 3 + c] = pil[((i * 3 + c) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    let identity = Normalize {
+        rescale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let image = model
+        .image_embeds_pixels(Pixels::F32(&hwc), b, (h, w), &identity)
+        .map_err(e)?;
+    let text = model.text_embeds(&ids).map_err(e)?;
+    let logits = model.logits_per_image(&image, &text).map_err(e)?;
+    let got = logits.to_vec_async().await.map_err(|e| e.to_string())?;
+    let (_, want) = tensor(&st, "logits_per_image")?;
+    let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+    let err = max_error(&got, &want);
+    let line = format!(
+        "CLIP (checkpoint, tokenizer and processor fetched into memory): {} texts tokenized as \
+         transformers, PNGs preprocessed within {steps:.3} pixel steps of Pillow, \
+         logits_per_image within {err:.2e}",
+        ids.len()
+    );
+    if got.len() != want.len() || err > 1e-3 {
+        return Err(line);
+    }
+    Ok(line)
+}
+
+/// See [`clip_model`]; `pngs` holds the fixture images gradient.png and noise.png.
+#[wasm_bindgen]
+pub async fn run_clip(
+    config: String,
+    model: Vec<u8>,
+    tokenizer: Vec<u8>,
+    preprocessor: String,
+    texts: String,
+    reference: Vec<u8>,
+    pngs: Vec<js_sys::Uint8Array>,
+) -> Result<String, JsValue> {
+    clip_model(ClipFiles {
+        config,
+        model,
+        tokenizer,
+        preprocessor,
+        texts,
+        reference,
+        pngs: pngs.iter().map(|p| p.to_vec()).collect(),
+    })
+    .await
+    .map_err(|e| JsValue::from_str(&e))
+}
