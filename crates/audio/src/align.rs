@@ -150,11 +150,12 @@ pub fn dynamic_time_warping(matrix: &[f64], rows: usize, cols: usize) -> (Vec<is
     (text, time)
 }
 
-/// The matrix dynamic time warping aligns (before its negation): the attention `weights`
-/// (`[heads, rows, positions]`, see [`crate::WhisperDecoder::cross_attention_weights`]) cut
-/// to the first `cols` positions, each (head, position) standardised over the rows (mean 0,
-/// standard deviation 1, as torch's `std(unbiased=False)`), median-filtered along the
-/// positions and averaged over the heads: `[rows, cols]`.
+/// The matrix dynamic time warping aligns (before its negation): the last `rows` rows of each
+/// head's attention `weights` (`[heads, stored rows, positions]`, see
+/// [`crate::WhisperDecoder::cross_attention_weights`]; the rows before them, the prompt's, are
+/// left out) cut to the first `cols` positions, each (head, position) standardised over the
+/// rows (mean 0, standard deviation 1, as torch's `std(unbiased=False)`), median-filtered
+/// along the positions and averaged over the heads: `[rows, cols]`.
 pub fn alignment_matrix(
     weights: &[f32],
     heads: usize,
@@ -165,7 +166,9 @@ pub fn alignment_matrix(
 ) -> Vec<f32> {
     let cols = cols.min(positions);
     let mut sum = vec![0f32; rows * cols];
-    for head in weights.chunks(rows * positions).take(heads) {
+    let block = weights.len() / heads.max(1);
+    for head in weights.chunks(block.max(1)).take(heads) {
+        let head = &head[head.len() - rows * positions..];
         let mut w = vec![0f32; rows * cols];
         for c in 0..cols {
             let column = || (0..rows).map(|r| f64::from(head[r * positions + c]));
@@ -221,12 +224,15 @@ pub fn token_timestamps(
         Some(end) if end >= 0 => (end as usize).min(positions),
         Some(end) => positions.saturating_sub(2 * end.unsigned_abs()),
     };
-    // The generated tokens' rows of every head, the prompt's left out.
-    let mut kept = Vec::with_capacity(heads * rows * positions);
-    for head in weights.chunks(fed * positions).take(heads) {
-        kept.extend_from_slice(&head[prompt_len * positions..]);
-    }
-    let matrix = alignment_matrix(&kept, heads, rows, positions, cols, median_filter_width);
+    // The generated tokens' rows of every head (the last `rows` of its `fed`).
+    let matrix = alignment_matrix(
+        &weights[..heads * fed * positions],
+        heads,
+        rows,
+        positions,
+        cols,
+        median_filter_width,
+    );
     let negated: Vec<f64> = matrix.iter().map(|&v| -f64::from(v)).collect();
     let (text, time) = dynamic_time_warping(&negated, rows, cols);
     let mut jumps = Vec::with_capacity(rows);

@@ -77,13 +77,19 @@ impl DecoderCache {
                 CrossKv::Packed(p) => Ok(CrossKv::Packed(vec![p[0].clone(); n])),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(DecoderCache {
+        Ok(self.emptied(cross_kv, n))
+    }
+
+    /// A cache of this one's layers and heads without tokens, over `cross_kv` of `batch`
+    /// audios.
+    fn emptied(&self, cross_kv: Vec<CrossKv>, batch: usize) -> DecoderCache {
+        DecoderCache {
             self_kv: self.self_kv.iter().map(|_| None).collect(),
             cross_kv,
             head_mask: self.head_mask.clone(),
             len: 0,
-            batch: n,
-        })
+            batch,
+        }
     }
 
     /// Keeps batch entry `rows[i]` as entry `i` of the self-attention keys and values (the
@@ -169,13 +175,7 @@ impl Encoded for DecoderCache {
                 decoder.layers.len()
             )));
         }
-        Ok(DecoderCache {
-            self_kv: self.self_kv.iter().map(|_| None).collect(),
-            cross_kv: self.cross_kv.clone(),
-            head_mask: self.head_mask.clone(),
-            len: 0,
-            batch: self.batch,
-        })
+        Ok(self.emptied(self.cross_kv.clone(), self.batch))
     }
 }
 
@@ -334,7 +334,8 @@ impl WhisperDecoder {
         ids: &[Vec<u32>],
         last_only: bool,
     ) -> Result<Tensor> {
-        self.forward_capturing(cache, ids, last_only, &mut [])
+        let logits = self.forward_capturing(cache, ids, last_only, &mut [], self.layers.len())?;
+        Ok(logits.expect("every layer ran"))
     }
 
     /// The cross-attention probabilities of `heads` (`(layer, head)` pairs, transformers'
@@ -369,7 +370,9 @@ impl WhisperDecoder {
         let mut cache = encoder_out.fresh(self)?;
         let mut captured: Vec<(usize, usize, Option<Tensor>)> =
             heads.iter().map(|&(l, j)| (l, j, None)).collect();
-        self.forward_capturing(&mut cache, &[tokens.to_vec()], true, &mut captured)?;
+        // Only the layers up to the last alignment head run; the cache is dropped after.
+        let layers = heads.iter().map(|&(l, _)| l + 1).max().unwrap_or(0);
+        self.forward_capturing(&mut cache, &[tokens.to_vec()], true, &mut captured, layers)?;
         let mut out = Vec::new();
         for (_, _, w) in captured {
             out.extend(w.expect("every layer ran").to_vec_async().await?);
@@ -377,15 +380,18 @@ impl WhisperDecoder {
         Ok(out)
     }
 
-    /// [`WhisperDecoder::forward`], keeping in `capture`'s third field the cross-attention
-    /// probabilities `[tokens, positions]` of batch entry 0 at each of its (layer, head).
+    /// [`WhisperDecoder::forward`] through the first `layers` layers, keeping in `capture`'s
+    /// third field the cross-attention probabilities `[tokens, positions]` of batch entry 0 at
+    /// each of its (layer, head). The logits when every layer ran; with fewer, `None`, and a
+    /// cache that holds no keys for the later layers (not to be decoded from again).
     fn forward_capturing(
         &self,
         cache: &mut DecoderCache,
         ids: &[Vec<u32>],
         last_only: bool,
         capture: &mut [(usize, usize, Option<Tensor>)],
-    ) -> Result<Tensor> {
+        layers: usize,
+    ) -> Result<Option<Tensor>> {
         let n = ids.first().map_or(0, Vec::len);
         let (b, d, vocab) = (cache.batch, self.config.d_model, self.config.vocab_size);
         if ids.len() != b || n == 0 || ids.iter().any(|r| r.len() != n) {
@@ -411,7 +417,7 @@ impl WhisperDecoder {
         let mut x = tokens.add(&positions)?;
         drop(tokens);
         let (h, hd) = self.heads();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate().take(layers) {
             // Self-attention over the cached tokens and these.
             let qkv = layer
                 .self_qkv
@@ -474,13 +480,16 @@ impl WhisperDecoder {
             x = layer.mlp.forward(normed, Some(&x))?;
         }
         cache.len += n;
+        if layers < self.layers.len() {
+            return Ok(None);
+        }
         let x = if last_only && n > 1 {
             x.narrow(1, n - 1, 1)?.contiguous()?
         } else {
             x
         };
         let x = self.layer_norm.forward(&x)?;
-        Ok(self.lm_head.forward(&x)?)
+        Ok(Some(self.lm_head.forward(&x)?))
     }
 
     /// Greedy decoding of each batch entry of `encoder_out` from `options.prompt`: at every
