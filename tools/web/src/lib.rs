@@ -282,6 +282,28 @@ pub async fn run() -> Result<String, JsValue> {
     Ok(report.join("\n"))
 }
 
+/// Pixel values already normalised (the references' `pixel_values`).
+const IDENTITY: tessera::tensor::Normalize = tessera::tensor::Normalize {
+    rescale: 1.0,
+    mean: [0.0; 3],
+    std: [1.0; 3],
+};
+
+/// `[b, 3, h, w]` pixel values as `[b, h, w, 3]`, what the models take.
+fn channels_last(nchw: &[f32], b: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut hwc = vec![0f32; nchw.len()];
+    for i in 0..b {
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    hwc[((i * h + y) * w + x) * 3 + c] = nchw[((i * 3 + c) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    hwc
+}
+
 /// The f32 tensor `name` of a safetensors file.
 fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
     let view = st.tensor(name).map_err(|e| format!("{name}: {e}"))?;
@@ -297,7 +319,7 @@ fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, 
 }
 
 async fn vit(config: &str, model: Vec<u8>, reference: &[u8]) -> Result<String, String> {
-    use tessera::tensor::{Normalize, Pixels};
+    use tessera::tensor::Pixels;
     use tessera::vit::{ViTConfig, ViTForImageClassification};
     let gpu = Arc::new(
         Gpu::new_async(&GpuOptions::default())
@@ -315,23 +337,9 @@ async fn vit(config: &str, model: Vec<u8>, reference: &[u8]) -> Result<String, S
     let st = safetensors::SafeTensors::deserialize(reference).map_err(|e| e.to_string())?;
     let (s, nchw) = tensor(&st, "pixel_values")?;
     let (b, h, w) = (s[0], s[2], s[3]);
-    let mut hwc = vec![0f32; nchw.len()];
-    for i in 0..b {
-        for c in 0..3 {
-            for y in 0..h {
-                for x in 0..w {
-                    hwc[((i * h + y) * w + x) * 3 + c] = nchw[((i * 3 + c) * h + y) * w + x];
-                }
-            }
-        }
-    }
-    let identity = Normalize {
-        rescale: 1.0,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-    };
+    let hwc = channels_last(&nchw, b, h, w);
     let (logits, _) = model
-        .forward_pixels(Pixels::F32(&hwc), b, (h, w), &identity)
+        .forward_pixels(Pixels::F32(&hwc), b, (h, w), &IDENTITY)
         .map_err(|e| e.to_string())?;
     let got = logits.to_vec_async().await.map_err(|e| e.to_string())?;
     let (_, want) = tensor(&st, "logits")?;
@@ -705,7 +713,7 @@ async fn clip_model(files: ClipFiles) -> Result<String, String> {
     use tessera::clip::{ClipConfig, ClipModel, ClipTokenizer};
     use tessera::nn::config::ModelConfig;
     use tessera::nn::{decode_image, ImageProcessor};
-    use tessera::tensor::{Normalize, Pixels};
+    use tessera::tensor::Pixels;
     let e = |e: tessera::nn::NnError| e.to_string();
     let gpu = Arc::new(
         Gpu::new_async(&GpuOptions::default())
@@ -779,23 +787,9 @@ async fn clip_model(files: ClipFiles) -> Result<String, String> {
 
     // The model on the reference's pixel values and the tokenized texts.
     let b = shape[0];
-    let mut hwc = vec![0f32; pil.len()];
-    for i in 0..b {
-        for c in 0..3 {
-            for y in 0..h {
-                for x in 0..w {
-                    hwc[((i * h + y) * w + x) * 3 + c] = pil[((i * 3 + c) * h + y) * w + x];
-                }
-            }
-        }
-    }
-    let identity = Normalize {
-        rescale: 1.0,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-    };
+    let hwc = channels_last(&pil, b, h, w);
     let image = model
-        .image_embeds_pixels(Pixels::F32(&hwc), b, (h, w), &identity)
+        .image_embeds_pixels(Pixels::F32(&hwc), b, (h, w), &IDENTITY)
         .map_err(e)?;
     let text = model.text_embeds(&ids).map_err(e)?;
     let logits = model.logits_per_image(&image, &text).map_err(e)?;
