@@ -105,16 +105,15 @@ impl WhisperConfig {
 /// The weights of `part` in a Whisper checkpoint: under `model.{part}.`
 /// (WhisperForConditionalGeneration) or `{part}.` (WhisperModel), whichever holds `probe`.
 pub(crate) fn part_of(w: &Weights, part: &str, probe: &str) -> Result<Weights> {
-    Ok(
-        w.find_prefix(&[&format!("model.{part}."), &format!("{part}.")], probe)
-            .ok_or_else(|| NnError::MissingWeight {
-                key: format!("model.{part}.{probe}"),
-                dir: w
-                    .dir()
-                    .unwrap_or(Path::new("(random weights)"))
-                    .to_path_buf(),
-            })?,
-    )
+    let missing = || NnError::MissingWeight {
+        key: format!("model.{part}.{probe}"),
+        dir: w
+            .dir()
+            .unwrap_or(Path::new("(random weights)"))
+            .to_path_buf(),
+    };
+    w.find_prefix(&[&format!("model.{part}."), &format!("{part}.")], probe)
+        .ok_or_else(|| missing().into())
 }
 
 /// transformers' `WhisperEncoder`.

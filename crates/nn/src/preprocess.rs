@@ -86,21 +86,23 @@ const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// `convert("RGB")`.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
     let what = format!("image {}", path.display());
-    let bytes =
-        std::fs::read(path).map_err(|e| NnError::Input(format!("cannot read {what}: {e}")))?;
-    decode(&bytes, &what)
+    let reader =
+        ImageReader::open(path).map_err(|e| NnError::Input(format!("cannot read {what}: {e}")))?;
+    decode(reader, &what)
 }
 
 /// [`load_image`] of an image file's bytes (what a browser fetched, or an upload).
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
-    decode(bytes, "the image")
+    decode(ImageReader::new(std::io::Cursor::new(bytes)), "the image")
 }
 
-fn decode(bytes: &[u8], what: &str) -> Result<RgbImage> {
+/// The image `reader` holds, its format told by its first bytes (else by the file's name).
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    what: &str,
+) -> Result<RgbImage> {
     let err = |e: &dyn std::fmt::Display| NnError::Input(format!("cannot read {what}: {e}"));
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| err(&e))?;
+    let reader = reader.with_guessed_format().map_err(|e| err(&e))?;
     Ok(reader.decode().map_err(|e| err(&e))?.to_rgb8())
 }
 
