@@ -98,15 +98,16 @@ impl ClipTokenizer {
     fn bpe(vocab: &[u8], merges: &[u8], path: &Path) -> Result<Tokenizer> {
         let ids: HashMap<String, u32> =
             serde_json::from_slice(vocab).map_err(|e| tok_err(path, e))?;
+        let merges_path = path.with_file_name("merges.txt");
         let merges = std::str::from_utf8(merges)
-            .map_err(|e| tok_err(&path.with_file_name("merges.txt"), e))?
+            .map_err(|e| tok_err(&merges_path, e))?
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.is_empty())
             .enumerate()
             .map(|(i, line)| match line.split_once(' ') {
                 Some((a, b)) if !b.contains(' ') => Ok((a.to_string(), b.to_string())),
                 _ => Err(tok_err(
-                    &path.with_file_name("merges.txt"),
+                    &merges_path,
                     format!("line {} is not a pair of tokens: {line:?}", i + 1),
                 )),
             })

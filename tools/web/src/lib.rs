@@ -406,19 +406,18 @@ fn clip(seconds: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A Whisper checkpoint's files, fetched.
-struct WhisperFiles {
-    config: String,
-    generation: String,
+/// Whisper's fetched files: `config.json` and `generation_config.json` (texts),
+/// `tokenizer.json`, `model.safetensors`, `words` (`words_reference.safetensors`:
+/// transformers' tokens, segment lengths and token times) and `texts`
+/// (`timestamps_reference.json`: the segment texts of the greedy 75 s case).
+async fn whisper(
+    config_text: String,
+    generation_text: String,
     tokenizer: Vec<u8>,
     model: Vec<u8>,
-    /// `words_reference.safetensors`: transformers' tokens, segment lengths and token times.
     words: Vec<u8>,
-    /// `timestamps_reference.json`: the segment texts of the greedy 75 s case.
     texts: String,
-}
-
-async fn whisper(files: WhisperFiles) -> Result<String, String> {
+) -> Result<String, String> {
     use tessera::audio::{
         long_form_features_async, transcribe_async, Alignment, BeamOptions, TranscribeOptions,
         WhisperConfig, WhisperDecoder, WhisperEncoder, WhisperGeneration, WhisperTokenizer,
@@ -430,21 +429,20 @@ async fn whisper(files: WhisperFiles) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?,
     );
-    let config = WhisperConfig::from_json(&files.config).map_err(|e| e.to_string())?;
+    let config = WhisperConfig::from_json(&config_text).map_err(|e| e.to_string())?;
     let weights = tessera::nn::Weights::from_bytes(
         &gpu,
-        vec![("model.safetensors".into(), files.model)],
+        vec![("model.safetensors".into(), model)],
         DType::F32,
     )
     .map_err(|e| e.to_string())?;
     let encoder = WhisperEncoder::from_checkpoint(&config, &weights).map_err(e)?;
     let decoder = WhisperDecoder::from_checkpoint(&config, &weights).map_err(e)?;
     let generation =
-        WhisperGeneration::from_json(&files.config, Some(&files.generation)).map_err(e)?;
-    let tokenizer = WhisperTokenizer::from_bytes(&files.tokenizer).map_err(e)?;
-    let reference =
-        safetensors::SafeTensors::deserialize(&files.words).map_err(|e| e.to_string())?;
-    let texts: serde_json::Value = serde_json::from_str(&files.texts).map_err(|e| e.to_string())?;
+        WhisperGeneration::from_json(&config_text, Some(&generation_text)).map_err(e)?;
+    let tokenizer = WhisperTokenizer::from_bytes(&tokenizer).map_err(e)?;
+    let reference = safetensors::SafeTensors::deserialize(&words).map_err(|e| e.to_string())?;
+    let texts: serde_json::Value = serde_json::from_str(&texts).map_err(|e| e.to_string())?;
     let front = encoder.log_mel(&gpu).map_err(e)?;
     let prompt = generation
         .timestamp_prompt(Some("en"), "transcribe")
@@ -550,16 +548,9 @@ pub async fn run_whisper(
     words: Vec<u8>,
     texts: String,
 ) -> Result<String, JsValue> {
-    whisper(WhisperFiles {
-        config,
-        generation,
-        tokenizer,
-        model,
-        words,
-        texts,
-    })
-    .await
-    .map_err(|e| JsValue::from_str(&e))
+    whisper(config, generation, tokenizer, model, words, texts)
+        .await
+        .map_err(|e| JsValue::from_str(&e))
 }
 
 /// Replays the uniforms diffusers drew, in the order it drew them.
@@ -699,17 +690,15 @@ pub async fn run_amused(
 /// CLIP's fetched files: `config.json`, `model.safetensors`, `tokenizer.json`,
 /// `preprocessor_config.json`, `texts.json` (transformers' ids of its texts),
 /// `reference.safetensors`, and the PNG fixtures the reference's first two images came from.
-struct ClipFiles {
-    config: String,
+async fn clip_model(
+    config_text: String,
     model: Vec<u8>,
     tokenizer: Vec<u8>,
     preprocessor: String,
     texts: String,
     reference: Vec<u8>,
     pngs: Vec<Vec<u8>>,
-}
-
-async fn clip_model(files: ClipFiles) -> Result<String, String> {
+) -> Result<String, String> {
     use tessera::clip::{ClipConfig, ClipModel, ClipTokenizer};
     use tessera::nn::config::ModelConfig;
     use tessera::nn::{decode_image, ImageProcessor};
@@ -720,23 +709,23 @@ async fn clip_model(files: ClipFiles) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?,
     );
-    let config = ClipConfig::from_json(&files.config).map_err(e)?;
+    let config = ClipConfig::from_json(&config_text).map_err(e)?;
     let weights = tessera::nn::Weights::from_bytes(
         &gpu,
-        vec![("model.safetensors".into(), files.model)],
+        vec![("model.safetensors".into(), model)],
         DType::F32,
     )
     .map_err(e)?;
     let model = ClipModel::new(&config, &weights).map_err(e)?;
     let tokenizer =
-        ClipTokenizer::from_bytes(&files.tokenizer, config.text_config.max_position_embeddings)
+        ClipTokenizer::from_bytes(&tokenizer, config.text_config.max_position_embeddings)
             .map_err(e)?;
-    let processor = ImageProcessor::from_json(&files.preprocessor, ImageProcessor::clip_default())
-        .map_err(e)?;
-    let st = safetensors::SafeTensors::deserialize(&files.reference).map_err(|e| e.to_string())?;
+    let processor =
+        ImageProcessor::from_json(&preprocessor, ImageProcessor::clip_default()).map_err(e)?;
+    let st = safetensors::SafeTensors::deserialize(&reference).map_err(|e| e.to_string())?;
 
     // The tokenizer: transformers' ids of every text (the real CLIP vocabulary).
-    let texts: serde_json::Value = serde_json::from_str(&files.texts).map_err(|e| e.to_string())?;
+    let texts: serde_json::Value = serde_json::from_str(&texts).map_err(|e| e.to_string())?;
     let strings: Vec<String> =
         serde_json::from_value(texts["texts"].clone()).map_err(|e| e.to_string())?;
     let want_ids: Vec<Vec<u32>> =
@@ -752,8 +741,7 @@ async fn clip_model(files: ClipFiles) -> Result<String, String> {
     // The image processor on decoded PNG bytes, against Pillow's pixel values.
     let (shape, pil) = tensor(&st, "pixel_values")?;
     let (h, w) = (shape[2], shape[3]);
-    let images: Vec<_> = files
-        .pngs
+    let images: Vec<_> = pngs
         .iter()
         .map(|b| decode_image(b))
         .collect::<Result<_, _>>()
@@ -820,15 +808,16 @@ pub async fn run_clip(
     reference: Vec<u8>,
     pngs: Vec<js_sys::Uint8Array>,
 ) -> Result<String, JsValue> {
-    clip_model(ClipFiles {
+    let pngs = pngs.iter().map(|p| p.to_vec()).collect();
+    clip_model(
         config,
         model,
         tokenizer,
         preprocessor,
         texts,
         reference,
-        pngs: pngs.iter().map(|p| p.to_vec()).collect(),
-    })
+        pngs,
+    )
     .await
     .map_err(|e| JsValue::from_str(&e))
 }
